@@ -1,0 +1,52 @@
+# One entry point for people and CI. Every target does its own setup, idempotently.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+
+.PHONY: setup demo serve test lint typecheck pytest bench bench-small lock clean
+
+setup: $(VENV)/.installed static/vendor/.built
+
+$(VENV)/.installed: requirements/dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+static/vendor/.built: package.json package-lock.json scripts/copy-vendor.mjs
+	npm ci --no-audit --no-fund --loglevel=error
+	npm run --silent build
+
+demo: setup
+	$(BIN)/callboard demo
+
+serve: setup
+	$(BIN)/callboard serve
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+pytest: setup
+	$(BIN)/pytest
+
+# Benchmarks at a small size, so CI proves they run; `make bench` runs them at full size.
+bench-small: setup
+	$(PY) -m bench --small
+
+bench: setup
+	$(PY) -m bench
+
+test: lint typecheck pytest bench-small
+
+lock:
+	$(PYTHON) -m pip install --quiet pip-tools
+	$(PYTHON) -m piptools compile --quiet --extra dev --generate-hashes --no-emit-index-url \
+		--no-emit-find-links --strip-extras -o requirements/dev.txt pyproject.toml
+
+clean:
+	rm -rf $(VENV) node_modules static/vendor .mypy_cache .ruff_cache .pytest_cache

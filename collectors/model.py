@@ -1,0 +1,189 @@
+"""The data every layer shares: snapshots (aggregates) and browse results (pages, job details).
+
+Both frameworks produce these same types, so the UI, the JSON API and `/metrics` treat Dramatiq and
+Arq alike. A value a framework cannot provide is `None` (shown as "—", not exported), never a fake 0.
+Times are epoch seconds (float); ages and durations are seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Framework(StrEnum):
+    DRAMATIQ = "dramatiq"
+    ARQ = "arq"
+
+
+#: The states each framework can count, in display order. `callboard_queue_messages{state}`.
+QUEUE_STATES: Mapping[Framework, tuple[str, ...]] = {
+    Framework.DRAMATIQ: ("ready", "in_flight", "delayed", "dead"),
+    Framework.ARQ: ("ready", "deferred", "in_progress"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    framework: Framework
+    namespace: str
+    #: The name the framework's API uses: Dramatiq `default`, Arq `arq:queue`.
+    name: str
+    #: The queue's Redis key, unique within a target; what URLs carry (`dramatiq:default`).
+    key: str
+    #: state -> messages now; every state of QUEUE_STATES[framework] is present.
+    counts: Mapping[str, int]
+    #: Seconds the oldest ready message has waited since it became runnable; 0 when none is ready.
+    oldest_ready_age: float | None
+    #: Seconds since the oldest dead letter / failure was recorded; None when there is none.
+    oldest_dead_age: float | None = None
+    #: Messages held in ack sets of workers whose heartbeat is stale ("orphaned, awaiting recovery").
+    orphaned: int | None = None
+    #: Retained job results by status (`succeeded` / `failed`); None when not known.
+    results: Mapping[str, int] | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    framework: Framework
+    namespace: str
+    #: Dramatiq broker id (one per process), Arq health-check key.
+    worker_id: str
+    #: When it last showed a sign of life (epoch seconds).
+    last_seen: float
+    alive: bool
+    #: `consumer` when it holds ack sets; `unknown` when Redis cannot tell (producer or idle consumer).
+    role: str
+    #: Messages it holds now (running + prefetched), summed over its ack sets.
+    in_flight: int | None = None
+    #: Queues it holds messages from.
+    queues: tuple[str, ...] = ()
+    #: Free-form facts a framework reports (Arq's health-check counters).
+    details: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    version: str
+    used_memory: int | None
+    uptime_seconds: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryStatus:
+    """How complete the background key discovery is: it SCANs a budget of keys per cycle."""
+
+    #: At least one full SCAN pass has finished.
+    complete: bool
+    #: Keys looked at in the current (unfinished) pass.
+    scanned_in_pass: int
+    #: Full passes finished since start.
+    passes: int
+    #: When the last full pass finished.
+    last_pass_at: float | None
+    #: Keys in the database (DBSIZE), for "scanned N of M".
+    db_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSnapshot:
+    """Everything one collection cycle read from one Redis target."""
+
+    target: str
+    collected_at: float
+    duration: float
+    #: Redis round trips the cycle used (counters, discovery, server info).
+    round_trips: int
+    queues: tuple[QueueStats, ...]
+    workers: tuple[WorkerStats, ...]
+    server: ServerInfo | None
+    discovery: DiscoveryStatus
+    #: Notes the UI should show (e.g. "Arq liveness is coarse").
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """A payload that could not be decoded; shown as such, never as an error page."""
+
+    reason: str
+    size: int
+    #: The first bytes, escaped for display.
+    head: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummary:
+    job_id: str
+    state: str
+    #: Actor (Dramatiq) or function (Arq) name; None when undecodable.
+    name: str | None
+    #: One line: the call as Python-ish text, folded.
+    call_preview: str
+    enqueued_at: float | None = None
+    eta: float | None = None
+    failed_at: float | None = None
+    retries: int | None = None
+    #: Last line of the traceback, or the exception, when failed.
+    error: str | None = None
+    undecodable: Undecodable | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    state: str
+    items: tuple[JobSummary, ...]
+    #: Jobs in this state now, when known in O(1).
+    total: int | None
+    offset: int
+    limit: int
+    next_cursor: str | None
+    prev_cursor: str | None
+    #: The order the items are in, e.g. "FIFO: next to run first".
+    order: str
+    #: Anything the operator should know about this page (partial, unsorted...).
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """A stored result: a value, or an exception (type + message)."""
+
+    key: str
+    ok: bool
+    value: Any = None
+    exception_type: str | None = None
+    exception_message: str | None = None
+    ttl_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobDetail:
+    framework: Framework
+    queue_key: str
+    job_id: str
+    state: str
+    name: str | None
+    #: Every id the framework has: (label, value).
+    ids: tuple[tuple[str, str], ...]
+    args: Any = None
+    kwargs: Any = None
+    #: Options/metadata as stored (JSON-able).
+    options: Mapping[str, Any] = field(default_factory=dict)
+    retries: int | None = None
+    traceback: str | None = None
+    #: (label, epoch seconds), in lifecycle order.
+    timestamps: tuple[tuple[str, float], ...] = ()
+    result: JobResult | None = None
+    #: Where the failure text comes from, and its limits.
+    notes: tuple[str, ...] = ()
+    size: int | None = None
+    undecodable: Undecodable | None = None
+    #: The whole decoded payload, for the "raw" view.
+    raw: Any = None

@@ -1,0 +1,107 @@
+"""Decoding stored payloads without trusting them, and folding them into one-line previews.
+
+Payloads come from other people's processes: they may be truncated, not JSON, huge, deeply nested,
+or hostile. Decoding never raises; it returns the value or an `Undecodable` with the size and the
+first bytes, so a page can show what is there instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from collectors.model import Undecodable
+
+#: Payloads above this are not decoded at all (shown as undecodable with their size).
+MAX_PAYLOAD_BYTES = 1_000_000
+#: First bytes shown for an undecodable payload.
+HEAD_BYTES = 64
+
+
+def head_of(raw: bytes) -> str:
+    """The first bytes of a payload as printable text (non-printables escaped)."""
+    return repr(raw[:HEAD_BYTES])[2:-1] + ("…" if len(raw) > HEAD_BYTES else "")
+
+
+def undecodable(raw: bytes, reason: str) -> Undecodable:
+    return Undecodable(reason=reason, size=len(raw), head=head_of(raw))
+
+
+def decode_json_object(raw: bytes | None) -> dict[str, Any] | Undecodable:
+    """A JSON object from `raw`, or why not. Never raises."""
+    if raw is None:
+        return Undecodable(reason="missing payload", size=0, head="")
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        return undecodable(raw, f"payload larger than {MAX_PAYLOAD_BYTES} bytes")
+    if raw[:1] == b"\x80":
+        return undecodable(raw, "pickle payload (Dramatiq PickleEncoder): not decoded")
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        return undecodable(raw, f"not JSON: {type(exc).__name__}")
+    if not isinstance(value, dict):
+        return undecodable(raw, f"JSON {type(value).__name__}, expected an object")
+    return value
+
+
+def as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value == value:  # not NaN
+        return int(value)
+    return None
+
+
+def ms_to_seconds(value: Any) -> float | None:
+    ms = as_int(value)
+    return ms / 1000.0 if ms is not None and ms > 0 else None
+
+
+def as_text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def fold(value: Any, limit: int = 120) -> str:
+    """A compact one-line repr, cut at `limit` characters."""
+    text = _short(value, depth=0)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def call_preview(name: str | None, args: Any, kwargs: Any, limit: int = 160) -> str:
+    """`actor(1, 'x', key=…)`, folded to one line."""
+    parts: list[str] = []
+    if isinstance(args, Sequence) and not isinstance(args, str | bytes):
+        parts.extend(_short(a, 1) for a in args)
+    if isinstance(kwargs, Mapping):
+        parts.extend(f"{k}={_short(v, 1)}" for k, v in kwargs.items())
+    text = f"{name or '?'}({', '.join(parts)})"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short(value: Any, depth: int) -> str:
+    if depth > 3:
+        return "…"
+    if isinstance(value, Mapping):
+        items = list(value.items())
+        body = ", ".join(f"{_short(k, depth + 1)}: {_short(v, depth + 1)}" for k, v in items[:8])
+        return "{" + body + (", …" if len(items) > 8 else "") + "}"
+    if isinstance(value, list | tuple):
+        body = ", ".join(_short(v, depth + 1) for v in value[:8])
+        more = ", …" if len(value) > 8 else ""
+        return ("[" + body + more + "]") if isinstance(value, list) else ("(" + body + more + ")")
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:59] + "…")
+    return repr(value)
+
+
+def last_line(text: str | None) -> str | None:
+    """The last non-empty line of a traceback: usually `ValueError: message`."""
+    if not text:
+        return None
+    for line in reversed(text.strip().splitlines()):
+        if line.strip():
+            return line.strip()[:300]
+    return None

@@ -1,0 +1,136 @@
+"""The JSON API under /api/v1: every page's data, described by /api/v1/openapi.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from dashboard import views
+from dashboard.store import SnapshotStore, TargetState
+
+
+def to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return repr(value)
+
+
+def respond(data: Any, status: int = 200) -> Response:
+    body = json.dumps(to_jsonable(data), ensure_ascii=False, allow_nan=False, default=repr)
+    return Response(
+        body, status_code=status, media_type="application/json", headers={"Cache-Control": "no-store"}
+    )
+
+
+def _target(state: TargetState) -> dict[str, Any]:
+    snap = state.snapshot
+    return {
+        "name": state.name,
+        "url": state.url,
+        "up": state.up,
+        "error": state.error,
+        "errors_total": state.errors_total,
+        "down_since": state.down_since,
+        "collected_at": snap.collected_at if snap else None,
+        "collect_duration_seconds": state.last_duration,
+        "round_trips": snap.round_trips if snap else None,
+        "server": snap.server if snap else None,
+        "discovery": snap.discovery if snap else None,
+    }
+
+
+async def queues(request: Request) -> Response:
+    store: SnapshotStore = request.app.state.store
+    return respond(
+        {
+            "targets": [_target(s) for s in store.targets()],
+            "queues": [{"target": s.name, "up": s.up, **to_jsonable(q)} for s, q in store.queues()],
+        }
+    )
+
+
+async def jobs(request: Request) -> Response:
+    p = request.path_params
+    state = request.query_params.get("state") or "ready"
+    page = await views.list_jobs(request, p["target"], p["framework"], p["queue"], state)
+    return respond(page)
+
+
+async def job(request: Request) -> Response:
+    p = request.path_params
+    key, job_id = views._split_job_path(p["rest"])
+    detail = await views.load_job(request, p["target"], p["framework"], key, job_id)
+    if detail is None:
+        raise HTTPException(404, f"No job {job_id!r} in {key!r}: it finished, was deleted or never existed.")
+    return respond(detail)
+
+
+async def workers(request: Request) -> Response:
+    store: SnapshotStore = request.app.state.store
+    out = []
+    for state in store.targets():
+        for w in state.snapshot.workers if state.snapshot else ():
+            out.append({"target": state.name, **to_jsonable(w)})
+    return respond({"workers": out})
+
+
+async def failures(request: Request) -> Response:
+    store: SnapshotStore = request.app.state.store
+    out = [
+        {
+            "target": s.name,
+            "framework": q.framework.value,
+            "queue": q.name,
+            "key": q.key,
+            "dead": q.counts.get("dead", 0),
+            "oldest_dead_age": q.oldest_dead_age,
+        }
+        for s, q in store.queues()
+        if q.counts.get("dead")
+    ]
+    return respond({"failures": out})
+
+
+def _op(summary: str, params: list[str], query: tuple[str, ...] = ()) -> dict[str, Any]:
+    parameters = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in params]
+    parameters += [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}} for n in query]
+    return {
+        "get": {"summary": summary, "parameters": parameters, "responses": {"200": {"description": "JSON"}}}
+    }
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "Callboard API", "version": "1"},
+    "paths": {
+        "/api/v1/queues": _op("Every queue of every target with counts by state, and target health", []),
+        "/api/v1/queues/{target}/{framework}/{queue}/jobs": _op(
+            "A page of jobs in one state (ready, in_flight, delayed, dead)",
+            ["target", "framework", "queue"],
+            ("state", "cursor", "limit"),
+        ),
+        "/api/v1/jobs/{target}/{framework}/{queue}/{job_id}": _op(
+            "Everything stored about one job", ["target", "framework", "queue", "job_id"]
+        ),
+        "/api/v1/workers": _op("Workers of every target", []),
+        "/api/v1/failures": _op("Queues with dead or failed jobs", []),
+    },
+}
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(OPENAPI)

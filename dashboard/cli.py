@@ -1,0 +1,68 @@
+"""`callboard serve` and `callboard demo` (design.md §2.1)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from dashboard.settings import SettingsError, load
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="callboard", description="Dashboard for Dramatiq and Arq queues on Redis."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="watch one or more Redis targets and serve the dashboard")
+    serve.add_argument(
+        "--redis", action="append", default=[], metavar="[NAME=]URL", help="a Redis target (repeatable)"
+    )
+    serve.add_argument("--config", help="TOML config file listing targets")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--read-only", action="store_true", default=None, help="hide and refuse every control")
+    serve.add_argument("--poll-interval", type=float, metavar="SECONDS", help="seconds between collections")
+    demo = sub.add_parser("demo", help="embedded Redis, real demo workers and traffic, and the dashboard")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--host", default="127.0.0.1")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "demo":
+        from demo.runner import run_demo
+
+        return run_demo(host=args.host, port=args.port)
+    try:
+        settings = load(
+            redis=args.redis,
+            config=args.config,
+            host=args.host,
+            port=args.port,
+            read_only=args.read_only,
+            poll_interval=args.poll_interval,
+        )
+    except SettingsError as exc:
+        print(f"callboard: {exc}", file=sys.stderr)
+        return 2
+    return serve(settings)
+
+
+def serve(settings: object) -> int:
+    import uvicorn
+
+    from dashboard.app import create_app
+    from dashboard.settings import Settings
+
+    assert isinstance(settings, Settings)
+    app = create_app(settings)
+    targets = ", ".join(f"{t.name}={t.safe_url}" for t in settings.targets)
+    logging.getLogger("callboard").info(
+        "watching %s; dashboard on http://%s:%d/", targets, settings.host, settings.port
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    return 0

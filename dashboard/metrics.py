@@ -1,0 +1,120 @@
+"""`/metrics`: the latest snapshots as Prometheus text (or OpenMetrics), with no Redis I/O.
+
+Names and labels are the contract of design.md §2.3. A target that is down exports `callboard_up 0`
+and its health series only, so Prometheus marks its queue series stale instead of seeing half a
+picture; the endpoint itself always answers 200.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from collectors.model import QUEUE_STATES, Framework, TargetSnapshot
+from dashboard import __version__
+from dashboard.store import SnapshotStore
+
+QUEUE_LABELS = ["target", "framework", "namespace", "queue"]
+
+
+class SnapshotMetrics(Collector):
+    def __init__(self, store: SnapshotStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily(
+            "callboard_up", "1 if the last collection from this target succeeded", labels=["target"]
+        )
+        duration = GaugeMetricFamily(
+            "callboard_collect_duration_seconds", "Time the last collection took", labels=["target"]
+        )
+        errors = CounterMetricFamily("callboard_collect_errors", "Failed collections", labels=["target"])
+        last = GaugeMetricFamily(
+            "callboard_last_collect_timestamp_seconds",
+            "When the last good collection finished",
+            labels=["target"],
+        )
+        messages = GaugeMetricFamily(
+            "callboard_queue_messages", "Messages now, by state", labels=[*QUEUE_LABELS, "state"]
+        )
+        oldest = GaugeMetricFamily(
+            "callboard_queue_oldest_message_age_seconds",
+            "How long the oldest ready message has waited since it became runnable; 0 when none",
+            labels=QUEUE_LABELS,
+        )
+        workers = GaugeMetricFamily(
+            "callboard_workers",
+            "Workers by state (Dramatiq heartbeats)",
+            labels=["target", "framework", "namespace", "state"],
+        )
+        results = GaugeMetricFamily(
+            "callboard_job_results",
+            "Result records retained now, by status",
+            labels=[*QUEUE_LABELS, "status"],
+        )
+        build = GaugeMetricFamily("callboard_build_info", "Build metadata", labels=["version"])
+        build.add_metric([__version__], 1)
+        for state in self.store.targets():
+            t = state.name
+            up.add_metric([t], 1 if state.up else 0)
+            if state.last_duration is not None:
+                duration.add_metric([t], state.last_duration)
+            errors.add_metric([t], state.errors_total)
+            snap = state.snapshot
+            if snap is not None:
+                last.add_metric([t], snap.collected_at)
+            if state.up and snap is not None:
+                _queue_samples(t, snap, messages, oldest, results)
+                _worker_samples(t, snap, workers)
+        yield from (up, duration, errors, last, build, messages, oldest, workers, results)
+
+
+def _queue_samples(
+    t: str,
+    snap: TargetSnapshot,
+    messages: GaugeMetricFamily,
+    oldest: GaugeMetricFamily,
+    results: GaugeMetricFamily,
+) -> None:
+    for q in snap.queues:
+        labels = [t, q.framework.value, q.namespace, q.name]
+        for name in QUEUE_STATES[q.framework]:
+            messages.add_metric([*labels, name], q.counts.get(name, 0))
+        if q.oldest_ready_age is not None:
+            oldest.add_metric(labels, q.oldest_ready_age)
+        if q.results is not None:
+            for status in ("succeeded", "failed"):
+                results.add_metric([*labels, status], q.results.get(status, 0))
+
+
+def _worker_samples(t: str, snap: TargetSnapshot, workers: GaugeMetricFamily) -> None:
+    # Every Dramatiq namespace with queues exports both states, 0 included, so alerts work when idle.
+    by_ns: dict[tuple[str, str], dict[str, int]] = {}
+    for q in snap.queues:
+        if q.framework is Framework.DRAMATIQ:
+            by_ns.setdefault((q.framework.value, q.namespace), {"alive": 0, "stale": 0})
+    for w in snap.workers:
+        counts = by_ns.setdefault((w.framework.value, w.namespace), {"alive": 0, "stale": 0})
+        counts["alive" if w.alive else "stale"] += 1
+    for (fw, ns), counts in sorted(by_ns.items()):
+        for name, n in counts.items():
+            workers.add_metric([t, fw, ns, name], n)
+
+
+def make_registry(store: SnapshotStore) -> CollectorRegistry:
+    # A registry of our own: no process/GC collectors, nothing shared between app instances or tests.
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotMetrics(store))
+    return registry
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    registry: CollectorRegistry = request.app.state.registry
+    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encoder(registry), media_type=None, headers={"Content-Type": content_type})

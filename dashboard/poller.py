@@ -1,0 +1,85 @@
+"""One background loop per target: collect, store, sleep; errors mark the target down, never crash.
+
+Redis down, slow or restarted: the cycle fails (or times out), the store records `up = False` with
+the reason, and the next cycle tries again with a fresh connection, so recovery needs nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from redis.exceptions import RedisError
+
+from collectors.target import TargetCollector
+from dashboard.store import SnapshotStore
+
+log = logging.getLogger("callboard.poller")
+
+
+class Poller:
+    def __init__(
+        self, store: SnapshotStore, collectors: dict[str, TargetCollector], interval: float, timeout: float
+    ) -> None:
+        self.store = store
+        self.collectors = collectors
+        self.interval = interval
+        #: A whole cycle may take this long before it counts as failed.
+        self.timeout = timeout
+        self._wake = {name: asyncio.Event() for name in collectors}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._loop(name), name=f"poll:{name}") for name in self.collectors]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def refresh(self, target: str | None = None) -> None:
+        """Collect now instead of at the next tick (after a write, so numbers move within one poll)."""
+        for name, event in self._wake.items():
+            if target is None or name == target:
+                event.set()
+
+    async def collect_once(self, name: str) -> None:
+        collector = self.collectors[name]
+        started = time.perf_counter()
+        try:
+            snapshot = await asyncio.wait_for(collector.collect(), timeout=self.timeout)
+        except asyncio.CancelledError:
+            raise
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(name, _describe(exc), started)
+        except Exception as exc:  # a bug must not stop the loop; it is logged with its traceback
+            log.exception("collection from %s failed", name)
+            self._failed(name, f"internal error: {type(exc).__name__}", started)
+        else:
+            state = self.store.get(name)
+            if state is not None and not state.up and state.errors_total:
+                log.info("target %s is up again", name)
+            self.store.record(snapshot)
+
+    def _failed(self, name: str, reason: str, started: float) -> None:
+        state = self.store.get(name)
+        if state is not None and state.up:
+            log.warning("target %s is down: %s", name, reason)
+        self.store.record_error(name, reason, time.perf_counter() - started)
+
+    async def _loop(self, name: str) -> None:
+        wake = self._wake[name]
+        while True:
+            await self.collect_once(name)
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=self.interval)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out waiting for Redis"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]

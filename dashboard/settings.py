@@ -1,0 +1,187 @@
+"""Settings: flags, then environment (`CALLBOARD_*`), then a TOML config file, then defaults.
+
+Config file shape (every key optional):
+
+    poll_interval = 2.0
+    [[targets]]
+    name = "main"
+    url = "redis://localhost:6379/0"
+    [targets.dramatiq]
+    namespaces = ["dramatiq"]              # discovered when not listed
+    queues = ["dramatiq:default"]          # always shown, even while empty
+    heartbeat_timeout = 60
+    [targets.dramatiq.results]             # only when the app stores results
+    namespace = "dramatiq-results"
+    prefix_keys = false                    # Dramatiq 2.2 use_namespace_prefix_keys
+    url = "redis://localhost:6379/1"       # when results live elsewhere
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from collectors.dramatiq import DramatiqConfig, ResultsConfig
+
+DEFAULT_URL = "redis://localhost:6379/0"
+
+
+class SettingsError(ValueError):
+    """A setting is wrong; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSettings:
+    name: str
+    url: str
+    dramatiq: DramatiqConfig = field(default_factory=DramatiqConfig)
+    #: Where Dramatiq results live, when not in the broker's database.
+    results_url: str | None = None
+
+    @property
+    def safe_url(self) -> str:
+        return redact(self.url)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    targets: tuple[TargetSettings, ...] = (TargetSettings("default", DEFAULT_URL),)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    read_only: bool = False
+    #: Seconds between collections; every viewer and scraper reads the latest one.
+    poll_interval: float = 2.0
+    #: How much depth history the store keeps for charts.
+    history_seconds: float = 1800.0
+    #: SCAN calls per discovery step (1,000 keys each).
+    scan_budget: int = 20
+    #: Redis connect/read timeout; keep it below Prometheus' scrape timeout.
+    redis_timeout: float = 2.0
+
+    def target(self, name: str) -> TargetSettings | None:
+        return next((t for t in self.targets if t.name == name), None)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for pages, logs and metrics."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def parse_target(spec: str) -> TargetSettings:
+    """`NAME=URL` or `URL` (the name is then host-port-db)."""
+    name, sep, url = spec.partition("=")
+    if not sep or "://" in name:
+        name, url = "", spec
+    if not url.startswith(("redis://", "rediss://", "unix://", "valkey://")):
+        raise SettingsError(f"--redis {spec!r}: expected [NAME=]redis://host:port/db")
+    url = url.replace("valkey://", "redis://", 1)
+    if not name:
+        parts = urlsplit(url)
+        db = parts.path.strip("/") or "0"
+        name = f"{parts.hostname or 'localhost'}-{parts.port or 6379}-{db}"
+    return TargetSettings(name=name, url=url)
+
+
+def load(
+    redis: Sequence[str] = (),
+    config: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    **flags: Any,
+) -> Settings:
+    """Merge defaults < config file < environment < flags. Flags set to None are not given."""
+    env = os.environ if environ is None else environ
+    settings = Settings()
+    config = config or env.get("CALLBOARD_CONFIG")
+    if config:
+        settings = _from_file(Path(config), settings)
+    env_values: dict[str, Any] = {
+        "host": env.get("CALLBOARD_HOST"),
+        "port": env.get("CALLBOARD_PORT"),
+        "read_only": env.get("CALLBOARD_READ_ONLY"),
+        "poll_interval": env.get("CALLBOARD_POLL_INTERVAL"),
+    }
+    settings = _apply(settings, env_values)
+    specs = list(redis) or env.get("CALLBOARD_REDIS", "").replace(",", " ").split()
+    if specs:
+        targets = tuple(parse_target(s) for s in specs)
+        settings = replace(settings, targets=targets)
+    settings = _apply(settings, flags)
+    names = [t.name for t in settings.targets]
+    if len(set(names)) != len(names):
+        raise SettingsError(f"target names must be unique: {names}")
+    return settings
+
+
+def _apply(settings: Settings, values: Mapping[str, Any]) -> Settings:
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        try:
+            if key == "port":
+                changes[key] = int(value)
+            elif key in ("poll_interval", "history_seconds", "redis_timeout"):
+                changes[key] = float(value)
+            elif key == "scan_budget":
+                changes[key] = int(value)
+            elif key == "read_only":
+                changes[key] = (
+                    value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+                )
+            elif key == "host":
+                changes[key] = str(value)
+            else:
+                raise SettingsError(f"unknown setting {key!r}")
+        except ValueError as exc:
+            raise SettingsError(f"{key}: {exc}") from None
+    if changes.get("poll_interval", 1.0) <= 0:
+        raise SettingsError("poll_interval must be positive")
+    return replace(settings, **changes)
+
+
+def _from_file(path: Path, settings: Settings) -> Settings:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"config {path}: {exc}") from None
+    top = {k: v for k, v in data.items() if k != "targets"}
+    settings = _apply(settings, top)
+    targets = data.get("targets")
+    if targets is None:
+        return settings
+    if not isinstance(targets, list) or not targets:
+        raise SettingsError(f"config {path}: `targets` must be a non-empty array of tables")
+    return replace(settings, targets=tuple(_target(t, path) for t in targets))
+
+
+def _target(table: Any, path: Path) -> TargetSettings:
+    if not isinstance(table, dict) or "url" not in table:
+        raise SettingsError(f"config {path}: every [[targets]] needs a url")
+    base = parse_target(f"{table['name']}={table['url']}" if "name" in table else str(table["url"]))
+    dq = table.get("dramatiq", {})
+    results = dq.get("results")
+    dramatiq = DramatiqConfig(
+        namespaces=tuple(dq.get("namespaces", ())),
+        queues=tuple(dq.get("queues", ())),
+        heartbeat_timeout=float(dq.get("heartbeat_timeout", 60.0)),
+        idle_ttl=float(dq.get("idle_ttl", 3600.0)),
+        results=ResultsConfig(
+            namespace=str(results.get("namespace", "dramatiq-results")),
+            prefix_keys=bool(results.get("prefix_keys", False)),
+        )
+        if isinstance(results, dict)
+        else None,
+    )
+    results_url = results.get("url") if isinstance(results, dict) else None
+    return replace(base, dramatiq=dramatiq, results_url=results_url)

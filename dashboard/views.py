@@ -1,0 +1,244 @@
+"""Pages and htmx fragments. Live fragments read the store only; browse pages read Redis on demand.
+
+A fragment URL returns exactly the partial its page includes, so the markup exists once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from collectors import dramatiq
+from collectors.model import QUEUE_STATES, Framework, JobDetail, JobPage, QueueStats
+from collectors.target import TargetCollector
+from dashboard.store import SnapshotStore, TargetState
+
+PAGE_SIZES = (25, 50, 100, 200)
+DEFAULT_LIMIT = 50
+STATE_LABELS = {
+    "ready": "Ready",
+    "in_flight": "In flight",
+    "delayed": "Delayed",
+    "dead": "Dead",
+    "deferred": "Deferred",
+    "in_progress": "In progress",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    target: str
+    up: bool
+    queue: QueueStats
+    #: SVG polyline points of the backlog (everything but dead) over the stored history.
+    spark: str
+    spark_max: int
+
+
+def _store(request: Request) -> SnapshotStore:
+    store: SnapshotStore = request.app.state.store
+    return store
+
+
+def _render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+    base = {
+        "targets": _store(request).targets(),
+        "read_only": request.app.state.settings.read_only,
+        "poll_ms": int(request.app.state.settings.poll_interval * 1000),
+        "now": time.time(),
+        "state_labels": STATE_LABELS,
+    }
+    response: Response = request.app.state.templates.TemplateResponse(
+        request, name, {**base, **context}, status_code=status
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def spark_points(history: list[tuple[float, Any]], width: int = 120, height: int = 24) -> tuple[str, int]:
+    values = [sum(v for k, v in counts.items() if k != "dead") for _, counts in history[-120:]]
+    if len(values) < 2:
+        return "", max(values, default=0)
+    top = max(values) or 1
+    step = width / (len(values) - 1)
+    points = " ".join(
+        f"{i * step:.1f},{height - 1 - (v / top) * (height - 2):.1f}" for i, v in enumerate(values)
+    )
+    return points, max(values)
+
+
+def queue_rows(store: SnapshotStore) -> list[QueueRow]:
+    rows = []
+    for state, q in store.queues():
+        points, top = spark_points(store.history(state.name, q.key))
+        rows.append(QueueRow(state.name, state.up, q, points, top))
+    return rows
+
+
+# -- pages -----------------------------------------------------------------------------------------
+
+
+async def overview(request: Request) -> Response:
+    return _render(request, "pages/overview.html", {"rows": queue_rows(_store(request))})
+
+
+async def overview_fragment(request: Request) -> Response:
+    return _render(request, "partials/overview_body.html", {"rows": queue_rows(_store(request))})
+
+
+async def banner_fragment(request: Request) -> Response:
+    return _render(request, "partials/banner.html", {})
+
+
+async def workers(request: Request) -> Response:
+    return _render(request, "pages/workers.html", {})
+
+
+async def workers_fragment(request: Request) -> Response:
+    return _render(request, "partials/workers_table.html", {})
+
+
+async def failures(request: Request) -> Response:
+    rows = [r for r in queue_rows(_store(request)) if r.queue.counts.get("dead")]
+    return _render(request, "pages/failures.html", {"rows": rows})
+
+
+def _queue_context(request: Request) -> dict[str, Any]:
+    target, framework, key = (request.path_params[k] for k in ("target", "framework", "queue"))
+    found = _store(request).queue(target, framework, key)
+    collector = _collector(request, target)
+    if found is None:
+        q = dramatiq.queue_keys(key) if framework == Framework.DRAMATIQ else None
+        if q is None or collector is None:
+            raise HTTPException(404, f"No queue {key!r} on target {target!r} ({framework}).")
+        state = _store(request).get(target)
+        assert state is not None
+        stats = QueueStats(
+            Framework.DRAMATIQ,
+            q.namespace,
+            q.queue,
+            q.ready,
+            dict.fromkeys(QUEUE_STATES[Framework.DRAMATIQ], 0),
+            None,
+        )
+        found = (state, stats)
+    state, stats = found
+    history = _store(request).history(target, key)
+    return {"target": state, "queue": stats, "history": _history_series(history, stats)}
+
+
+def _history_series(history: list[tuple[float, Any]], stats: QueueStats) -> dict[str, Any]:
+    states = QUEUE_STATES[stats.framework]
+    return {
+        "labels": [STATE_LABELS[s] for s in states],
+        "data": [[round(t, 1) for t, _ in history]] + [[c.get(s, 0) for _, c in history] for s in states],
+    }
+
+
+async def queue_page(request: Request) -> Response:
+    context = _queue_context(request)
+    stats: QueueStats = context["queue"]
+    state = request.query_params.get("state") or "ready"
+    if state not in dramatiq.BROWSE_STATES:
+        raise HTTPException(400, f"Unknown state {state!r}; one of {', '.join(dramatiq.BROWSE_STATES)}.")
+    offset, limit = _paging(request)
+    page = await _list(request, context["target"].name, stats, state, offset, limit)
+    return _render(
+        request, "pages/queue.html", {**context, "tab": state, "page": page, "page_sizes": PAGE_SIZES}
+    )
+
+
+async def queue_fragment(request: Request) -> Response:
+    context = _queue_context(request)
+    tab = request.query_params.get("state") or "ready"
+    return _render(request, "partials/queue_summary.html", {**context, "tab": tab})
+
+
+async def job_page(request: Request) -> Response:
+    target, framework = request.path_params["target"], request.path_params["framework"]
+    key, job_id = _split_job_path(request.path_params["rest"])
+    detail = await load_job(request, target, framework, key, job_id)
+    if detail is None:
+        return _render(
+            request,
+            "pages/job_gone.html",
+            {"target_name": target, "framework": framework, "queue_key": key, "job_id": job_id},
+            status=404,
+        )
+    return _render(request, "pages/job.html", {"job": detail, "target_name": target})
+
+
+# -- shared with the JSON API ----------------------------------------------------------------------
+
+
+def _collector(request: Request, target: str) -> TargetCollector | None:
+    collectors: dict[str, TargetCollector] = request.app.state.collectors
+    return collectors.get(target)
+
+
+def _paging(request: Request) -> tuple[int, int]:
+    try:
+        offset = max(0, int(request.query_params.get("cursor") or 0))
+        limit = int(request.query_params.get("limit") or DEFAULT_LIMIT)
+    except ValueError:
+        raise HTTPException(400, "cursor and limit must be integers") from None
+    return offset, min(max(limit, 1), 500)
+
+
+def _split_job_path(rest: str) -> tuple[str, str]:
+    key, sep, job_id = rest.rpartition("/")
+    if not sep or not key or not job_id:
+        raise HTTPException(404, "Expected /jobs/{target}/{framework}/{queue}/{job_id}.")
+    return key, job_id
+
+
+async def _list(
+    request: Request, target: str, stats: QueueStats, state: str, offset: int, limit: int
+) -> JobPage:
+    collector = _collector(request, target)
+    q = dramatiq.queue_keys(stats.key)
+    if collector is None or q is None:
+        raise HTTPException(404, "Unknown queue.")
+    return await dramatiq.list_jobs(collector.redis, q, state, offset, limit, collector.dramatiq.ack_keys(q))
+
+
+async def list_jobs(request: Request, target: str, framework: str, key: str, state: str) -> JobPage:
+    if framework != Framework.DRAMATIQ:
+        raise HTTPException(404, f"Unknown framework {framework!r}.")
+    q = dramatiq.queue_keys(key)
+    if q is None or _collector(request, target) is None:
+        raise HTTPException(404, f"No queue {key!r} on target {target!r}.")
+    if state not in dramatiq.BROWSE_STATES:
+        raise HTTPException(400, f"Unknown state {state!r}; one of {', '.join(dramatiq.BROWSE_STATES)}.")
+    offset, limit = _paging(request)
+    stats = QueueStats(Framework.DRAMATIQ, q.namespace, q.queue, q.ready, {}, None)
+    return await _list(request, target, stats, state, offset, limit)
+
+
+async def load_job(request: Request, target: str, framework: str, key: str, job_id: str) -> JobDetail | None:
+    collector = _collector(request, target)
+    if collector is None:
+        raise HTTPException(404, f"Unknown target {target!r}.")
+    if framework != Framework.DRAMATIQ:
+        raise HTTPException(404, f"Unknown framework {framework!r}.")
+    q = dramatiq.queue_keys(key)
+    if q is None:
+        raise HTTPException(404, f"{key!r} is not a Dramatiq queue key (namespace:queue).")
+    results_redis = request.app.state.results_redis.get(target)
+    return await dramatiq.get_job(
+        collector.redis,
+        q,
+        job_id,
+        collector.dramatiq.ack_keys(q),
+        collector.dramatiq.config.results,
+        results_redis,
+    )
+
+
+def target_states(request: Request) -> list[TargetState]:
+    return _store(request).targets()
