@@ -36,6 +36,7 @@ from redis.asyncio.client import Pipeline
 from collectors import payloads
 from collectors.keyspace import text as _text
 from collectors.model import (
+    CollectedPart,
     Framework,
     JobDetail,
     JobPage,
@@ -197,13 +198,6 @@ end
 for i = 1, na do acks[i] = redis.call('SCARD', KEYS[nq * 5 + nh + i]) end
 return {queues, beats, acks}
 """
-
-
-@dataclass(frozen=True, slots=True)
-class CollectedPart:
-    queues: tuple[QueueStats, ...]
-    workers: tuple[WorkerStats, ...]
-    notes: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

@@ -92,6 +92,15 @@ class DiscoveryStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class CollectedPart:
+    """What one framework contributes to a target's snapshot."""
+
+    queues: tuple[QueueStats, ...]
+    workers: tuple[WorkerStats, ...]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class TargetSnapshot:
     """Everything one collection cycle read from one Redis target."""
 

@@ -16,9 +16,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from collectors.dramatiq import CollectedPart, DramatiqCollector
+from collectors.arq import ArqCollector
+from collectors.dramatiq import DramatiqCollector
 from collectors.keyspace import KeyspaceScanner
-from collectors.model import QueueStats, ServerInfo, TargetSnapshot, WorkerStats
+from collectors.model import CollectedPart, QueueStats, ServerInfo, TargetSnapshot, WorkerStats
 
 
 def script_sha(source: str) -> str:
@@ -33,12 +34,14 @@ class TargetCollector:
         name: str,
         redis: Redis,
         dramatiq: DramatiqCollector | None = None,
+        arq: ArqCollector | None = None,
         scan_budget: int = 20,
     ) -> None:
         self.name = name
         self.redis = redis
         self.dramatiq = dramatiq or DramatiqCollector()
-        self.frameworks = (self.dramatiq,)
+        self.arq = arq or ArqCollector()
+        self.frameworks: tuple[DramatiqCollector | ArqCollector, ...] = (self.dramatiq, self.arq)
         self.scanner = KeyspaceScanner(budget=scan_budget)
         self._sha = {src: script_sha(src) for fw in self.frameworks for src in fw.scripts}
 
@@ -47,7 +50,10 @@ class TargetCollector:
         batch = await self.scanner.step(self.redis)
         for framework in self.frameworks:
             framework.observe(batch.keys)
-        return batch.round_trips
+        if batch.pass_complete:
+            self.arq.end_pass()
+        # Arq needs follow-up reads of what SCAN found (key types, result payloads), each with a budget.
+        return batch.round_trips + await self.arq.after_scan(self.redis)
 
     async def collect(self) -> TargetSnapshot:
         started = time.perf_counter()

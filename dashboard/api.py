@@ -72,7 +72,7 @@ async def jobs(request: Request) -> Response:
 
 async def job(request: Request) -> Response:
     p = request.path_params
-    key, job_id = views._split_job_path(p["rest"])
+    key, job_id = views.split_job_path(p["rest"])
     detail = await views.load_job(request, p["target"], p["framework"], key, job_id)
     if detail is None:
         raise HTTPException(404, f"No job {job_id!r} in {key!r}: it finished, was deleted or never existed.")

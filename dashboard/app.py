@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from collectors.arq import ArqCollector
 from collectors.dramatiq import DramatiqCollector
 from collectors.target import TargetCollector
 from dashboard import api, views
@@ -45,6 +46,7 @@ def _collector(target: TargetSettings, settings: Settings) -> TargetCollector:
         target.name,
         redis_client(target.url, settings.redis_timeout),
         DramatiqCollector(target.dramatiq),
+        ArqCollector(target.arq),
         scan_budget=settings.scan_budget,
     )
 

@@ -50,7 +50,7 @@ class SnapshotMetrics(Collector):
         )
         workers = GaugeMetricFamily(
             "callboard_workers",
-            "Workers by state (Dramatiq heartbeats)",
+            "Workers by state: Dramatiq heartbeats, Arq queues' health-check keys",
             labels=["target", "framework", "namespace", "state"],
         )
         results = GaugeMetricFamily(
@@ -100,8 +100,15 @@ def _worker_samples(t: str, snap: TargetSnapshot, workers: GaugeMetricFamily) ->
         if q.framework is Framework.DRAMATIQ:
             by_ns.setdefault((q.framework.value, q.namespace), {"alive": 0, "stale": 0})
     for w in snap.workers:
-        counts = by_ns.setdefault((w.framework.value, w.namespace), {"alive": 0, "stale": 0})
-        counts["alive" if w.alive else "stale"] += 1
+        if w.framework is Framework.DRAMATIQ:
+            counts = by_ns.setdefault((w.framework.value, w.namespace), {"alive": 0, "stale": 0})
+            counts["alive" if w.alive else "stale"] += 1
+    # Arq: a queue's health-check key present counts as alive, a known queue without one as stale.
+    checked = {q for w in snap.workers if w.framework is Framework.ARQ for q in w.queues}
+    for q in snap.queues:
+        if q.framework is Framework.ARQ:
+            counts = by_ns.setdefault((q.framework.value, q.namespace), {"alive": 0, "stale": 0})
+            counts["alive" if q.name in checked else "stale"] += 1
     for (fw, ns), counts in sorted(by_ns.items()):
         for name, n in counts.items():
             workers.add_metric([t, fw, ns, name], n)

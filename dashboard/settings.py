@@ -14,6 +14,10 @@ Config file shape (every key optional):
     namespace = "dramatiq-results"
     prefix_keys = false                    # Dramatiq 2.2 use_namespace_prefix_keys
     url = "redis://localhost:6379/1"       # when results live elsewhere
+    [targets.arq]
+    queues = ["arq:queue"]                 # discovered when not listed
+    serializer = "auto"                    # auto (sniffed) | pickle | msgpack | json
+    health_check_interval = 3600           # the workers' setting, to turn the key's TTL into an age
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from collectors.arq import SERIALIZERS, ArqConfig
 from collectors.dramatiq import DramatiqConfig, ResultsConfig
 
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -40,6 +45,7 @@ class TargetSettings:
     name: str
     url: str
     dramatiq: DramatiqConfig = field(default_factory=DramatiqConfig)
+    arq: ArqConfig = field(default_factory=ArqConfig)
     #: Where Dramatiq results live, when not in the broker's database.
     results_url: str | None = None
 
@@ -184,4 +190,13 @@ def _target(table: Any, path: Path) -> TargetSettings:
         else None,
     )
     results_url = results.get("url") if isinstance(results, dict) else None
-    return replace(base, dramatiq=dramatiq, results_url=results_url)
+    aq = table.get("arq", {})
+    serializer = str(aq.get("serializer", "auto"))
+    if serializer not in SERIALIZERS:
+        raise SettingsError(f"config {path}: arq serializer must be one of {', '.join(SERIALIZERS)}")
+    arq = ArqConfig(
+        queues=tuple(aq.get("queues", ())),
+        serializer=serializer,
+        health_check_interval=float(aq.get("health_check_interval", 3600.0)),
+    )
+    return replace(base, dramatiq=dramatiq, arq=arq, results_url=results_url)

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from collectors import dramatiq
+from collectors import arq, dramatiq
 from collectors.model import QUEUE_STATES, Framework, JobDetail, JobPage, QueueStats
 from collectors.target import TargetCollector
 from dashboard.store import SnapshotStore, TargetState
@@ -27,7 +27,16 @@ STATE_LABELS = {
     "dead": "Dead",
     "deferred": "Deferred",
     "in_progress": "In progress",
+    "failed": "Failed",
+    "succeeded": "Succeeded",
 }
+BROWSE_STATES = {Framework.DRAMATIQ.value: dramatiq.BROWSE_STATES, Framework.ARQ.value: arq.BROWSE_STATES}
+
+
+@dataclass(frozen=True, slots=True)
+class Tab:
+    state: str
+    count: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,32 +113,48 @@ async def workers_fragment(request: Request) -> Response:
 
 
 async def failures(request: Request) -> Response:
-    rows = [r for r in queue_rows(_store(request)) if r.queue.counts.get("dead")]
+    rows = [
+        r
+        for r in queue_rows(_store(request))
+        if r.queue.counts.get("dead") or (r.queue.results or {}).get("failed")
+    ]
     return _render(request, "pages/failures.html", {"rows": rows})
 
 
 def _queue_context(request: Request) -> dict[str, Any]:
     target, framework, key = (request.path_params[k] for k in ("target", "framework", "queue"))
+    if framework not in BROWSE_STATES or _collector(request, target) is None:
+        raise HTTPException(404, f"No queue {key!r} on target {target!r} ({framework}).")
     found = _store(request).queue(target, framework, key)
-    collector = _collector(request, target)
+    state = _store(request).get(target)
+    assert state is not None
     if found is None:
-        q = dramatiq.queue_keys(key) if framework == Framework.DRAMATIQ else None
-        if q is None or collector is None:
+        stats = _empty_stats(framework, key)
+        if stats is None:
             raise HTTPException(404, f"No queue {key!r} on target {target!r} ({framework}).")
-        state = _store(request).get(target)
-        assert state is not None
-        stats = QueueStats(
-            Framework.DRAMATIQ,
-            q.namespace,
-            q.queue,
-            q.ready,
-            dict.fromkeys(QUEUE_STATES[Framework.DRAMATIQ], 0),
-            None,
-        )
-        found = (state, stats)
-    state, stats = found
+    else:
+        stats = found[1]
     history = _store(request).history(target, key)
-    return {"target": state, "queue": stats, "history": _history_series(history, stats)}
+    tabs = [Tab(s, _tab_count(stats, s)) for s in BROWSE_STATES[framework]]
+    return {"target": state, "queue": stats, "tabs": tabs, "history": _history_series(history, stats)}
+
+
+def _tab_count(stats: QueueStats, state: str) -> int | None:
+    if state in stats.counts:
+        return stats.counts[state]
+    return stats.results.get(state) if stats.results is not None else None
+
+
+def _empty_stats(framework: str, key: str) -> QueueStats | None:
+    """A queue the store does not list (yet): shown with zero counts rather than a 404."""
+    if framework == Framework.ARQ:
+        states = QUEUE_STATES[Framework.ARQ]
+        return QueueStats(Framework.ARQ, arq.NAMESPACE, key, key, dict.fromkeys(states, 0), None)
+    q = dramatiq.queue_keys(key)
+    if q is None:
+        return None
+    states = QUEUE_STATES[Framework.DRAMATIQ]
+    return QueueStats(Framework.DRAMATIQ, q.namespace, q.queue, q.ready, dict.fromkeys(states, 0), None)
 
 
 def _history_series(history: list[tuple[float, Any]], stats: QueueStats) -> dict[str, Any]:
@@ -144,10 +169,7 @@ async def queue_page(request: Request) -> Response:
     context = _queue_context(request)
     stats: QueueStats = context["queue"]
     state = request.query_params.get("state") or "ready"
-    if state not in dramatiq.BROWSE_STATES:
-        raise HTTPException(400, f"Unknown state {state!r}; one of {', '.join(dramatiq.BROWSE_STATES)}.")
-    offset, limit = _paging(request)
-    page = await _list(request, context["target"].name, stats, state, offset, limit)
+    page = await list_jobs(request, context["target"].name, stats.framework.value, stats.key, state)
     return _render(
         request, "pages/queue.html", {**context, "tab": state, "page": page, "page_sizes": PAGE_SIZES}
     )
@@ -161,7 +183,7 @@ async def queue_fragment(request: Request) -> Response:
 
 async def job_page(request: Request) -> Response:
     target, framework = request.path_params["target"], request.path_params["framework"]
-    key, job_id = _split_job_path(request.path_params["rest"])
+    key, job_id = split_job_path(request.path_params["rest"])
     detail = await load_job(request, target, framework, key, job_id)
     if detail is None:
         return _render(
@@ -190,40 +212,34 @@ def _paging(request: Request) -> tuple[int, int]:
     return offset, min(max(limit, 1), 500)
 
 
-def _split_job_path(rest: str) -> tuple[str, str]:
+def split_job_path(rest: str) -> tuple[str, str]:
     key, sep, job_id = rest.rpartition("/")
     if not sep or not key or not job_id:
         raise HTTPException(404, "Expected /jobs/{target}/{framework}/{queue}/{job_id}.")
     return key, job_id
 
 
-async def _list(
-    request: Request, target: str, stats: QueueStats, state: str, offset: int, limit: int
-) -> JobPage:
-    collector = _collector(request, target)
-    q = dramatiq.queue_keys(stats.key)
-    if collector is None or q is None:
-        raise HTTPException(404, "Unknown queue.")
-    return await dramatiq.list_jobs(collector.redis, q, state, offset, limit, collector.dramatiq.ack_keys(q))
-
-
 async def list_jobs(request: Request, target: str, framework: str, key: str, state: str) -> JobPage:
-    if framework != Framework.DRAMATIQ:
-        raise HTTPException(404, f"Unknown framework {framework!r}.")
-    q = dramatiq.queue_keys(key)
-    if q is None or _collector(request, target) is None:
-        raise HTTPException(404, f"No queue {key!r} on target {target!r}.")
-    if state not in dramatiq.BROWSE_STATES:
-        raise HTTPException(400, f"Unknown state {state!r}; one of {', '.join(dramatiq.BROWSE_STATES)}.")
+    collector = _collector(request, target)
+    if collector is None or framework not in BROWSE_STATES:
+        raise HTTPException(404, f"No queue {key!r} on target {target!r} ({framework}).")
+    if state not in BROWSE_STATES[framework]:
+        raise HTTPException(400, f"Unknown state {state!r}; one of {', '.join(BROWSE_STATES[framework])}.")
     offset, limit = _paging(request)
-    stats = QueueStats(Framework.DRAMATIQ, q.namespace, q.queue, q.ready, {}, None)
-    return await _list(request, target, stats, state, offset, limit)
+    if framework == Framework.ARQ:
+        return await arq.list_jobs(collector.redis, collector.arq, key, state, offset, limit)
+    q = dramatiq.queue_keys(key)
+    if q is None:
+        raise HTTPException(404, f"{key!r} is not a Dramatiq queue key (namespace:queue).")
+    return await dramatiq.list_jobs(collector.redis, q, state, offset, limit, collector.dramatiq.ack_keys(q))
 
 
 async def load_job(request: Request, target: str, framework: str, key: str, job_id: str) -> JobDetail | None:
     collector = _collector(request, target)
     if collector is None:
         raise HTTPException(404, f"Unknown target {target!r}.")
+    if framework == Framework.ARQ:
+        return await arq.get_job(collector.redis, collector.arq, key, job_id)
     if framework != Framework.DRAMATIQ:
         raise HTTPException(404, f"Unknown framework {framework!r}.")
     q = dramatiq.queue_keys(key)

@@ -1,0 +1,661 @@
+"""Arq 0.28's Redis layout: the only module that knows its key names.
+
+    Q                      zset    job id -> ms when due (enqueue time, or defer time). A running job
+                                   STAYS in the zset until it finishes. The queue name is the full key
+                                   (default "arq:queue").
+    arq:job:<id>           string  serialized {t: try, f: function, a: args, k: kwargs, et: enqueue ms}
+    arq:in-progress:<id>   string  "1" while a worker runs the job (TTL = timeout + 10 s); names no queue
+    arq:retry:<id>         string  try counter, INCRed at every start
+    arq:result:<id>        string  serialized {t, f, a, k, et, s: success, r: result or exception,
+                                   st: start ms, ft: finish ms, q: queue, id}; PX keep_result (1 h default)
+    arq:abort              zset    job id -> ms of the abort request
+    <Q>:health-check       string  "Nov-21 10:04:54 j_complete=3 j_failed=3 j_retried=4 j_ongoing=2 queued=3",
+                                   PX health_check_interval + 1 s (3601 s by default)
+
+Job, result, retry and in-progress keys are shared by every queue of the database. Arq keeps no index
+of results (failures are just `arq:result:*` keys with s=False that expire), so a background index
+is built by the shared SCAN, read in MGET batches with a budget per cycle. Payloads are pickles by
+default: they are decoded only by the restricted unpickler. See shared/redis-layouts.md §2-3.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from collectors import payloads, unpickler
+from collectors.keyspace import text
+from collectors.model import (
+    CollectedPart,
+    Framework,
+    JobDetail,
+    JobPage,
+    JobResult,
+    JobSummary,
+    QueueStats,
+    Undecodable,
+    WorkerStats,
+)
+
+DEFAULT_QUEUE = "arq:queue"
+JOB_PREFIX = "arq:job:"
+IN_PROGRESS_PREFIX = "arq:in-progress:"
+RETRY_PREFIX = "arq:retry:"
+RESULT_PREFIX = "arq:result:"
+ABORT_KEY = "arq:abort"
+HEALTH_SUFFIX = ":health-check"
+NAMESPACE = "arq"
+#: Due jobs looked at per queue per cycle to tell running from waiting (workers take the oldest first).
+HEAD_WINDOW = 200
+#: Result keys read (MGET + PTTL) per cycle.
+RESULT_BUDGET = 2000
+#: Candidate keys TYPE-checked per cycle while looking for queue zsets.
+TYPE_BUDGET = 2000
+SERIALIZERS = ("auto", "pickle", "msgpack", "json")
+BROWSE_STATES = ("ready", "deferred", "in_progress", "failed", "succeeded")
+_HEALTH = re.compile(r"(\w+)=(\S+)")
+
+
+@dataclass(frozen=True, slots=True)
+class ArqConfig:
+    queues: tuple[str, ...] = ()
+    serializer: str = "auto"
+    #: The workers' health_check_interval, to turn the key's TTL into an age (Arq's default: 3600 s).
+    health_check_interval: float = 3600.0
+    result_budget: int = RESULT_BUDGET
+
+
+def job_key(job_id: str) -> str:
+    return JOB_PREFIX + job_id
+
+
+def in_progress_key(job_id: str) -> str:
+    return IN_PROGRESS_PREFIX + job_id
+
+
+def retry_key(job_id: str) -> str:
+    return RETRY_PREFIX + job_id
+
+
+def result_key(job_id: str) -> str:
+    return RESULT_PREFIX + job_id
+
+
+def health_key(queue: str) -> str:
+    return queue + HEALTH_SUFFIX
+
+
+_OWN_PREFIXES = (JOB_PREFIX, IN_PROGRESS_PREFIX, RETRY_PREFIX, RESULT_PREFIX)
+
+
+# -- decoding ----------------------------------------------------------------------------------------
+
+
+def decode(raw: bytes | None, serializer: str = "auto") -> Any | Undecodable:
+    """Decode a job or result payload with the configured serializer, or sniff it. Never raises."""
+    if raw is None:
+        return Undecodable("missing payload", 0, "")
+    if len(raw) > payloads.MAX_PAYLOAD_BYTES:
+        return payloads.undecodable(raw, f"payload larger than {payloads.MAX_PAYLOAD_BYTES} bytes")
+    kind = serializer if serializer != "auto" else _sniff(raw)
+    if kind == "pickle":
+        return unpickler.decode(raw)
+    try:
+        if kind == "json":
+            return json.loads(raw)
+        return msgpack.unpackb(raw, raw=False, strict_map_key=False, timestamp=3)
+    except (ValueError, RecursionError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        return payloads.undecodable(raw, f"not readable as {kind}: {type(exc).__name__}")
+
+
+def _sniff(raw: bytes) -> str:
+    # Pickle protocol >= 2 starts with 0x80 then the protocol; arq's dicts in msgpack are fixmaps (0x8_).
+    if raw[:1] == b"\x80":
+        return "pickle"
+    if raw[:1] in (b"{", b"["):
+        return "json"
+    if raw[:1] and 0x80 <= raw[0] <= 0x8F or raw[:1] in (b"\xde", b"\xdf"):
+        return "msgpack"
+    return "pickle"
+
+
+def exception_parts(value: Any) -> tuple[str, str, Any]:
+    """(type, message, attributes) of a stored exception: a real builtin one or a placeholder."""
+    if isinstance(value, BaseException):
+        attrs = {k: v for k, v in vars(value).items()} if hasattr(value, "__dict__") else {}
+        message = str(value.args[0]) if len(value.args) == 1 else (str(value.args) if value.args else "")
+        return type(value).__qualname__, message, attrs or None
+    if isinstance(value, unpickler.Placeholder):
+        args = value.args
+        message = str(args[0]) if len(args) == 1 else (", ".join(map(repr, args)) if args else "")
+        return value.qualified_name, message, value.state
+    return type(value).__name__, str(value)[:500], None
+
+
+def display(value: Any, depth: int = 0) -> Any:
+    """A JSON-able rendering of decoded data: placeholders as `module.Class(args) {state}` text."""
+    if depth > 20:
+        return "…"
+    if isinstance(value, unpickler.Placeholder):
+        return {"__class__": value.qualified_name, "repr": unpickler.placeholder_text(value)}
+    if isinstance(value, type):
+        return f"<class {getattr(value, '__module_name__', value.__module__)}.{value.__name__}>"
+    if isinstance(value, BaseException):
+        return f"{type(value).__qualname__}{value.args!r}"
+    if isinstance(value, dict):
+        return {str(k): display(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [display(v, depth + 1) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, bytes | bytearray):
+        return repr(bytes(value[:200]))
+    return str(value) if hasattr(value, "isoformat") else repr(value)
+
+
+# -- results index -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResultEntry:
+    queue: str
+    function: str
+    ok: bool
+    finished_at: float | None
+    expires_at: float | None
+    #: One line: the exception for failures.
+    error: str | None
+
+
+@dataclass(slots=True)
+class ResultIndex:
+    """Result keys found by SCAN, read in budgeted MGET batches; counts kept incrementally."""
+
+    entries: dict[str, ResultEntry] = field(default_factory=dict)
+    pending: dict[str, None] = field(default_factory=dict)
+    seen_in_pass: set[str] = field(default_factory=set)
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    passes: int = 0
+
+    def add(self, job_id: str, entry: ResultEntry) -> None:
+        self.remove(job_id)
+        self.entries[job_id] = entry
+        self.counts[(entry.queue, "succeeded" if entry.ok else "failed")] += 1
+
+    def remove(self, job_id: str) -> None:
+        old = self.entries.pop(job_id, None)
+        if old is not None:
+            self.counts[(old.queue, "succeeded" if old.ok else "failed")] -= 1
+
+    def expire(self, now: float) -> None:
+        for job_id in [
+            j for j, e in self.entries.items() if e.expires_at is not None and e.expires_at <= now
+        ]:
+            self.remove(job_id)
+
+    def end_pass(self) -> None:
+        # Keys not seen in a whole pass are gone (deleted or re-run); forget them.
+        for job_id in [j for j in self.entries if j not in self.seen_in_pass and j not in self.pending]:
+            self.remove(job_id)
+        self.seen_in_pass = set()
+        self.passes += 1
+
+    @property
+    def complete(self) -> bool:
+        return self.passes > 0 and not self.pending
+
+
+# -- snapshot ----------------------------------------------------------------------------------------
+
+# Per queue: size, due count, and the head of the due range with which of those are running (their
+# in-progress key exists). Known in-progress ids found by SCAN outside the head window are checked too.
+# O(queues x HEAD_WINDOW + in-progress ids): flat in the number of queued jobs.
+SNAPSHOT_LUA = """
+local now, window, nq, nh = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local prefix = ARGV[5]
+local out, health = {}, {}
+for i = 1, nq do
+  local q = KEYS[i]
+  local total = redis.call('ZCARD', q)
+  local due = redis.call('ZCOUNT', q, '-inf', now)
+  local running, oldest, seen = 0, false, {}
+  if due > 0 then
+    local head = redis.call('ZRANGEBYSCORE', q, '-inf', now, 'WITHSCORES', 'LIMIT', 0, window)
+    for j = 1, #head, 2 do
+      seen[head[j]] = true
+      if redis.call('EXISTS', prefix .. head[j]) == 1 then running = running + 1
+      elseif not oldest then oldest = head[j + 1] end
+    end
+  end
+  for j = 6, #ARGV do
+    local id = ARGV[j]
+    if not seen[id] and redis.call('EXISTS', prefix .. id) == 1 then
+      local score = redis.call('ZSCORE', q, id)
+      if score and tonumber(score) <= tonumber(now) then running = running + 1 end
+    end
+  end
+  local full = (due > window) and 1 or 0
+  out[i] = {total, due, running, oldest, full}
+end
+for i = 1, nh do
+  local k = KEYS[nq + i]
+  health[i] = {redis.call('GET', k), redis.call('PTTL', k)}
+end
+return {out, health}
+"""
+
+
+class ArqCollector:
+    framework = Framework.ARQ
+    scripts = (SNAPSHOT_LUA,)
+
+    def __init__(self, config: ArqConfig | None = None) -> None:
+        self.config = config or ArqConfig()
+        self._queues: dict[str, float] = dict.fromkeys(self.config.queues, time.time())
+        self._candidates: dict[str, None] = {}
+        self._typed: dict[str, str] = {}
+        self._in_progress: set[str] = set()
+        self._in_progress_pass: set[str] = set()
+        self.results = ResultIndex()
+
+    # -- discovery ---------------------------------------------------------------------------------
+
+    def observe(self, keys: Iterable[str], now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        for key in keys:
+            if key.startswith(RESULT_PREFIX):
+                job_id = key[len(RESULT_PREFIX) :]
+                self.results.seen_in_pass.add(job_id)
+                if job_id not in self.results.entries:
+                    self.results.pending[job_id] = None
+            elif key.startswith(IN_PROGRESS_PREFIX):
+                self._in_progress_pass.add(key[len(IN_PROGRESS_PREFIX) :])
+                self._in_progress.add(key[len(IN_PROGRESS_PREFIX) :])
+            elif key.endswith(HEALTH_SUFFIX):
+                self._queues[key[: -len(HEALTH_SUFFIX)]] = now
+            elif key in self._queues:
+                self._queues[key] = now
+            elif not key.startswith(_OWN_PREFIXES) and key != ABORT_KEY and key not in self._typed:
+                self._candidates[key] = None
+
+    def end_pass(self) -> None:
+        self.results.end_pass()
+        self._in_progress = set(self._in_progress_pass)
+        self._in_progress_pass = set()
+        self._typed = {}  # re-check types next pass: keys get deleted and recreated
+
+    async def after_scan(self, redis: Redis) -> int:
+        """Budgeted follow-up reads of what SCAN found (key types, result payloads); returns round trips."""
+        trips = 0
+        if self._candidates:
+            trips += await self._find_queues(redis)
+        if self.results.pending:
+            trips += await self._read_results(redis)
+        self.results.expire(time.time())
+        return trips
+
+    async def _find_queues(self, redis: Redis) -> int:
+        batch = list(self._candidates)[:TYPE_BUDGET]
+        for key in batch:
+            del self._candidates[key]
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in batch:
+                pipe.type(key)
+            types = await pipe.execute()
+        zsets = [k for k, t in zip(batch, types, strict=True) if text(t) == "zset"]
+        self._typed.update((k, text(t)) for k, t in zip(batch, types, strict=True))
+        if not zsets:
+            return 1
+        # A zset is an Arq queue when its first member is a job (job or result key exists), or by name.
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in zsets:
+                pipe.zrange(key, 0, 0)
+            heads = await pipe.execute()
+        async with redis.pipeline(transaction=False) as pipe:
+            for head in heads:
+                job_id = text(head[0]) if head else ""
+                pipe.exists(job_key(job_id), result_key(job_id), in_progress_key(job_id))
+            found = await pipe.execute()
+        now = time.time()
+        for key, hits in zip(zsets, found, strict=True):
+            if int(hits) > 0 or key == DEFAULT_QUEUE:
+                self._queues[key] = now
+        return 3
+
+    async def _read_results(self, redis: Redis) -> int:
+        ids = list(self.results.pending)[: self.config.result_budget]
+        trips = 0
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.mget([result_key(i) for i in chunk])
+                for i in chunk:
+                    pipe.pttl(result_key(i))
+                raws, *ttls = await pipe.execute()
+            trips += 1
+            now = time.time()
+            for job_id, raw, ttl in zip(chunk, raws, ttls, strict=True):
+                del self.results.pending[job_id]
+                if raw is None:
+                    continue
+                entry = result_entry(decode(raw, self.config.serializer), int(ttl), now)
+                self.results.add(job_id, entry)
+                self._queues.setdefault(entry.queue, now)
+        return trips
+
+    def queue_names(self) -> list[str]:
+        return sorted(self._queues)
+
+    def in_progress_ids(self) -> list[str]:
+        return sorted(self._in_progress)
+
+    # -- snapshot ----------------------------------------------------------------------------------
+
+    def stage(self, pipe: Pipeline, sha: Mapping[str, str]) -> Callable[[Any], CollectedPart]:
+        queues = self.queue_names()
+        keys = queues + [health_key(q) for q in queues]
+        now_ms = int(time.time() * 1000)
+        ids = self.in_progress_ids()[:5000]
+        args = [str(now_ms), str(HEAD_WINDOW), str(len(queues)), str(len(queues)), IN_PROGRESS_PREFIX, *ids]
+        pipe.evalsha(sha[SNAPSHOT_LUA], len(keys), *keys, *args)
+        return lambda reply: self._parse(reply, queues, now_ms / 1000.0)
+
+    def _parse(self, reply: Any, queues: list[str], now: float) -> CollectedPart:
+        rows, health = reply
+        stats: list[QueueStats] = []
+        workers: list[WorkerStats] = []
+        complete = self.results.complete
+        for name, row, (hc, pttl) in zip(queues, rows, health, strict=True):
+            total, due, running, oldest, full = (row + [None] * 5)[:5]
+            total, due, running = int(total), int(due), int(running)
+            if total:
+                self._queues[name] = now
+            ready = max(0, due - running)
+            age: float | None = 0.0
+            if ready:
+                age = max(0.0, now - float(oldest) / 1000.0) if oldest else None
+            results = {
+                "succeeded": self.results.counts[(name, "succeeded")],
+                "failed": self.results.counts[(name, "failed")],
+            }
+            stats.append(
+                QueueStats(
+                    framework=Framework.ARQ,
+                    namespace=NAMESPACE,
+                    name=name,
+                    key=name,
+                    counts={"ready": ready, "deferred": max(0, total - due), "in_progress": running},
+                    oldest_ready_age=age,
+                    oldest_dead_age=None,
+                    results=results,
+                )
+            )
+            if hc is not None:
+                workers.append(self._health_worker(name, text(hc), int(pttl), now))
+        notes: list[str] = []
+        if not complete:
+            notes.append(
+                f"Arq results index is partial: {len(self.results.pending):,} result keys not read yet, "
+                f"{self.results.passes} full scans so far; failed/succeeded counts are still growing."
+            )
+        self._forget_idle(now)
+        return CollectedPart(tuple(stats), tuple(workers), tuple(notes))
+
+    def _health_worker(self, queue: str, value: str, pttl: int, now: float) -> WorkerStats:
+        interval = self.config.health_check_interval
+        age = max(0.0, interval + 1.0 - pttl / 1000.0) if pttl >= 0 else None
+        details = dict(_HEALTH.findall(value))
+        details["raw"] = value
+        if interval >= 600:
+            details["liveness"] = (
+                f"coarse: workers refresh this key every {interval:.0f} s (Arq's health_check_interval)"
+            )
+        return WorkerStats(
+            framework=Framework.ARQ,
+            namespace=NAMESPACE,
+            worker_id=health_key(queue),
+            last_seen=now - age if age is not None else now,
+            alive=True,
+            role="health check",
+            in_flight=_int(details.get("j_ongoing")),
+            queues=(queue,),
+            details=details,
+        )
+
+    def _forget_idle(self, now: float, ttl: float = 3600.0) -> None:
+        for name, seen in list(self._queues.items()):
+            if now - seen > ttl and name not in self.config.queues:
+                del self._queues[name]
+
+
+def result_entry(value: Any, pttl: int, now: float) -> ResultEntry:
+    if isinstance(value, Undecodable) or not isinstance(value, dict):
+        reason = value.reason if isinstance(value, Undecodable) else "not a dict"
+        return ResultEntry(
+            "?", "?", False, None, now + pttl / 1000.0 if pttl >= 0 else None, f"undecodable: {reason}"
+        )
+    ok = bool(value.get("s"))
+    error = None
+    if not ok:
+        kind, message, _ = exception_parts(value.get("r"))
+        error = f"{kind}: {message}" if message else kind
+    queue = value.get("q")
+    return ResultEntry(
+        queue=queue if isinstance(queue, str) else DEFAULT_QUEUE,
+        function=str(value.get("f", "?")),
+        ok=ok,
+        finished_at=payloads.ms_to_seconds(value.get("ft")),
+        expires_at=now + pttl / 1000.0 if pttl >= 0 else None,
+        error=error[:300] if error else None,
+    )
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+# -- browse ------------------------------------------------------------------------------------------
+
+
+async def list_jobs(
+    redis: Redis, collector: ArqCollector, queue: str, state: str, offset: int, limit: int
+) -> JobPage:
+    serializer = collector.config.serializer
+    now_ms = int(time.time() * 1000)
+    if state in ("ready", "deferred"):
+        lo, hi = ("-inf", now_ms) if state == "ready" else (f"({now_ms}", "+inf")
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.zcount(queue, lo, hi)
+            pipe.zrangebyscore(queue, lo, hi, start=offset, num=limit, withscores=True)
+            total, rows = await pipe.execute()
+        ids = [text(m) for m, _ in rows]
+        raws, running = await _jobs_and_running(redis, ids)
+        items = [
+            _job_summary(i, "in_progress" if run else state, raw, score / 1000.0, serializer)
+            for i, raw, run, (_, score) in zip(ids, raws, running, rows, strict=True)
+        ]
+        order = "due time, oldest first" if state == "ready" else "due time, soonest first"
+        note = "Due jobs that a worker is running are marked in progress." if state == "ready" else None
+        return _page(state, items, int(total), offset, limit, order, note)
+    if state == "in_progress":
+        async with redis.pipeline(transaction=False) as pipe:
+            for job_id in collector.in_progress_ids():
+                pipe.zscore(queue, job_id)
+            scores = await pipe.execute()
+        ids = [j for j, s in zip(collector.in_progress_ids(), scores, strict=True) if s is not None]
+        page_ids = ids[offset : offset + limit]
+        raws, _ = await _jobs_and_running(redis, page_ids)
+        items = [
+            _job_summary(i, "in_progress", raw, None, serializer)
+            for i, raw in zip(page_ids, raws, strict=True)
+        ]
+        return _page(
+            state, items, len(ids), offset, limit, "by job id", "From in-progress keys found by discovery."
+        )
+    if state in ("failed", "succeeded"):
+        want_ok = state == "succeeded"
+        entries = [
+            (j, e) for j, e in collector.results.entries.items() if e.queue == queue and e.ok == want_ok
+        ]
+        entries.sort(key=lambda je: -(je[1].finished_at or 0.0))
+        page = entries[offset : offset + limit]
+        raws = await redis.mget([result_key(j) for j, _ in page]) if page else []
+        items = [_result_summary(j, state, raw, serializer) for (j, _), raw in zip(page, raws, strict=True)]
+        note = (
+            None if collector.results.complete else "The results index is still being built: more may appear."
+        )
+        return _page(state, items, len(entries), offset, limit, "newest first", note)
+    raise ValueError(f"unknown state {state!r}")
+
+
+async def _jobs_and_running(redis: Redis, ids: list[str]) -> tuple[list[bytes | None], list[bool]]:
+    if not ids:
+        return [], []
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.mget([job_key(i) for i in ids])
+        for i in ids:
+            pipe.exists(in_progress_key(i))
+        raws, *running = await pipe.execute()
+    return list(raws), [bool(r) for r in running]
+
+
+def _job_summary(
+    job_id: str, state: str, raw: bytes | None, due: float | None, serializer: str
+) -> JobSummary:
+    value = decode(raw, serializer)
+    if isinstance(value, Undecodable) or not isinstance(value, dict):
+        bad = value if isinstance(value, Undecodable) else Undecodable("not a dict", 0, "")
+        return JobSummary(job_id, state, None, "undecodable payload", eta=due, undecodable=bad)
+    function = payloads.as_text(value.get("f"))
+    return JobSummary(
+        job_id=job_id,
+        state=state,
+        name=function,
+        call_preview=payloads.call_preview(function, display(value.get("a")), display(value.get("k"))),
+        enqueued_at=payloads.ms_to_seconds(value.get("et")),
+        eta=due,
+        retries=payloads.as_int(value.get("t")),
+    )
+
+
+def _result_summary(job_id: str, state: str, raw: bytes | None, serializer: str) -> JobSummary:
+    value = decode(raw, serializer)
+    if isinstance(value, Undecodable) or not isinstance(value, dict):
+        bad = value if isinstance(value, Undecodable) else Undecodable("not a dict", 0, "")
+        return JobSummary(job_id, state, None, "undecodable or expired result", undecodable=bad)
+    function = payloads.as_text(value.get("f"))
+    error = None
+    if not value.get("s"):
+        kind, message, _ = exception_parts(value.get("r"))
+        error = f"{kind}: {message}" if message else kind
+    return JobSummary(
+        job_id=job_id,
+        state=state,
+        name=function,
+        call_preview=payloads.call_preview(function, display(value.get("a")), display(value.get("k"))),
+        enqueued_at=payloads.ms_to_seconds(value.get("et")),
+        failed_at=payloads.ms_to_seconds(value.get("ft")) if error else None,
+        retries=payloads.as_int(value.get("t")),
+        error=error,
+    )
+
+
+async def get_job(redis: Redis, collector: ArqCollector, queue: str, job_id: str) -> JobDetail | None:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(job_key(job_id))
+        pipe.get(result_key(job_id))
+        pipe.exists(in_progress_key(job_id))
+        pipe.get(retry_key(job_id))
+        pipe.zscore(queue, job_id)
+        pipe.pttl(result_key(job_id))
+        job_raw, result_raw, running, retry, score, result_ttl = await pipe.execute()
+    if job_raw is None and result_raw is None:
+        return None
+    serializer = collector.config.serializer
+    raw = result_raw if result_raw is not None else job_raw
+    value = decode(raw, serializer)
+    ids = (("job id", job_id),)
+    if isinstance(value, Undecodable) or not isinstance(value, dict):
+        bad = value if isinstance(value, Undecodable) else payloads.undecodable(raw, "not a dict")
+        return JobDetail(Framework.ARQ, queue, job_id, "unknown", None, ids, size=len(raw), undecodable=bad)
+    due = float(score) / 1000.0 if score is not None else None
+    if result_raw is not None:
+        state = "succeeded" if value.get("s") else "failed"
+    elif running:
+        state = "in_progress"
+    else:
+        state = "ready" if due is not None and due <= time.time() else "deferred"
+    enqueued = payloads.ms_to_seconds(value.get("et"))
+    started = payloads.ms_to_seconds(value.get("st"))
+    finished = payloads.ms_to_seconds(value.get("ft"))
+    stamps = [("enqueued", enqueued), ("due", due), ("started", started), ("finished", finished)]
+    options: dict[str, Any] = {"try": value.get("t"), "retry counter": _int(text(retry)) if retry else None}
+    if started is not None:
+        options["queue wait (s)"] = round(started - (due or enqueued or started), 3)
+    if started is not None and finished is not None:
+        options["run time (s)"] = round(finished - started, 3)
+    if value.get("q"):
+        options["queue (from result)"] = value.get("q")
+    result = None
+    notes: list[str] = []
+    if result_raw is not None:
+        ttl = int(result_ttl) / 1000.0 if int(result_ttl) >= 0 else None
+        if value.get("s"):
+            result = JobResult(result_key(job_id), True, display(value.get("r")), ttl_seconds=ttl)
+        else:
+            kind, message, attrs = exception_parts(value.get("r"))
+            result = JobResult(result_key(job_id), False, display(attrs), kind, message, ttl)
+            notes.append(
+                "Arq stores the exception (type, arguments, attributes), no traceback: see the worker's log."
+            )
+    return JobDetail(
+        framework=Framework.ARQ,
+        queue_key=queue,
+        job_id=job_id,
+        state=state,
+        name=payloads.as_text(value.get("f")),
+        ids=ids,
+        args=display(value.get("a")),
+        kwargs=display(value.get("k")),
+        options={k: v for k, v in options.items() if v is not None},
+        retries=payloads.as_int(value.get("t")),
+        timestamps=tuple((label, t) for label, t in stamps if t is not None),
+        result=result,
+        notes=tuple(notes),
+        size=len(raw),
+        raw=display(value),
+    )
+
+
+def _page(
+    state: str,
+    items: list[JobSummary],
+    total: int,
+    offset: int,
+    limit: int,
+    order: str,
+    note: str | None = None,
+) -> JobPage:
+    return JobPage(
+        state=state,
+        items=tuple(items),
+        total=total,
+        offset=offset,
+        limit=limit,
+        next_cursor=str(offset + limit) if offset + limit < total else None,
+        prev_cursor=str(max(0, offset - limit)) if offset > 0 else None,
+        order=order,
+        note=note,
+    )
