@@ -32,9 +32,11 @@ class KeyspaceScanner:
     def __init__(self, budget: int = 20, count: int = SCAN_COUNT, rescan_interval: float = 15.0) -> None:
         self.budget = budget
         self.count = count
-        #: After a full pass, wait this long before starting the next one.
+        #: After a full pass, wait up to this long before the next one: 0.25 s per SCAN call the pass
+        #: took, so a small database is rescanned at once and a large one at most every 15 s.
         self.rescan_interval = rescan_interval
         self._resume_at = 0.0
+        self._calls_in_pass = 0
         self._cursor = 0
         self._scanned_in_pass = 0
         self._passes = 0
@@ -51,6 +53,7 @@ class KeyspaceScanner:
         while calls < self.budget:
             cursor, batch = await redis.scan(cursor=self._cursor, count=self.count)
             calls += 1
+            self._calls_in_pass += 1
             self._cursor = int(cursor)
             keys.extend(text(k) for k in batch)
             self._scanned_in_pass += len(batch)
@@ -59,7 +62,9 @@ class KeyspaceScanner:
                 self._passes += 1
                 self._last_pass_at = time.time()
                 self._scanned_in_pass = 0
-                self._resume_at = time.monotonic() + self.rescan_interval
+                pause = min(self.rescan_interval, 0.25 * self._calls_in_pass)
+                self._resume_at = time.monotonic() + pause
+                self._calls_in_pass = 0
                 break
         return ScanBatch(tuple(keys), complete, calls)
 

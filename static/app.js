@@ -1,54 +1,56 @@
-// Callboard's own script: draws the depth chart of a queue page with uPlot, and shows whether live
-// parts are paused. htmx does the polling; its triggers skip hidden tabs ([!document.hidden]).
+// Callboard's own script: the depth chart of a queue page (uPlot), and whether live parts are paused.
+// htmx does the polling; its triggers skip hidden tabs ([!document.hidden]). The chart element sits
+// outside the swapped partial, so a poll updates its data instead of rebuilding it (hover survives).
 (function () {
   "use strict";
   var COLORS = ["#2f7de1", "#c98a00", "#7a5cc2", "#d1453b", "#3a9a5b"];
+  var INTEGER_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 1e7];
+  var plot = null;
 
-  function drawChart(el) {
-    if (!window.uPlot || el.dataset.drawn) return;
-    var series;
-    try { series = JSON.parse(el.dataset.series); } catch (e) { return; }
-    if (!series || !series.data || series.data[0].length < 2) {
-      el.textContent = "Collecting history…";
+  function readSeries() {
+    var holder = document.querySelector(".series[data-series]");
+    if (!holder) return null;
+    try { return JSON.parse(holder.dataset.series); } catch (e) { return null; }
+  }
+
+  function updateChart() {
+    var el = document.getElementById("queue-chart");
+    var series = readSeries();
+    if (!el || !window.uPlot || !series) return;
+    if (series.data[0].length < 2) {
+      if (!plot) el.textContent = "Collecting history…";
       return;
     }
-    el.dataset.drawn = "1";
-    var opts = {
-      width: Math.max(320, el.clientWidth || 800),
+    if (plot) { plot.setData(series.data); return; }
+    el.textContent = "";
+    var style = getComputedStyle(el);
+    var width = el.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    plot = new window.uPlot({
+      width: Math.max(320, width || 800),
       height: 180,
       cursor: { drag: { x: false, y: false } },
-      legend: { live: true },
       scales: { x: { time: true } },
-      axes: [{}, { size: 60 }],
+      axes: [{}, { size: 60, incrs: INTEGER_STEPS }],
       series: [{}].concat(series.labels.map(function (label, i) {
         return { label: label, stroke: COLORS[i % COLORS.length], width: 1.5, points: { show: false } };
       })),
-    };
-    new window.uPlot(opts, series.data, el);
+    }, series.data, el);
   }
 
-  function drawAll(root) {
-    (root || document).querySelectorAll(".chart[data-series]").forEach(drawChart);
-  }
-
-  function showVisibility() {
+  function setLive(state) {
     var live = document.getElementById("live-indicator");
-    if (live) {
-      live.classList.toggle("paused", document.hidden);
-      live.textContent = document.hidden ? "paused" : "live";
-    }
+    if (!live) return;
+    live.dataset.state = state;
+    live.className = "live " + state;
+    live.textContent = state;
   }
 
-  document.addEventListener("DOMContentLoaded", function () { drawAll(document); showVisibility(); });
-  document.addEventListener("htmx:load", function (evt) { drawAll(evt.target); });
+  function showVisibility() { setLive(document.hidden ? "paused" : "live"); }
+
+  document.addEventListener("DOMContentLoaded", function () { updateChart(); showVisibility(); });
+  document.addEventListener("htmx:afterSettle", updateChart);
   document.addEventListener("visibilitychange", showVisibility);
   // A failed poll (server gone) marks the indicator until the next successful swap.
-  document.addEventListener("htmx:sendError", function () {
-    var live = document.getElementById("live-indicator");
-    if (live) { live.classList.add("offline"); live.textContent = "offline"; }
-  });
-  document.addEventListener("htmx:afterSwap", function () {
-    var live = document.getElementById("live-indicator");
-    if (live) { live.classList.remove("offline"); showVisibility(); }
-  });
+  document.addEventListener("htmx:sendError", function () { setLive("offline"); });
+  document.addEventListener("htmx:afterSwap", showVisibility);
 })();
