@@ -8,6 +8,7 @@ first bytes, so a page can show what is there instead of failing.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,12 +46,16 @@ def decode_json_object(raw: bytes | None) -> dict[str, Any] | Undecodable:
     return value
 
 
+#: Integers beyond this are not plausible counts or millisecond times (year 33658); treated as unknown.
+_MAX_PLAUSIBLE = 10**15
+
+
 def as_int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value == value:  # not NaN
+        return value if abs(value) <= _MAX_PLAUSIBLE else None
+    if isinstance(value, float) and math.isfinite(value) and abs(value) <= _MAX_PLAUSIBLE:
         return int(value)
     return None
 

@@ -15,6 +15,7 @@ Cost: about the same as `pickle.loads` (0-25 % slower on 100k real Arq results, 
 
 from __future__ import annotations
 
+import _compat_pickle
 import builtins
 import codecs
 import collections
@@ -125,12 +126,25 @@ def _safe_reconstructor(cls: Any, base: Any, state: Any) -> Any:
     """copyreg._reconstructor, limited to classes this unpickler already allowed or replaced."""
     if isinstance(cls, type) and issubclass(cls, Placeholder):
         return cls(state) if state is not None else cls()
-    if base is object:
+    if base is object or _is_placeholder_of(base, "builtins", "object"):
+        # `object` is not on the allow-list (it could build anything), so it arrives as a placeholder.
         return object.__new__(cls)
+    if isinstance(base, type) and issubclass(base, Placeholder):
+        raise pickle.UnpicklingError(
+            f"refused to reconstruct through {base.__module_name__}.{base.__class_name__}"
+        )
     obj = base.__new__(cls, state)
     if base.__init__ != object.__init__:
         base.__init__(obj, state)
     return obj
+
+
+def _is_placeholder_of(value: Any, module: str, name: str) -> bool:
+    return (
+        isinstance(value, type)
+        and issubclass(value, Placeholder)
+        and (value.__module_name__, value.__class_name__) == (module, name)
+    )
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -139,6 +153,11 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._classes: dict[tuple[str, str], type[Placeholder]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
+        # Protocol 0-2 pickles written by Python 3 use Python 2 names (xrange, __builtin__, copy_reg).
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         module = _PY2_MODULES.get(module, module)
         if module == "builtins":
             value = getattr(builtins, name, None)

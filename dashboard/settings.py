@@ -74,14 +74,17 @@ class Settings:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for pages, logs and metrics."""
+    """The URL without its password (in the user part or a `password=` query), for pages, logs, metrics."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    query = "&".join(
+        f"{k}=***" if k.lower() == "password" else f"{k}{sep}{v}"
+        for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def parse_target(spec: str) -> TargetSettings:
@@ -174,12 +177,27 @@ def _from_file(path: Path, settings: Settings) -> Settings:
 def _target(table: Any, path: Path) -> TargetSettings:
     if not isinstance(table, dict) or "url" not in table:
         raise SettingsError(f"config {path}: every [[targets]] needs a url")
+    try:
+        return _target_table(table, path)
+    except (TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, SettingsError):
+            raise
+        raise SettingsError(f"config {path}: target {table.get('name', table['url'])!r}: {exc}") from None
+
+
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SettingsError(f"{what} must be a list of strings")
+    return tuple(value)
+
+
+def _target_table(table: dict[str, Any], path: Path) -> TargetSettings:
     base = parse_target(f"{table['name']}={table['url']}" if "name" in table else str(table["url"]))
     dq = table.get("dramatiq", {})
     results = dq.get("results")
     dramatiq = DramatiqConfig(
-        namespaces=tuple(dq.get("namespaces", ())),
-        queues=tuple(dq.get("queues", ())),
+        namespaces=_strings(dq.get("namespaces", []), "dramatiq.namespaces"),
+        queues=_strings(dq.get("queues", []), "dramatiq.queues"),
         heartbeat_timeout=float(dq.get("heartbeat_timeout", 60.0)),
         idle_ttl=float(dq.get("idle_ttl", 3600.0)),
         results=ResultsConfig(
@@ -195,7 +213,7 @@ def _target(table: Any, path: Path) -> TargetSettings:
     if serializer not in SERIALIZERS:
         raise SettingsError(f"config {path}: arq serializer must be one of {', '.join(SERIALIZERS)}")
     arq = ArqConfig(
-        queues=tuple(aq.get("queues", ())),
+        queues=_strings(aq.get("queues", []), "arq.queues"),
         serializer=serializer,
         health_check_interval=float(aq.get("health_check_interval", 3600.0)),
     )

@@ -1,0 +1,47 @@
+"""An Arq app for integration tests, run by real `arq` worker processes.
+
+    ITEST_REDIS_PORT=PORT ITEST_ARQ_QUEUE=arq:queue python -m arq tests.integration.arq_app.WorkerSettings
+
+Arq reads WorkerSettings through `cls.__dict__`, so every setting is set on the class itself (inherited
+attributes would be ignored); the Redis port and queue come from the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from arq.connections import RedisSettings
+
+QUEUE = os.environ.get("ITEST_ARQ_QUEUE", "arq:queue")
+PORT = int(os.environ.get("ITEST_REDIS_PORT", "0"))
+
+
+class CustomError(Exception):
+    """Its constructor takes other arguments than its `args` (plain pickle cannot rebuild it)."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"custom {code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+async def succeed(ctx: dict[str, Any], x: int) -> int:
+    return x * 2
+
+
+async def fail_value(ctx: dict[str, Any], tag: str) -> None:
+    raise ValueError(f"bad {tag}")
+
+
+async def fail_custom(ctx: dict[str, Any], code: int, detail: str) -> None:
+    raise CustomError(code, detail)
+
+
+class WorkerSettings:
+    functions = [succeed, fail_value, fail_custom]
+    redis_settings = RedisSettings(host="127.0.0.1", port=PORT)
+    queue_name = QUEUE
+    health_check_interval = 2
+    poll_delay = 0.05
+    max_tries = 1
