@@ -19,3 +19,11 @@ RESULTS_NAMESPACE = "dramatiq-results"
 
 def redis_url() -> str:
     return os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
+
+
+#: Arq queues (full key names): Arq's default queue and a custom one for slow report jobs.
+ARQ_QUEUE = "arq:queue"
+ARQ_REPORTS_QUEUE = "arq:reports"
+ARQ_QUEUES = (ARQ_QUEUE, ARQ_REPORTS_QUEUE)
+#: Seconds between the Arq workers' health-check writes (Arq's default is an hour).
+ARQ_HEALTH_CHECK_INTERVAL = 10

@@ -18,16 +18,27 @@ import socket
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 import redis
 from redis.exceptions import RedisError
 
+from collectors.arq import ArqConfig, health_key
 from collectors.dramatiq import DramatiqConfig, ResultsConfig, heartbeats_key
 from dashboard.settings import Settings, TargetSettings
 from demo import valkey
-from demo.config import DRAMATIQ_NAMESPACE, DRAMATIQ_QUEUES, REDIS_URL_ENV, RESULTS_NAMESPACE
+from demo.config import (
+    ARQ_HEALTH_CHECK_INTERVAL,
+    ARQ_QUEUE,
+    ARQ_QUEUES,
+    ARQ_REPORTS_QUEUE,
+    DRAMATIQ_NAMESPACE,
+    DRAMATIQ_QUEUES,
+    REDIS_URL_ENV,
+    RESULTS_NAMESPACE,
+)
 from demo.processes import Child, ProcessSpec, stop_all, wait_until
 
 log = logging.getLogger("callboard.demo")
@@ -53,13 +64,31 @@ def dramatiq_worker_ready(url: str) -> bool:
         return False
 
 
+def arq_worker_ready(queue: str) -> Callable[[str], bool]:
+    """Ready once the worker of `queue` wrote its health check (Arq writes one as it starts)."""
+
+    def ready(url: str) -> bool:
+        try:
+            with redis.Redis.from_url(url, socket_timeout=1.0) as client:
+                return bool(client.exists(health_key(queue)))
+        except RedisError:
+            return False
+
+    return ready
+
+
 def process_specs() -> tuple[ProcessSpec, ...]:
     """Everything the demo runs next to Valkey, started in this order (one line per process)."""
     py = sys.executable
     dramatiq_worker = (py, "-m", "dramatiq", "demo.dramatiq_app", "--processes", "1", "--threads", "4")
+    arq_worker = (py, "-m", "arq", "demo.arq_app.WorkerSettings")
+    arq_reports = (py, "-m", "arq", "demo.arq_app.ReportsWorkerSettings")
     return (
         ProcessSpec("dramatiq-worker", dramatiq_worker, ready=dramatiq_worker_ready),
         ProcessSpec("traffic", (py, "-m", "demo.traffic"), stop_timeout=5.0),
+        ProcessSpec("arq-worker", arq_worker, ready=arq_worker_ready(ARQ_QUEUE)),
+        ProcessSpec("arq-reports-worker", arq_reports, ready=arq_worker_ready(ARQ_REPORTS_QUEUE)),
+        ProcessSpec("arq-traffic", (py, "-m", "demo.arq_traffic"), stop_timeout=5.0),
     )
 
 
@@ -69,13 +98,14 @@ def demo_settings(url: str, host: str, port: int) -> Settings:
         queues=tuple(f"{DRAMATIQ_NAMESPACE}:{queue}" for queue in DRAMATIQ_QUEUES),
         results=ResultsConfig(namespace=RESULTS_NAMESPACE),
     )
-    target = TargetSettings("demo", url, dramatiq=dramatiq)
+    arq = ArqConfig(queues=ARQ_QUEUES, health_check_interval=ARQ_HEALTH_CHECK_INTERVAL)
+    target = TargetSettings("demo", url, dramatiq=dramatiq, arq=arq)
     return Settings(targets=(target,), host=host, port=port, poll_interval=1.0)
 
 
 def preflight(host: str, port: int) -> str | None:
     """Why the demo cannot start, checked before anything is started; None if it can."""
-    for module in ("dramatiq", "uvicorn"):
+    for module in ("dramatiq", "arq", "uvicorn"):
         if importlib.util.find_spec(module) is None:
             return f"{module} is not installed: pip install 'callboard[demo]'"
     try:

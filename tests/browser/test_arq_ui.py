@@ -1,0 +1,117 @@
+"""Arq failures in a real headless Chromium: a real `arq` worker fails a job with a user exception
+(one arq itself cannot unpickle) and one with ValueError; the queue's Failed tab lists both with their
+error text, and the user exception's job page shows the function and the exception.
+
+The job list is server-rendered and the results index is built in the background, so the page is
+reloaded (bounded, by `wait_until`) until both failed rows are there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import pytest
+import redis
+from arq import create_pool
+from arq.connections import RedisSettings
+from playwright.sync_api import Page, expect
+
+from tests.browser import arq_worker_app
+from tests.browser.conftest import TARGET, new_redis
+from tests.servers import Callboard, Process, RedisServer, child_env, wait_until
+
+pytestmark = pytest.mark.browser
+
+#: Long enough for a couple of polls; short enough to fail fast.
+LIVE_TIMEOUT_MS = 10_000
+CARD = "4242"
+
+
+@dataclass(frozen=True)
+class FailedJobs:
+    declined: str
+    value_error: str
+
+
+async def _enqueue(port: int) -> FailedJobs:
+    pool = await create_pool(RedisSettings(host="127.0.0.1", port=port))
+    try:
+        declined = await pool.enqueue_job("charge_card", arq_worker_app.DECLINE_CODE, CARD)
+        value_error = await pool.enqueue_job("parse_amount", "12,5x")
+        assert declined is not None and value_error is not None
+        return FailedJobs(declined.job_id, value_error.job_id)
+    finally:
+        await pool.aclose()
+
+
+@pytest.fixture(scope="module")
+def arq_redis() -> Iterator[RedisServer]:
+    """This module's own Redis, on a free port."""
+    server = new_redis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def failed_jobs(arq_redis: RedisServer) -> FailedJobs:
+    """Two failed results made by a real `arq` worker, which is stopped once both are stored."""
+    # Playwright's sync API keeps an event loop running on this thread: asyncio.run needs another one.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        jobs = pool.submit(asyncio.run, _enqueue(arq_redis.port)).result(timeout=20)
+    worker = Process(
+        [sys.executable, "-m", "arq", "tests.browser.arq_worker_app.WorkerSettings"],
+        child_env(BROWSER_TEST_REDIS_PORT=str(arq_redis.port)),
+        "arq-worker",
+    ).start()
+    keys = [f"arq:result:{jobs.declined}", f"arq:result:{jobs.value_error}"]
+    try:
+        with redis.Redis.from_url(arq_redis.url) as client:
+            wait_until(
+                lambda: client.exists(*keys) == len(keys),
+                timeout=20,
+                what=f"the arq worker to store both results (worker log: {worker.log_path})",
+            )
+    finally:
+        worker.stop()
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def arq_callboard(arq_redis: RedisServer, failed_jobs: FailedJobs) -> Iterator[Callboard]:
+    """The dashboard under test, started once the results exist (discovery runs at start)."""
+    app = Callboard([f"{TARGET}={arq_redis.url}"]).start(poll_interval=0.25)
+    yield app
+    app.stop()
+
+
+def test_failed_tab_lists_arq_exceptions_and_job_page_shows_them(
+    page: Page, arq_callboard: Callboard, failed_jobs: FailedJobs
+) -> None:
+    queue_url = f"{arq_callboard.url}/queues/{TARGET}/arq/{quote(arq_worker_app.QUEUE, safe='')}?state=failed"
+    declined_row = page.locator(f'tr[data-job="{failed_jobs.declined}"]')
+    value_row = page.locator(f'tr[data-job="{failed_jobs.value_error}"]')
+
+    def both_rows_listed() -> bool:
+        page.goto(queue_url)
+        return declined_row.count() == 1 and value_row.count() == 1
+
+    wait_until(both_rows_listed, timeout=20, interval=0.25, what="both failed arq jobs on the Failed tab")
+
+    expect(page.locator('#queue-summary a[data-tab="failed"]')).to_have_attribute("aria-current", "page")
+    declined_error = declined_row.locator('td[data-field="error"]')
+    expect(declined_error).to_contain_text("PaymentDeclined")
+    expect(declined_error).to_contain_text(arq_worker_app.DECLINE_MESSAGE)
+    expect(value_row.locator('td[data-field="error"]')).to_contain_text("ValueError")
+
+    declined_row.locator("a[data-job-link]").click()
+    page.wait_for_url(re.compile(r"/jobs/"))
+    expect(page.locator('[data-field="actor"]')).to_have_text("charge_card", timeout=LIVE_TIMEOUT_MS)
+    exception = page.locator("td.exception")
+    expect(exception).to_contain_text("PaymentDeclined")
+    expect(exception).to_contain_text(arq_worker_app.DECLINE_MESSAGE)
