@@ -16,6 +16,8 @@ from collectors.model import Undecodable
 
 #: Payloads above this are not decoded at all (shown as undecodable with their size).
 MAX_PAYLOAD_BYTES = 1_000_000
+#: Payloads nested deeper than this are shown as undecodable (rendering them would exhaust the stack).
+MAX_DEPTH = 100
 #: First bytes shown for an undecodable payload.
 HEAD_BYTES = 64
 
@@ -43,7 +45,24 @@ def decode_json_object(raw: bytes | None) -> dict[str, Any] | Undecodable:
         return undecodable(raw, f"not JSON: {type(exc).__name__}")
     if not isinstance(value, dict):
         return undecodable(raw, f"JSON {type(value).__name__}, expected an object")
+    if depth(value) > MAX_DEPTH:
+        return undecodable(raw, f"nested deeper than {MAX_DEPTH} levels")
     return value
+
+
+def depth(value: Any) -> int:
+    """Nesting depth of lists and dicts, measured without recursion (hostile input can be deep)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level > MAX_DEPTH:
+                break
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 #: Integers beyond this are not plausible counts or millisecond times (year 33658); treated as unknown.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -16,6 +17,8 @@ from dashboard.store import SnapshotStore, TargetState
 
 
 def to_jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # NaN/Infinity are not JSON; Dramatiq's encoder writes them anyway
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):

@@ -5,6 +5,7 @@ Tests never touch a server they did not start (never port 6379), and may flush o
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +61,26 @@ def wait_until(
         if last and not isinstance(last, Exception):
             return
         time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last value: {last!r}")
+
+
+async def async_wait_until(
+    predicate: Callable[[], Awaitable[object]],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> object:
+    """`wait_until` for async predicates (e.g. one that runs a collection); returns the truthy value."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = await predicate()
+        except Exception as exc:  # keep polling; report the last error on timeout
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}; last value: {last!r}")
 
 

@@ -1,0 +1,81 @@
+"""Fixtures for collector tests: a flushed server of our own (Redis and Valkey), real Dramatiq brokers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from redis.asyncio import Redis
+
+from collectors.dramatiq import DramatiqCollector, DramatiqConfig
+from collectors.target import TargetCollector
+from tests.servers import RedisServer
+
+BrokerFactory = Callable[..., Any]
+CollectorFactory = Callable[..., TargetCollector]
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session server (ours), emptied for this test."""
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def aredis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def brokers(redis_url: str) -> Iterator[BrokerFactory]:
+    """`brokers(namespace="dramatiq")`: a real RedisBroker (one broker id, like one process) on our server."""
+    made: list[Any] = []
+
+    def make(namespace: str = "dramatiq", url: str | None = None) -> Any:
+        broker = RedisBroker(  # type: ignore[no-untyped-call]
+            url=url or redis_url, namespace=namespace, maintenance_chance=0
+        )
+        made.append(broker)
+        return broker
+
+    yield make
+    for broker in made:
+        broker.client.close()
+
+
+@pytest.fixture
+async def collectors(aredis: Redis) -> CollectorFactory:
+    """`collectors(heartbeat_timeout=..., ...)`: a TargetCollector on our server with that DramatiqConfig."""
+
+    def make(scan_budget: int = 20, **config: Any) -> TargetCollector:
+        return TargetCollector(
+            "test", aredis, DramatiqCollector(DramatiqConfig(**config)), scan_budget=scan_budget
+        )
+
+    return make
+
+
+def noop(*args: Any, **kwargs: Any) -> None:
+    """The body of test actors: collector tests never run them."""
+
+
+def make_actor(broker: Any, queue: str = "default", name: str | None = None, **options: Any) -> Any:
+    """A real actor on `broker` (named `work_<queue>` unless given: names are unique per broker)."""
+    return dramatiq.actor(broker=broker, queue_name=queue, actor_name=name or f"work_{queue}", **options)(
+        noop
+    )

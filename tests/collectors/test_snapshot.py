@@ -1,0 +1,356 @@
+"""TargetCollector.collect() on layouts written by the real Dramatiq API, on Redis and Valkey."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, cast
+
+import dramatiq
+import redis
+from redis.asyncio import Redis
+
+from collectors.dramatiq import QueueKeys, acks_key, heartbeats_key
+from collectors.model import QueueStats, TargetSnapshot, WorkerStats
+from tests.collectors.conftest import BrokerFactory, CollectorFactory, make_actor
+from tests.servers import async_wait_until
+
+STATES = ("ready", "in_flight", "delayed", "dead")
+
+
+def by_key(snapshot: TargetSnapshot) -> dict[str, QueueStats]:
+    return {q.key: q for q in snapshot.queues}
+
+
+def counts(snapshot: TargetSnapshot) -> dict[str, dict[str, int]]:
+    return {q.key: dict(q.counts) for q in snapshot.queues}
+
+
+def fetch(consumer: Any, n: int) -> list[Any]:
+    """Take `n` messages like a worker's consumer does (LPOP + SADD to its ack set, up to its prefetch)."""
+    taken = [next(consumer) for _ in range(n)]
+    assert all(m is not None for m in taken)
+    return taken
+
+
+async def test_counts_per_state_are_exact(
+    brokers: BrokerFactory, collectors: CollectorFactory, sync_redis: redis.Redis
+) -> None:
+    producer = brokers()
+    work = make_actor(producer, "default")
+    emails = make_actor(producer, "emails", name="send_email")
+    for i in range(7):
+        work.send(i)
+    for i in range(3):
+        work.send_with_options(args=(i,), delay=60_000)
+    emails.send("a@example.com")
+    emails.send("b@example.com")
+    acme = brokers("acme-tasks")
+    make_actor(acme, "reports", name="report").send(2024)
+
+    # A worker process: fetches 3 from the queue (running + prefetched), acks one, dead-letters one.
+    worker = brokers()
+    consumer = worker.consume("default", prefetch=3, timeout=100)
+    first, second, _third = fetch(consumer, 3)
+    consumer.ack(first)
+    consumer.nack(second)
+    # Its delay-queue consumer holds one delayed message in memory: .DQ shrinks, .DQ.msgs does not.
+    delay_consumer = worker.consume("default.DQ", prefetch=1, timeout=100)
+    fetch(delay_consumer, 1)
+
+    q = QueueKeys("dramatiq", "default")
+    assert sync_redis.llen(q.delay) == 2  # the layout the collector must see through
+    assert sync_redis.hlen(q.delay_msgs) == 3
+
+    snapshot = await collectors().collect()
+    assert counts(snapshot) == {
+        "dramatiq:default": {"ready": 4, "in_flight": 1, "delayed": 3, "dead": 1},
+        "dramatiq:emails": {"ready": 2, "in_flight": 0, "delayed": 0, "dead": 0},
+        "acme-tasks:reports": {"ready": 1, "in_flight": 0, "delayed": 0, "dead": 0},
+    }
+    default = by_key(snapshot)["dramatiq:default"]
+    assert (default.namespace, default.name) == ("dramatiq", "default")
+    assert default.total == 9
+    assert default.orphaned == 0  # the worker is alive
+    assert default.oldest_dead_age is not None and 0 <= default.oldest_dead_age < 30
+    assert by_key(snapshot)["dramatiq:emails"].oldest_dead_age is None
+    assert snapshot.target == "test"
+    assert snapshot.server is not None and snapshot.server.version.split()[0] in ("redis", "valkey")
+    assert snapshot.discovery.complete
+
+
+async def test_oldest_ready_age(brokers: BrokerFactory, collectors: CollectorFactory) -> None:
+    producer = brokers()
+    now_ms = int(time.time() * 1000)
+    old: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name="slow",
+        actor_name="work",
+        args=(),
+        kwargs={},
+        options={},
+        message_timestamp=now_ms - 30_000,
+    )
+    producer.enqueue(old)  # at the head: it has waited ~30 s
+    make_actor(producer, "slow").send()
+    # Sent 100 s ago and retried 10 s ago: runnable for ~10 s (the retry's backoff included).
+    retried: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name="retried",
+        actor_name="work",
+        args=(),
+        kwargs={},
+        options={"retries": 1, "requeue_timestamp": now_ms - 10_000},
+        message_timestamp=now_ms - 100_000,
+    )
+    producer.enqueue(retried)
+    make_actor(producer, "idle").send_with_options(delay=60_000)  # nothing ready: 0
+
+    started = time.time()
+    snapshot = await collectors().collect()
+    slack = time.time() - started + 1.0
+    queues = by_key(snapshot)
+    slow_age = queues["dramatiq:slow"].oldest_ready_age
+    assert slow_age is not None and 30.0 <= slow_age <= 30.0 + slack
+    retried_age = queues["dramatiq:retried"].oldest_ready_age
+    assert retried_age is not None and 10.0 <= retried_age <= 10.0 + slack
+    assert queues["dramatiq:idle"].oldest_ready_age == 0.0
+
+
+async def test_discovery_finds_custom_namespaces_and_queues_without_config(
+    brokers: BrokerFactory, collectors: CollectorFactory, sync_redis: redis.Redis
+) -> None:
+    acme = brokers("acme-tasks")
+    make_actor(acme, "alpha").send(1)  # ready only
+    make_actor(acme, "beta").send_with_options(delay=600_000)  # delayed only
+    make_actor(acme, "gamma.v2").send()
+    worker = brokers("acme-tasks")
+    consumer = worker.consume("gamma.v2", prefetch=1, timeout=100)
+    consumer.nack(fetch(consumer, 1)[0])  # dead only
+    make_actor(brokers(), "default").send()
+    # Keys that are not Dramatiq's, or not in a namespace that has Dramatiq heartbeats.
+    sync_redis.set("session:abc", "x")
+    sync_redis.hset("cache:thing.msgs", "f", "v")
+    sync_redis.zadd("other:jobs.XQ", {"m": 1})
+    sync_redis.rpush("0cc175b9c0f1b6a831c399e269772661", '{"result": 1}')
+
+    snapshot = await collectors().collect()
+    assert counts(snapshot) == {
+        "acme-tasks:alpha": {"ready": 1, "in_flight": 0, "delayed": 0, "dead": 0},
+        "acme-tasks:beta": {"ready": 0, "in_flight": 0, "delayed": 1, "dead": 0},
+        "acme-tasks:gamma.v2": {"ready": 0, "in_flight": 0, "delayed": 0, "dead": 1},
+        "dramatiq:default": {"ready": 1, "in_flight": 0, "delayed": 0, "dead": 0},
+    }
+    assert {(q.namespace, q.name) for q in snapshot.queues} == {
+        ("acme-tasks", "alpha"),
+        ("acme-tasks", "beta"),
+        ("acme-tasks", "gamma.v2"),
+        ("dramatiq", "default"),
+    }
+    assert {w.namespace for w in snapshot.workers} == {"acme-tasks", "dramatiq"}
+
+
+async def test_configured_queues_show_before_they_exist(collectors: CollectorFactory) -> None:
+    snapshot = await collectors(namespaces=("dramatiq",), queues=("dramatiq:later",)).collect()
+    assert counts(snapshot) == {"dramatiq:later": {"ready": 0, "in_flight": 0, "delayed": 0, "dead": 0}}
+
+
+async def test_discovery_is_budgeted_and_resumes(
+    brokers: BrokerFactory, collectors: CollectorFactory, sync_redis: redis.Redis, aredis: Redis
+) -> None:
+    with sync_redis.pipeline(transaction=False) as pipe:
+        for chunk in range(10):
+            pipe.mset({f"noise:{chunk}:{i}": "x" for i in range(500)})
+        pipe.execute()
+    make_actor(brokers(), "needle").send()
+    collector = collectors(scan_budget=1)
+
+    async def scan_calls() -> int:
+        stats = await aredis.info("commandstats")
+        return int(stats.get("cmdstat_scan", {}).get("calls", 0))
+
+    before = await scan_calls()
+    first = await collector.collect()
+    assert await scan_calls() - before == 1  # the budget: one SCAN call per cycle
+    assert not first.discovery.complete
+    assert first.discovery.scanned_in_pass > 0
+    assert first.discovery.db_size is not None and first.discovery.db_size >= 5000
+    cycles = 1
+    snapshot = first
+    while not snapshot.discovery.complete:
+        before = await scan_calls()
+        snapshot = await collector.collect()
+        assert await scan_calls() - before <= 1
+        cycles += 1
+        assert cycles < 50
+    assert cycles >= 2
+    assert "dramatiq:needle" in by_key(snapshot)
+    assert snapshot.discovery.passes == 1
+
+
+async def test_stale_worker_ack_sets_count_as_orphaned(
+    brokers: BrokerFactory, collectors: CollectorFactory, sync_redis: redis.Redis
+) -> None:
+    producer = brokers()
+    work = make_actor(producer, "default")
+    for i in range(8):
+        work.send(i)
+    dead_worker, live_worker = brokers(), brokers()
+    fetch(dead_worker.consume("default", prefetch=3, timeout=100), 3)
+    fetch(live_worker.consume("default", prefetch=2, timeout=100), 2)
+    # The dead worker's last heartbeat was two minutes ago (Dramatiq writes ms).
+    sync_redis.zadd(heartbeats_key("dramatiq"), {dead_worker.broker_id: int(time.time() * 1000) - 120_000})
+    assert sync_redis.scard(acks_key("dramatiq", dead_worker.broker_id, "default")) == 3
+
+    snapshot = await collectors(heartbeat_timeout=60).collect()
+    default = by_key(snapshot)["dramatiq:default"]
+    assert default.counts == {"ready": 3, "in_flight": 5, "delayed": 0, "dead": 0}
+    assert default.orphaned == 3
+    workers = {w.worker_id: w for w in snapshot.workers}
+    dead, live = workers[dead_worker.broker_id], workers[live_worker.broker_id]
+    assert (dead.alive, dead.role, dead.in_flight, dead.queues) == (False, "consumer", 3, ("default",))
+    assert (live.alive, live.role, live.in_flight, live.queues) == (True, "consumer", 2, ("default",))
+    assert workers[producer.broker_id].role == "unknown"
+
+    # With a longer timeout nobody is stale, so nothing is orphaned.
+    relaxed = await collectors(heartbeat_timeout=600).collect()
+    assert by_key(relaxed)["dramatiq:default"].orphaned == 0
+
+
+async def test_workers_alive_or_stale_by_heartbeat_timeout(
+    brokers: BrokerFactory, collectors: CollectorFactory, sync_redis: redis.Redis
+) -> None:
+    recent, older = brokers(), brokers()
+    make_actor(recent, "default").send()
+    make_actor(older, "default").send()
+    now_ms = int(time.time() * 1000)
+    sync_redis.zadd(
+        heartbeats_key("dramatiq"), {recent.broker_id: now_ms - 5_000, older.broker_id: now_ms - 30_000}
+    )
+
+    def states(workers: tuple[WorkerStats, ...]) -> dict[str, bool]:
+        return {w.worker_id: w.alive for w in workers}
+
+    strict = await collectors(heartbeat_timeout=10).collect()
+    assert states(strict.workers) == {recent.broker_id: True, older.broker_id: False}
+    seen = {w.worker_id: w.last_seen for w in strict.workers}
+    assert abs(seen[recent.broker_id] - (now_ms - 5_000) / 1000) < 0.01
+    relaxed = await collectors(heartbeat_timeout=60).collect()
+    assert states(relaxed.workers) == {recent.broker_id: True, older.broker_id: True}
+
+
+async def test_queue_stays_listed_for_idle_ttl_after_it_empties(
+    brokers: BrokerFactory, collectors: CollectorFactory, sync_redis: redis.Redis
+) -> None:
+    producer = brokers()
+    brief = make_actor(producer, "brief")
+    brief.send()
+    brief.send()
+    collector = collectors(idle_ttl=1.0, queues=("dramatiq:pinned",))
+    assert "dramatiq:brief" in by_key(await collector.collect())
+
+    worker = brokers()
+    consumer = worker.consume("brief", prefetch=2, timeout=100)
+    for message in fetch(consumer, 2):
+        consumer.ack(message)
+    assert not sync_redis.exists(*[getattr(QueueKeys("dramatiq", "brief"), k) for k in ("ready", "msgs")])
+
+    emptied = await collector.collect()
+    assert by_key(emptied)["dramatiq:brief"].counts == {s: 0 for s in STATES}
+    emptied_at = time.monotonic()
+
+    async def forgotten() -> bool:
+        return "dramatiq:brief" not in by_key(await collector.collect())
+
+    await async_wait_until(forgotten, timeout=5, what="the empty queue to be forgotten after idle_ttl")
+    assert time.monotonic() - emptied_at >= 0.5  # not before its idle_ttl
+    # A configured queue is never forgotten.
+    assert "dramatiq:pinned" in by_key(await collector.collect())
+
+
+async def test_default_idle_ttl_keeps_an_emptied_queue(
+    brokers: BrokerFactory, collectors: CollectorFactory
+) -> None:
+    producer = brokers()
+    make_actor(producer, "once").send()
+    collector = collectors()
+    assert by_key(await collector.collect())["dramatiq:once"].counts["ready"] == 1
+    consumer = brokers().consume("once", prefetch=1, timeout=100)
+    consumer.ack(fetch(consumer, 1)[0])
+    assert by_key(await collector.collect())["dramatiq:once"].counts == {s: 0 for s in STATES}
+
+
+async def test_round_trips_do_not_grow_with_messages(
+    brokers: BrokerFactory, collectors: CollectorFactory
+) -> None:
+    producer = brokers()
+    work = make_actor(producer, "bulk")
+    for i in range(10):
+        work.send(i)
+    await collectors().collect()  # loads the scripts, so no collection below pays for NOSCRIPT
+
+    async def measure() -> tuple[int, int, int]:
+        """(ready count, round trips of a first cycle with its discovery pass, of the cycle right after)."""
+        collector = collectors()
+        first = await collector.collect()
+        second = await collector.collect()  # within the rescan pause: counters only
+        return by_key(second)["dramatiq:bulk"].counts["ready"], first.round_trips, second.round_trips
+
+    ready_small, first_small, second_small = await measure()
+    for i in range(10, 5_000):
+        work.send(i)
+    ready_big, first_big, second_big = await measure()
+
+    assert (ready_small, ready_big) == (10, 5_000)
+    assert first_small == first_big
+    assert second_small == second_big == 1
+
+
+async def test_collect_after_script_flush_reloads_the_script(
+    brokers: BrokerFactory, collectors: CollectorFactory, aredis: Redis
+) -> None:
+    make_actor(brokers(), "default").send()
+    collector = collectors()
+    await collector.collect()
+    await aredis.script_flush()
+    again = await collector.collect()
+    assert by_key(again)["dramatiq:default"].counts["ready"] == 1
+
+
+async def test_the_collector_is_not_a_dramatiq_worker(
+    brokers: BrokerFactory, collectors: CollectorFactory, sync_redis: redis.Redis
+) -> None:
+    """Collecting never writes: no heartbeat of its own, no ack sets, no changed key."""
+    producer = brokers()
+    make_actor(producer, "default").send()
+    before = {k: sync_redis.dump(k) for k in cast(list[bytes], sync_redis.keys())}
+    beats_before = sync_redis.zrange(heartbeats_key("dramatiq"), 0, -1, withscores=True)
+    await collectors().collect()
+    assert {k: sync_redis.dump(k) for k in cast(list[bytes], sync_redis.keys())} == before
+    assert sync_redis.zrange(heartbeats_key("dramatiq"), 0, -1, withscores=True) == beats_before
+
+
+async def test_hostile_head_payload_does_not_break_the_snapshot(
+    brokers: BrokerFactory, collectors: CollectorFactory, sync_redis: redis.Redis
+) -> None:
+    """The head payload of a ready list is read for the oldest age; whatever it holds, collect() works."""
+    make_actor(brokers(), "other").send()  # the namespace has heartbeats, as with any real producer
+    hostile = {
+        "inf": b'{"message_timestamp": 1e999, "options": {"requeue_timestamp": 1e999}}',
+        "huge": b'{"message_timestamp": 1' + b"0" * 400 + b"}",
+        "nan": b'{"message_timestamp": NaN}',
+        "garbage": b"\x80\x04not a pickle",
+        "list": b"[1, 2]",
+        "big": b'{"a": "' + b"x" * 100_000 + b'"}',
+    }
+    for name, raw in hostile.items():
+        q = QueueKeys("dramatiq", f"hostile_{name}")
+        rid = str(uuid.uuid4())
+        sync_redis.hset(q.msgs, mapping={rid: raw})
+        sync_redis.rpush(q.ready, rid)
+
+    snapshot = await collectors().collect()
+    queues = by_key(snapshot)
+    for name in hostile:
+        stats = queues[f"dramatiq:hostile_{name}"]
+        assert stats.counts["ready"] == 1
+        # Unknown rather than wrong: never negative, never infinite.
+        assert stats.oldest_ready_age is None or 0 <= stats.oldest_ready_age < 1e9

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tests.servers import RedisServer
+
+
+@pytest.fixture
+def redis_url(one_redis: RedisServer) -> str:
+    """The session's integration server (ours), emptied for this test."""
+    with redis.Redis.from_url(one_redis.url) as client:
+        client.flushall()
+    return one_redis.url
+
+
+@pytest.fixture
+def control(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain client on the test's database, for the truth and for steering the test actors."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
