@@ -92,7 +92,16 @@ HOSTILE = {
         b'{"actor_name": "<b>x</b>", "args": ["<img src=x onerror=alert(1)>"], "kwargs": {}, "options": {}}'
     ),
 }
-UNDECODABLE = {"pickle", "not-json", "truncated", "json-list", "invalid-utf8", "deep-nesting", "nested-500", "huge"}
+UNDECODABLE = {
+    "pickle",
+    "not-json",
+    "truncated",
+    "json-list",
+    "invalid-utf8",
+    "deep-nesting",
+    "nested-500",
+    "huge",
+}
 HOSTILE_QUEUE = "dramatiq:hostile"
 
 

@@ -1,0 +1,215 @@
+"""Invariant checks, the stdout tables and the JSON file."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+#: The cycle at the large queue may take at most this many times the cycle at the small one.
+LARGE_QUEUE_FACTOR = 3.0
+#: Under load the poller must keep at least this share of its idle rate (else the Redis-rate check
+#: passes vacuously, and every page shows stale numbers).
+POLL_PACE = 0.10
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [headers] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(row: list[str]) -> str:
+        out = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        return "  ".join(out).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
+
+
+# -- checks ------------------------------------------------------------------------------------------
+
+
+def snapshot_checks(results: list[dict[str, Any]]) -> list[Check]:
+    by = {r["scenario"]: r for r in results}
+    checks = []
+    for r in results:
+        d = r["discovery_first_pass"]
+        checks.append(
+            Check(
+                f"{r['scenario']}: discovery completed a full pass",
+                bool(d["complete"]),
+                f"{d['cycles']} cycle(s), {d['round_trips']} round trips",
+            )
+        )
+        bad = r["count_mismatches"]
+        checks.append(
+            Check(
+                f"{r['scenario']}: snapshot counts equal the seeded counts",
+                not bad,
+                "; ".join(bad) if bad else f"{r['queues_in_snapshot']:,} queues match",
+            )
+        )
+    small, large, many = by.get("small"), by.get("large"), by.get("many")
+    if small and large:
+        a, b = small["round_trips"]["steady"], large["round_trips"]["steady"]
+        checks.append(
+            Check(
+                "round trips per steady cycle: same with the small and the large queue",
+                a == b,
+                f"{a} vs {b}",
+            )
+        )
+        ms, ml = small["wall_ms"]["median"], large["wall_ms"]["median"]
+        checks.append(
+            Check(
+                f"cycle median with the large queue < {LARGE_QUEUE_FACTOR:g}x the small queue's",
+                ml < LARGE_QUEUE_FACTOR * ms,
+                f"{ml:.3f} ms vs {ms:.3f} ms = {ml / ms:.2f}x",
+            )
+        )
+    if small and many:
+        a, b = small["round_trips"]["steady"], many["round_trips"]["steady"]
+        checks.append(
+            Check(
+                f"round trips per steady cycle: same with 1 and {many['queues']:,} queues",
+                a == b,
+                f"{a} vs {b}",
+            )
+        )
+    return checks
+
+
+def http_checks(result: dict[str, Any], required: tuple[str, ...], margin: float) -> list[Check]:
+    checks = []
+    status = result["status_before_load"]
+    for path in required:
+        checks.append(Check(f"{path} answers 200", status.get(path) == 200, f"HTTP {status.get(path)}"))
+    sustained = result["sustained"]
+    failed = [
+        f"{row['path']} c={row['concurrency']}: {row['errors']}"
+        for row in [*result["levels"], sustained]
+        if row["errors"]
+    ]
+    checks.append(Check("no failed requests under load", not failed, "; ".join(failed) or "none"))
+    idle, load = result["idle_redis"], sustained["redis"]
+    clients = sustained["concurrency"]
+    # One poll round of slack: a window can hold one round more than its length implies.
+    allowed = idle["commands_per_s"] * margin + idle["commands_per_round"] / load["seconds"]
+    checks.append(
+        Check(
+            f"Redis commands/s with {clients} clients ≈ idle (≤ {margin:g}x idle + one poll round)",
+            load["commands_per_s"] <= allowed,
+            f"{load['commands_per_s']:,.0f}/s under load vs {idle['commands_per_s']:,.0f}/s idle "
+            f"(allowed {allowed:,.0f}/s)",
+        )
+    )
+    pace = load["poll_rounds_per_s"] / idle["poll_rounds_per_s"] if idle["poll_rounds_per_s"] else 0.0
+    effective = result["poll_interval"] / pace if pace else float("inf")
+    checks.append(
+        Check(
+            f"poller kept collecting with {clients} clients (≥ {POLL_PACE:.0%} of its idle rounds/s)",
+            pace >= POLL_PACE,
+            f"{load['poll_rounds_per_s']:.2f} rounds/s under load vs {idle['poll_rounds_per_s']:.2f}/s idle "
+            f"({pace:.0%}; effective interval {effective:.1f} s "
+            f"for {result['poll_interval']:g} s configured)",
+        )
+    )
+    return checks
+
+
+# -- output ------------------------------------------------------------------------------------------
+
+
+def snapshot_table(results: list[dict[str, Any]]) -> str:
+    headers = [
+        "scenario", "keys", "cycles", "RT/cycle", "median ms", "p95 ms", "floor ms",
+        "x floor", "p95 x floor", "server µs", "evalsha µs", "cmds/cycle", "1st pass",
+    ]  # fmt: skip
+    rows = []
+    for r in results:
+        rt = r["round_trips"]
+        trips = str(rt["steady"]) + (f" ({rt['min']}-{rt['max']})" if rt["min"] != rt["max"] else "")
+        d = r["discovery_first_pass"]
+        rows.append(
+            [
+                r["label"],
+                r["keys"],
+                r["cycles"],
+                trips,
+                r["wall_ms"]["median"],
+                r["wall_ms"]["p95"],
+                r["floor_ms"]["median"],
+                r["ratio_median"],
+                r["ratio_p95"],
+                r["server_usec_per_cycle"]["total"],
+                r["server_usec_per_cycle"]["evalsha"],
+                r["redis_commands_per_cycle"],
+                f"{d['cycles']} cyc/{d['round_trips']} RT/{d['seconds'] * 1000:.1f} ms",
+            ]
+        )
+    return table(headers, rows)
+
+
+def http_table(result: dict[str, Any]) -> str:
+    headers = [
+        "path", "clients", "requests", "errors", "p50 ms", "p95 ms", "req/s",
+        "p50 x healthz", "p95 x healthz", "req/s x healthz", "KiB",
+    ]  # fmt: skip
+    rows = []
+    for r in [*result["levels"], result["sustained"]]:
+        rows.append(
+            [
+                r["path"],
+                r["concurrency"],
+                r["requests"],
+                sum(r["errors"].values()),
+                r["latency_ms"]["median"],
+                r["latency_ms"]["p95"],
+                r["throughput_rps"],
+                r.get("ratio_p50"),
+                r.get("ratio_p95"),
+                r.get("throughput_ratio"),
+                r["body_bytes"] / 1024,
+            ]
+        )
+    return table(headers, rows)
+
+
+def checks_text(checks: list[Check]) -> str:
+    return "\n".join(f"  [{'PASS' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in checks)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json(path: Path, data: dict[str, Any], checks: list[Check]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = _clean({**data, "checks": [asdict(c) for c in checks], "ok": all(c.ok for c in checks)})
+    path.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n")

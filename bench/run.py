@@ -1,0 +1,200 @@
+"""`python -m bench [--small]`: start Redis, seed, measure, report; exit 1 on a broken invariant."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bench import redisinfo, report, snapshot, web
+from bench.scenarios import Scenario, scenarios
+from bench.seed import seed
+from bench.sizes import FULL, SMALL, Sizes
+from tests.servers import RedisServer, redis_binaries
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+#: `--small` is what CI runs; it must stay well inside this.
+SMALL_TIME_LIMIT = 60.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--small", action="store_true", help="CI size (well under a minute)")
+    parser.add_argument(
+        "--only", choices=("snapshot", "http"), help="run one part (both by default)", default=None
+    )
+    parser.add_argument(
+        "--server",
+        choices=("auto", "redis", "valkey"),
+        default="auto",
+        help="auto: redis-server, else Valkey",
+    )
+    parser.add_argument("--output", type=Path, help="JSON file (default bench/results/<mode>-<time>.json)")
+    return parser
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def pick_server(choice: str) -> tuple[str, str]:
+    found = redis_binaries()
+    kind = ("redis" if "redis" in found else "valkey") if choice == "auto" else choice
+    if kind not in found:
+        raise SystemExit(f"bench: no {kind} server available (found: {', '.join(found)})")
+    return found[kind], kind
+
+
+def machine() -> dict[str, Any]:
+    packages: dict[str, str | None] = {}
+    for name in ("redis", "hiredis", "starlette", "uvicorn", "jinja2", "httpx"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    return {
+        "nproc": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "loadavg_at_start": list(os.getloadavg()),
+        "packages": packages,
+    }
+
+
+async def _seed_all(url: str, plan: tuple[Scenario, ...]) -> list[dict[str, Any]]:
+    out = []
+    for s in plan:
+        client = Redis.from_url(snapshot.db_url(url, s.db), socket_timeout=60)
+        try:
+            await client.flushdb()
+            out.append({"scenario": s.name, "db": s.db} | await seed(client, s.layout))
+        finally:
+            await client.aclose()
+        log(f"seeded db {s.db} ({s.label}): {out[-1]['keys']:,} keys in {out[-1]['seconds']:.2f} s")
+    return out
+
+
+async def _run(url: str, sizes: Sizes, only: str | None, data: dict[str, Any]) -> list[report.Check]:
+    plan = scenarios(sizes)
+    probe_client = Redis.from_url(url)
+    try:
+        data["redis"] |= await redisinfo.server_facts(probe_client)
+        data["seed"] = await _seed_all(url, plan)
+        checks: list[report.Check] = []
+        if only in (None, "snapshot"):
+            results = []
+            for s in plan:
+                log(f"snapshot cycles: {s.label}")
+                results.append(await snapshot.bench_scenario(url, s, sizes))
+            data["snapshot"] = results
+            checks += report.snapshot_checks(results)
+        if only in (None, "http"):
+            log("HTTP: starting `python -m dashboard serve` on the seeded databases")
+            result = await web.bench_http(url, probe_client, plan, sizes)
+            data["http"] = result
+            checks += report.http_checks(result, web.REQUIRED, web.REDIS_MARGIN)
+        return checks
+    finally:
+        await probe_client.aclose()
+
+
+def print_report(data: dict[str, Any], checks: list[report.Check]) -> None:
+    m, r = data["machine"], data["redis"]
+    print(
+        f"\nCallboard bench ({data['mode']}), {m['nproc']} CPUs, Python {m['python']}, "
+        f"{r['server']} {r['version']}, load avg {m['loadavg_at_start'][0]:.2f}"
+    )
+    if "snapshot" in data:
+        print("\n== Snapshot cycle: TargetCollector.collect(), steady state after discovery ==")
+        print("   floor = one pipelined LLEN round trip on the same connection, alternated with the cycles;")
+        print("   x floor = cycle median / floor median, p95 x floor = cycle p95 / floor median")
+        print(report.snapshot_table(data["snapshot"]))
+        small = next((x for x in data["snapshot"] if x["scenario"] == "small"), None)
+        many = next((x for x in data["snapshot"] if x["scenario"] == "many"), None)
+        if small and many and many["queues"] > 1:
+            per_queue = (many["wall_ms"]["median"] - small["wall_ms"]["median"]) / (many["queues"] - 1) * 1000
+            server = (
+                many["server_usec_per_cycle"]["evalsha"] - small["server_usec_per_cycle"]["evalsha"]
+            ) / (many["queues"] - 1)
+            print(f"   per extra queue: {per_queue:.1f} µs wall, {server:.2f} µs in the server's script")
+    if "http" in data:
+        h = data["http"]
+        print(
+            f"\n== HTTP: python -m dashboard serve, {h['targets']} targets, "
+            f"poll every {h['poll_interval']:g} s, ready after {h['startup_seconds']:.1f} s =="
+        )
+        print(
+            "   latency is client side; ratios: against /healthz at the same concurrency (p50/p50, p95/p95);"
+        )
+        print("   the last row is the sustained mixed load that the Redis command rate is measured under")
+        print(report.http_table(h))
+        idle, load = h["idle_redis"], h["sustained"]["redis"]
+        print(
+            f"   Redis, idle {idle['seconds']:.1f} s: {idle['commands_per_s']:,.0f} commands/s, "
+            f"{idle['poll_rounds_per_s']:.2f} poll rounds/s, {idle['commands_per_round']:,.0f} commands/round"
+        )
+        print(
+            f"   Redis, {h['sustained']['concurrency']} clients on {h['sustained']['path']} for "
+            f"{load['seconds']:.1f} s: {load['commands_per_s']:,.0f} commands/s, "
+            f"{load['poll_rounds_per_s']:.2f} poll rounds/s, {load['commands_per_round']:,.0f} commands/round"
+        )
+        for path, why in h["skipped"].items():
+            print(f"   WARNING: {path} answered {why} before the load; not measured")
+    print(f"\nChecks ({data['elapsed_seconds']:.1f} s):")
+    print(report.checks_text(checks))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    sizes = SMALL if args.small else FULL
+    started = time.perf_counter()
+    binary, kind = pick_server(args.server)
+    stamp = datetime.now(UTC)
+    data: dict[str, Any] = {
+        "mode": sizes.mode,
+        "started_at": stamp.isoformat(timespec="seconds"),
+        "sizes": {k: getattr(sizes, k) for k in sizes.__slots__},
+        "machine": machine(),
+        "redis": {"binary": binary},
+    }
+    server = RedisServer(binary, kind=kind)
+    try:
+        server.start()
+        log(f"{kind} on 127.0.0.1:{server.port} (no persistence)")
+        checks = asyncio.run(_run(server.url, sizes, args.only, data))
+    finally:
+        server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)
+    data["elapsed_seconds"] = time.perf_counter() - started
+    data["machine"]["loadavg_at_end"] = list(os.getloadavg())
+    if sizes is SMALL:
+        checks.append(
+            report.Check(
+                f"--small finished within {SMALL_TIME_LIMIT:g} s",
+                data["elapsed_seconds"] < SMALL_TIME_LIMIT,
+                f"{data['elapsed_seconds']:.1f} s",
+            )
+        )
+    output = args.output or RESULTS / f"{sizes.mode}-{stamp:%Y%m%d-%H%M%S}.json"
+    report.write_json(output, data, checks)
+    print_report(data, checks)
+    print(f"\nResults: {output}")
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        print(f"{len(failed)} invariant(s) FAILED", file=sys.stderr)
+        return 1
+    return 0

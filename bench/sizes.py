@@ -1,0 +1,67 @@
+"""The two run sizes: full (`make bench`) and small (CI, < 60 s on 2 cores)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    mode: str
+    #: Ready messages in the "one small queue" and "one large queue" databases.
+    small_queue: int
+    large_queue: int
+    #: Queues in the "many queues" database, each with `per_queue` ready messages.
+    many_queues: int
+    per_queue: int
+    #: Measured snapshot cycles per scenario, and a time cap for them.
+    cycles: int
+    cycle_seconds: float
+    #: HTTP: concurrency levels, requests per level (c=1 gets `requests_single`), time cap per level.
+    concurrency: tuple[int, ...]
+    requests: int
+    requests_single: int
+    level_seconds: float
+    #: Quiet window for the idle Redis command rate, and the dashboard's poll interval.
+    idle_seconds: float
+    poll_interval: float
+    #: Sustained load at the top concurrency on every page, for the Redis command rate under load.
+    sustain_seconds: float
+    sustain_requests: int
+
+
+FULL = Sizes(
+    mode="full",
+    small_queue=10,
+    large_queue=100_000,
+    many_queues=1000,
+    per_queue=10,
+    cycles=300,
+    cycle_seconds=45.0,
+    concurrency=(1, 10, 50),
+    requests=400,
+    requests_single=150,
+    level_seconds=15.0,
+    idle_seconds=10.0,
+    poll_interval=0.5,
+    sustain_seconds=10.0,
+    sustain_requests=20_000,
+)
+
+SMALL = Sizes(
+    mode="small",
+    small_queue=10,
+    large_queue=10_000,
+    many_queues=100,
+    per_queue=10,
+    cycles=100,
+    cycle_seconds=4.0,
+    concurrency=(1, 10),
+    requests=100,
+    requests_single=40,
+    level_seconds=2.5,
+    idle_seconds=4.0,
+    poll_interval=0.5,
+    sustain_seconds=4.0,
+    sustain_requests=4_000,
+)

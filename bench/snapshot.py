@@ -1,0 +1,147 @@
+"""Snapshot cycle cost: `TargetCollector.collect()` against our own Redis, with a client made exactly
+as the dashboard makes it, compared with a bare pipelined `LLEN` round trip measured alternately on the
+same connection (the floor: what any one-pipeline cycle cannot beat).
+
+First a fresh collector runs until discovery has completed a full pass (reported as the discovery
+cost), then a few warm-up cycles, then `cycles` measured cycles, each preceded by one floor round
+trip, with INFO commandstats read around the measured loop for the server-side cost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bench import redisinfo
+from bench.scenarios import Scenario
+from bench.sizes import Sizes
+from bench.stats import ratio, summary
+from collectors.model import TargetSnapshot
+from collectors.target import TargetCollector
+from dashboard.app import _collector as build_collector
+from dashboard.settings import Settings, TargetSettings
+
+#: Cycles a fresh collector may take to finish its first discovery pass before we give up.
+MAX_DISCOVERY_CYCLES = 100
+WARM_CYCLES = 5
+#: Top-level commands of a steady cycle; the scripts' own commands are inside evalsha's time (and are
+#: counted again under their own names, so they are not added).
+CYCLE_COMMANDS = ("evalsha", "info", "dbsize", "scan")
+#: A command every cycle sends exactly once, per target: the HTTP part counts poll rounds with it.
+ROUND_MARKER = "dbsize"
+
+
+def db_url(base: str, db: int) -> str:
+    return f"{base.rstrip('/').rsplit('/', 1)[0]}/{db}"
+
+
+def make_collector(name: str, url: str) -> TargetCollector:
+    """What `callboard serve --redis NAME=URL` polls: the dashboard's own builder, default settings."""
+    return build_collector(TargetSettings(name, url), Settings())
+
+
+def count_mismatches(snapshot: TargetSnapshot, scenario: Scenario) -> list[str]:
+    """Differences between the snapshot's counts and what was seeded (empty when all match)."""
+    found = {q.key: q.counts for q in snapshot.queues}
+    problems = []
+    layout = scenario.layout
+    if len(found) != len(layout.queues):
+        problems.append(f"{len(found)} queues in the snapshot, {len(layout.queues)} seeded")
+    for q in layout.queues:
+        want = {"ready": q.ready, "in_flight": q.in_flight, "delayed": q.delayed, "dead": q.dead}
+        got = found.get(layout.key(q.queue))
+        if got is None:
+            problems.append(f"{layout.key(q.queue)} missing")
+        elif dict(got) != want:
+            problems.append(f"{layout.key(q.queue)}: got {dict(got)}, seeded {want}")
+    return problems[:5]
+
+
+async def _floor(redis: Redis, key: str) -> float:
+    started = time.perf_counter()
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.llen(key)
+        await pipe.execute()
+    return time.perf_counter() - started
+
+
+async def _discover(collector: TargetCollector) -> tuple[dict[str, Any], TargetSnapshot]:
+    started = time.perf_counter()
+    round_trips = 0
+    for cycle in range(1, MAX_DISCOVERY_CYCLES + 1):
+        snapshot = await collector.collect()
+        round_trips += snapshot.round_trips
+        if snapshot.discovery.complete:
+            seconds = time.perf_counter() - started
+            return {
+                "cycles": cycle,
+                "round_trips": round_trips,
+                "seconds": seconds,
+                "complete": True,
+            }, snapshot
+    seconds = time.perf_counter() - started
+    return {
+        "cycles": MAX_DISCOVERY_CYCLES,
+        "round_trips": round_trips,
+        "seconds": seconds,
+        "complete": False,
+    }, snapshot
+
+
+async def bench_scenario(base_url: str, scenario: Scenario, sizes: Sizes) -> dict[str, Any]:
+    collector = make_collector(scenario.name, db_url(base_url, scenario.db))
+    redis = collector.redis
+    try:
+        discovery, snapshot = await _discover(collector)
+        for _ in range(WARM_CYCLES):
+            snapshot = await collector.collect()
+        mismatches = count_mismatches(snapshot, scenario)
+        keys = snapshot.discovery.db_size
+        walls: list[float] = []
+        floors: list[float] = []
+        trips: list[int] = []
+        before = await redisinfo.probe(redis)
+        deadline = time.perf_counter() + sizes.cycle_seconds
+        while len(walls) < sizes.cycles and time.perf_counter() < deadline:
+            floors.append(await _floor(redis, scenario.floor_key))
+            started = time.perf_counter()
+            snapshot = await collector.collect()
+            walls.append(time.perf_counter() - started)
+            trips.append(snapshot.round_trips)
+        window = redisinfo.Window(before, await redisinfo.probe(redis))
+    finally:
+        await redis.aclose()
+    cycles = len(walls)
+    steady = Counter(trips).most_common(1)[0][0]
+    wall = summary(walls, 1000.0)
+    floor = summary(floors, 1000.0)
+    server = {cmd: window.usec(cmd) / cycles for cmd in CYCLE_COMMANDS}
+    return {
+        "scenario": scenario.name,
+        "label": scenario.label,
+        "queues": len(scenario.layout.queues),
+        "messages": scenario.layout.messages,
+        "keys": keys,
+        "cycles": cycles,
+        "discovery_first_pass": discovery,
+        "round_trips": {
+            "steady": steady,
+            "min": min(trips),
+            "max": max(trips),
+            "cycles_with_discovery": sum(1 for t in trips if t != steady),
+        },
+        "wall_ms": wall,
+        "floor_ms": floor,
+        "ratio_median": ratio(wall["median"], floor["median"]),
+        "ratio_p95": ratio(wall["p95"], floor["median"]),
+        "server_usec_per_cycle": {**server, "total": sum(server.values())},
+        "evalsha_calls_per_cycle": window.calls("evalsha") / cycles,
+        "marker_calls_per_cycle": window.calls(ROUND_MARKER) / cycles,
+        "redis_commands_per_cycle": (window.total_commands - cycles) / cycles,  # minus the floor's LLEN
+        "snapshot_duration_ms": snapshot.duration * 1000.0,
+        "queues_in_snapshot": len(snapshot.queues),
+        "count_mismatches": mismatches,
+    }
