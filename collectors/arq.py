@@ -44,6 +44,7 @@ from collectors.model import (
     QueueStats,
     Undecodable,
     WorkerStats,
+    page_of,
 )
 
 DEFAULT_QUEUE = "arq:queue"
@@ -488,7 +489,7 @@ async def list_jobs(
         ]
         order = "due time, oldest first" if state == "ready" else "due time, soonest first"
         note = "Due jobs that a worker is running are marked in progress." if state == "ready" else None
-        return _page(state, items, int(total), offset, limit, order, note)
+        return page_of(state, items, int(total), offset, limit, order, note)
     if state == "in_progress":
         async with redis.pipeline(transaction=False) as pipe:
             for job_id in collector.in_progress_ids():
@@ -501,7 +502,7 @@ async def list_jobs(
             _job_summary(i, "in_progress", raw, None, serializer)
             for i, raw in zip(page_ids, raws, strict=True)
         ]
-        return _page(
+        return page_of(
             state, items, len(ids), offset, limit, "by job id", "From in-progress keys found by discovery."
         )
     if state in ("failed", "succeeded"):
@@ -516,7 +517,7 @@ async def list_jobs(
         note = (
             None if collector.results.complete else "The results index is still being built: more may appear."
         )
-        return _page(state, items, len(entries), offset, limit, "newest first", note)
+        return page_of(state, items, len(entries), offset, limit, "newest first", note)
     raise ValueError(f"unknown state {state!r}")
 
 
@@ -636,26 +637,4 @@ async def get_job(redis: Redis, collector: ArqCollector, queue: str, job_id: str
         notes=tuple(notes),
         size=len(raw),
         raw=display(value),
-    )
-
-
-def _page(
-    state: str,
-    items: list[JobSummary],
-    total: int,
-    offset: int,
-    limit: int,
-    order: str,
-    note: str | None = None,
-) -> JobPage:
-    return JobPage(
-        state=state,
-        items=tuple(items),
-        total=total,
-        offset=offset,
-        limit=limit,
-        next_cursor=str(offset + limit) if offset + limit < total else None,
-        prev_cursor=str(max(0, offset - limit)) if offset > 0 else None,
-        order=order,
-        note=note,
     )

@@ -45,6 +45,7 @@ from collectors.model import (
     QueueStats,
     Undecodable,
     WorkerStats,
+    page_of,
 )
 
 HEARTBEATS = "__heartbeats__"
@@ -385,7 +386,7 @@ async def list_jobs(
         total, ids = await _range(redis, "llen", q.ready, "lrange", q.ready, offset, offset + limit - 1)
         raws = await _hmget(redis, q.msgs, ids)
         items = [summary(rid, "ready", raw) for rid, raw in zip(ids, raws, strict=True)]
-        return _page(state, items, total, offset, limit, "FIFO: next to run first")
+        return page_of(state, items, total, offset, limit, "FIFO: next to run first")
     if state == "dead":
         async with redis.pipeline(transaction=False) as pipe:
             pipe.zcard(q.dead)
@@ -397,22 +398,24 @@ async def list_jobs(
             summary(rid, "dead", raw, dead_at=score / 1000.0)
             for (rid, raw), (_, score) in zip(zip(ids, raws, strict=True), rows, strict=True)
         ]
-        return _page(state, items, int(total), offset, limit, "newest dead letter first")
+        return page_of(state, items, int(total), offset, limit, "newest dead letter first")
     if state == "delayed":
-        return await _delayed_page(redis, q, offset, limit)
+        return await _delayedpage_of(redis, q, offset, limit)
     if state == "in_flight":
-        return await _in_flight_page(redis, q, offset, limit, acks)
+        return await _in_flightpage_of(redis, q, offset, limit, acks)
     raise ValueError(f"unknown state {state!r}")
 
 
-async def _delayed_page(redis: Redis, q: QueueKeys, offset: int, limit: int) -> JobPage:
+async def _delayedpage_of(redis: Redis, q: QueueKeys, offset: int, limit: int) -> JobPage:
     total = int(await redis.hlen(q.delay_msgs))  # type: ignore[misc]  # redis-py's async stubs
     if total <= SORTABLE_DELAYED:
         # O(delayed) with a bounded size: HGETALL of at most 10k payloads (~10 ms), sorted by eta.
         entries = await redis.hgetall(q.delay_msgs)  # type: ignore[misc]
         items = [summary(_text(rid), "delayed", raw) for rid, raw in entries.items()]
         items.sort(key=lambda s: (s.eta is None, s.eta or 0.0, s.job_id))
-        return _page("delayed", items[offset : offset + limit], total, offset, limit, "by eta, soonest first")
+        return page_of(
+            "delayed", items[offset : offset + limit], total, offset, limit, "by eta, soonest first"
+        )
     # Too many to sort on a request: walk the hash in storage order, at most offset + limit entries.
     items = []
     cursor = 0
@@ -422,10 +425,12 @@ async def _delayed_page(redis: Redis, q: QueueKeys, offset: int, limit: int) -> 
         if cursor == 0:
             break
     note = f"More than {SORTABLE_DELAYED:,} delayed messages: shown in storage order, not sorted by eta."
-    return _page("delayed", items[offset : offset + limit], total, offset, limit, "storage order", note)
+    return page_of("delayed", items[offset : offset + limit], total, offset, limit, "storage order", note)
 
 
-async def _in_flight_page(redis: Redis, q: QueueKeys, offset: int, limit: int, acks: list[AckKey]) -> JobPage:
+async def _in_flightpage_of(
+    redis: Redis, q: QueueKeys, offset: int, limit: int, acks: list[AckKey]
+) -> JobPage:
     # Ack sets hold at most the prefetch of each worker (2 x threads), so reading them whole is cheap.
     held: list[tuple[str, str]] = []
     async with redis.pipeline(transaction=False) as pipe:
@@ -438,7 +443,7 @@ async def _in_flight_page(redis: Redis, q: QueueKeys, offset: int, limit: int, a
     page = held[offset : offset + limit]
     raws = await _hmget(redis, q.msgs, [rid for rid, _ in page])
     items = [summary(rid, "in_flight", raw) for (rid, _), raw in zip(page, raws, strict=True)]
-    return _page(
+    return page_of(
         "in_flight",
         items,
         len(held),
@@ -610,25 +615,3 @@ async def _hmget(redis: Redis, key: str, fields: list[str]) -> list[bytes | None
         return []
     values: list[bytes | None] = await redis.hmget(key, fields)  # type: ignore[misc]
     return values
-
-
-def _page(
-    state: str,
-    items: list[JobSummary],
-    total: int,
-    offset: int,
-    limit: int,
-    order: str,
-    note: str | None = None,
-) -> JobPage:
-    return JobPage(
-        state=state,
-        items=tuple(items),
-        total=total,
-        offset=offset,
-        limit=limit,
-        next_cursor=str(offset + limit) if offset + limit < total else None,
-        prev_cursor=str(max(0, offset - limit)) if offset > 0 else None,
-        order=order,
-        note=note,
-    )

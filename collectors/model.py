@@ -160,6 +160,29 @@ class JobPage:
     note: str | None = None
 
 
+def page_of(
+    state: str,
+    items: list[JobSummary],
+    total: int,
+    offset: int,
+    limit: int,
+    order: str,
+    note: str | None = None,
+) -> JobPage:
+    """A JobPage with offset cursors (pages are bounded reads; the cursor is where the next one starts)."""
+    return JobPage(
+        state=state,
+        items=tuple(items),
+        total=total,
+        offset=offset,
+        limit=limit,
+        next_cursor=str(offset + limit) if offset + limit < total else None,
+        prev_cursor=str(max(0, offset - limit)) if offset > 0 else None,
+        order=order,
+        note=note,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class JobResult:
     """A stored result: a value, or an exception (type + message)."""
