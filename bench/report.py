@@ -22,7 +22,7 @@ class Check:
     detail: str
 
 
-def _fmt(value: Any, digits: int = 2) -> str:
+def fmt(value: Any, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     if isinstance(value, int):
@@ -35,7 +35,7 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [headers] + [[_fmt(c) for c in row] for row in rows]
+    cells = [headers] + [[fmt(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
 
     def line(row: list[str]) -> str:
@@ -124,13 +124,13 @@ def http_checks(result: dict[str, Any], required: tuple[str, ...], margin: float
         )
     )
     pace = load["poll_rounds_per_s"] / idle["poll_rounds_per_s"] if idle["poll_rounds_per_s"] else 0.0
-    effective = result["poll_interval"] / pace if pace else float("inf")
+    effective = f"{result['poll_interval'] / pace:.1f} s" if pace else "no round completed"
     checks.append(
         Check(
             f"poller kept collecting with {clients} clients (≥ {POLL_PACE:.0%} of its idle rounds/s)",
             pace >= POLL_PACE,
             f"{load['poll_rounds_per_s']:.2f} rounds/s under load vs {idle['poll_rounds_per_s']:.2f}/s idle "
-            f"({pace:.0%}; effective interval {effective:.1f} s "
+            f"({pace:.0%}; effective interval {effective} "
             f"for {result['poll_interval']:g} s configured)",
         )
     )

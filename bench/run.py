@@ -150,7 +150,8 @@ def print_report(data: dict[str, Any], checks: list[report.Check]) -> None:
         print(
             f"   Redis, {h['sustained']['concurrency']} clients on {h['sustained']['path']} for "
             f"{load['seconds']:.1f} s: {load['commands_per_s']:,.0f} commands/s, "
-            f"{load['poll_rounds_per_s']:.2f} poll rounds/s, {load['commands_per_round']:,.0f} commands/round"
+            f"{load['poll_rounds_per_s']:.2f} poll rounds/s, "
+            f"{report.fmt(load['commands_per_round'])} commands/round"
         )
         for path, why in h["skipped"].items():
             print(f"   WARNING: {path} answered {why} before the load; not measured")
