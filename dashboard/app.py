@@ -21,6 +21,7 @@ from collectors.target import TargetCollector
 from dashboard import api, views
 from dashboard.metrics import make_registry, metrics_endpoint
 from dashboard.poller import Poller
+from dashboard.rendercache import RenderCache
 from dashboard.settings import Settings, TargetSettings
 from dashboard.store import SnapshotStore
 from dashboard.templating import asset_dir, make_templates
@@ -142,5 +143,6 @@ def create_app(settings: Settings) -> Starlette:
     app.state.collectors = collectors
     app.state.results_redis = results_redis
     app.state.templates = make_templates()
+    app.state.render_cache = RenderCache(store, max_age=settings.poll_interval)
     app.state.registry = make_registry(store)
     return app

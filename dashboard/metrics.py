@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from collectors.model import QUEUE_STATES, Framework, TargetSnapshot
 from dashboard import __version__
+from dashboard.rendercache import RenderCache, Rendered, send
 from dashboard.store import SnapshotStore
 
 QUEUE_LABELS = ["target", "framework", "namespace", "queue"]
@@ -122,6 +123,9 @@ def make_registry(store: SnapshotStore) -> CollectorRegistry:
 
 
 async def metrics_endpoint(request: Request) -> Response:
+    """The exposition of the latest snapshot, encoded once per poll whatever the number of scrapers."""
     registry: CollectorRegistry = request.app.state.registry
+    cache: RenderCache = request.app.state.render_cache
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-    return Response(encoder(registry), media_type=None, headers={"Content-Type": content_type})
+    rendered = await cache.get(("metrics", content_type), lambda: Rendered(encoder(registry), content_type))
+    return send(request, rendered)

@@ -1,7 +1,8 @@
 """The latest snapshot per target, plus a bounded ring of depths for charts.
 
 Every page, fragment, API call and Prometheus scrape reads from here, never from Redis, so viewers
-and scrapers do not multiply Redis load. Only the poller writes.
+and scrapers do not multiply Redis load. Only the poller writes, on the event loop; renders read from
+worker threads, which is safe because every update replaces whole immutable values.
 """
 
 from __future__ import annotations
@@ -33,19 +34,13 @@ class TargetState:
         return self.up and self.snapshot is not None
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryPoint:
-    at: float
-    #: queue key -> state -> count
-    counts: Mapping[str, Mapping[str, int]]
-
-
 class SnapshotStore:
     def __init__(self, targets: Iterable[tuple[str, str]], history_points: int = 900) -> None:
         self._states = {name: TargetState(name, url) for name, url in targets}
-        self._history: dict[str, deque[HistoryPoint]] = {
-            n: deque(maxlen=history_points) for n in self._states
-        }
+        self._history_points = history_points
+        #: (target, queue key) -> ring of (time, counts by state). One ring per queue, so a page
+        #: about one queue copies that queue's points only, whatever the number of queues.
+        self._history: dict[tuple[str, str], deque[tuple[float, Mapping[str, int]]]] = {}
         #: Bumped on every update: lets clients and tests see that a new cycle landed.
         self.version = 0
 
@@ -66,8 +61,17 @@ class SnapshotStore:
             last_duration=snapshot.duration,
             down_since=None,
         )
-        counts = {q.key: dict(q.counts) for q in snapshot.queues}
-        self._history[snapshot.target].append(HistoryPoint(snapshot.collected_at, counts))
+        seen: set[tuple[str, str]] = set()
+        for q in snapshot.queues:
+            key = (snapshot.target, q.key)
+            seen.add(key)
+            ring = self._history.get(key)
+            if ring is None:
+                ring = self._history[key] = deque(maxlen=self._history_points)
+            ring.append((snapshot.collected_at, dict(q.counts)))
+        # Queues that left the snapshot (past their idle time) take their history with them.
+        for key in [k for k in self._history if k[0] == snapshot.target and k not in seen]:
+            del self._history[key]
         self.version += 1
 
     def record_error(self, target: str, error: str, duration: float) -> None:
@@ -95,5 +99,10 @@ class SnapshotStore:
         return (state, found) if found else None
 
     def history(self, target: str, key: str) -> list[tuple[float, Mapping[str, int]]]:
-        """(time, counts by state) for one queue, oldest first; bounded by the ring size."""
-        return [(p.at, p.counts[key]) for p in self._history.get(target, ()) if key in p.counts]
+        """(time, counts by state) for one queue, oldest first; bounded by the ring size.
+
+        Pages render in worker threads while the poller appends on the event loop: `list()` of a
+        deque copies it in one C call under the GIL, so the copy is consistent and iteration over
+        it cannot see a mutation.
+        """
+        return list(self._history.get((target, key), ()))

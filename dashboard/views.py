@@ -6,8 +6,10 @@ A fragment URL returns exactly the partial its page includes, so the markup exis
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -16,8 +18,13 @@ from starlette.responses import Response
 from collectors import arq, dramatiq
 from collectors.model import QUEUE_STATES, Framework, JobDetail, JobPage, QueueStats
 from collectors.target import TargetCollector
+from dashboard.rendercache import RenderCache, Rendered, send
 from dashboard.store import SnapshotStore, TargetState
 
+HTML = "text/html; charset=utf-8"
+#: Overview rows per page: a 1,000-queue overview is ~1.4 MB of HTML and 100 ms of render per poll
+#: per tab; 100 rows keep a poll under ~150 kB, and the filter finds any queue.
+OVERVIEW_ROWS = 100
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_LIMIT = 50
 STATE_LABELS = {
@@ -54,19 +61,40 @@ def _store(request: Request) -> SnapshotStore:
     return store
 
 
-def _render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
-    base = {
+def _base(request: Request) -> dict[str, Any]:
+    return {
+        "request": request,
         "targets": _store(request).targets(),
         "read_only": request.app.state.settings.read_only,
         "poll_ms": int(request.app.state.settings.poll_interval * 1000),
         "now": time.time(),
         "state_labels": STATE_LABELS,
     }
+
+
+def _render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+    """A page that reads Redis on demand (or an error page): rendered per request."""
     response: Response = request.app.state.templates.TemplateResponse(
-        request, name, {**base, **context}, status_code=status
+        request, name, {**_base(request), **context}, status_code=status
     )
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+async def _live(request: Request, name: str, build: Callable[[], dict[str, Any]]) -> Response:
+    """A page or fragment made from the store alone: rendered once per poll and URL, for every viewer.
+
+    `build` runs with the render in a worker thread, so computing rows for a large overview does not
+    hold the event loop either. Nothing user-specific may go into these templates.
+    """
+    cache: RenderCache = request.app.state.render_cache
+
+    def render() -> Rendered:
+        template = request.app.state.templates.get_template(name)
+        return Rendered(template.render({**_base(request), **build()}).encode(), HTML)
+
+    rendered = await cache.get(("html", name, request.url.path, request.url.query), render)
+    return send(request, rendered)
 
 
 def spark_points(history: list[tuple[float, Any]], width: int = 120, height: int = 24) -> tuple[str, int]:
@@ -81,44 +109,77 @@ def spark_points(history: list[tuple[float, Any]], width: int = 120, height: int
     return points, max(values)
 
 
-def queue_rows(store: SnapshotStore) -> list[QueueRow]:
-    rows = []
-    for state, q in store.queues():
-        points, top = spark_points(store.history(state.name, q.key))
-        rows.append(QueueRow(state.name, state.up, q, points, top))
-    return rows
+def queue_row(store: SnapshotStore, state: TargetState, q: QueueStats) -> QueueRow:
+    points, top = spark_points(store.history(state.name, q.key))
+    return QueueRow(state.name, state.up, q, points, top)
+
+
+def _matches(words: list[str], state: TargetState, q: QueueStats) -> bool:
+    text = f"{state.name} {q.framework.value} {q.key} {q.name}".casefold()
+    return all(w in text for w in words)
+
+
+def overview_context(request: Request) -> dict[str, Any]:
+    """The overview's rows: filtered by `?q=` (every word must match target, framework or queue),
+    `OVERVIEW_ROWS` per `?page=`. Sparklines are computed for the shown rows only."""
+    store = _store(request)
+    query = (request.query_params.get("q") or "").strip()[:200]
+    words = query.casefold().split()
+    found = [(s, q) for s, q in store.queues() if _matches(words, s, q)]
+    pages = max(1, -(-len(found) // OVERVIEW_ROWS))
+    try:
+        page = min(max(1, int(request.query_params.get("page") or 1)), pages)
+    except ValueError:
+        page = 1
+    start = (page - 1) * OVERVIEW_ROWS
+    rows = [queue_row(store, s, q) for s, q in found[start : start + OVERVIEW_ROWS]]
+    params = {k: v for k, v in (("q", query), ("page", str(page) if page > 1 else "")) if v}
+    return {
+        "rows": rows,
+        "query": query,
+        "page": page,
+        "pages": pages,
+        "first": start + 1 if rows else 0,
+        "matched": len(found),
+        "total": len(store.queues()) if words else len(found),
+        "params": urlencode(params),
+        "page_url": lambda n: "/?" + urlencode({k: v for k, v in (("q", query), ("page", str(n))) if v}),
+    }
 
 
 # -- pages -----------------------------------------------------------------------------------------
 
 
 async def overview(request: Request) -> Response:
-    return _render(request, "pages/overview.html", {"rows": queue_rows(_store(request))})
+    return await _live(request, "pages/overview.html", lambda: overview_context(request))
 
 
 async def overview_fragment(request: Request) -> Response:
-    return _render(request, "partials/overview_body.html", {"rows": queue_rows(_store(request))})
+    return await _live(request, "partials/overview_body.html", lambda: overview_context(request))
 
 
 async def banner_fragment(request: Request) -> Response:
-    return _render(request, "partials/banner.html", {})
+    return await _live(request, "partials/banner.html", dict)
 
 
 async def workers(request: Request) -> Response:
-    return _render(request, "pages/workers.html", {})
+    return await _live(request, "pages/workers.html", dict)
 
 
 async def workers_fragment(request: Request) -> Response:
-    return _render(request, "partials/workers_table.html", {})
+    return await _live(request, "partials/workers_table.html", dict)
+
+
+def failure_rows(store: SnapshotStore) -> list[QueueRow]:
+    return [
+        queue_row(store, s, q)
+        for s, q in store.queues()
+        if q.counts.get("dead") or (q.results or {}).get("failed")
+    ]
 
 
 async def failures(request: Request) -> Response:
-    rows = [
-        r
-        for r in queue_rows(_store(request))
-        if r.queue.counts.get("dead") or (r.queue.results or {}).get("failed")
-    ]
-    return _render(request, "pages/failures.html", {"rows": rows})
+    return await _live(request, "pages/failures.html", lambda: {"rows": failure_rows(_store(request))})
 
 
 def _queue_context(request: Request) -> dict[str, Any]:
@@ -176,9 +237,9 @@ async def queue_page(request: Request) -> Response:
 
 
 async def queue_fragment(request: Request) -> Response:
-    context = _queue_context(request)
+    context = _queue_context(request)  # raises 404 here, before the cache, for unknown queues
     tab = request.query_params.get("state") or "ready"
-    return _render(request, "partials/queue_summary.html", {**context, "tab": tab})
+    return await _live(request, "partials/queue_summary.html", lambda: {**context, "tab": tab})
 
 
 async def job_page(request: Request) -> Response:

@@ -1,0 +1,110 @@
+"""The render cache: one render per store version and key, shared by concurrent viewers."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import threading
+
+import pytest
+from starlette.requests import Request
+
+from dashboard.rendercache import RenderCache, Rendered, compressed, send
+from dashboard.store import SnapshotStore
+
+
+def _cache() -> tuple[SnapshotStore, RenderCache]:
+    store = SnapshotStore([("t", "redis://x")])
+    return store, RenderCache(store, max_age=60.0)
+
+
+async def test_concurrent_viewers_share_one_render_per_version() -> None:
+    store, cache = _cache()
+    release = threading.Event()
+    calls: list[int] = []
+
+    def render() -> Rendered:
+        calls.append(store.version)
+        release.wait(5)  # holds the render so all 20 requests arrive while it is in progress
+        return Rendered(f"v{store.version}".encode(), "text/plain")
+
+    pending = [asyncio.ensure_future(cache.get("k", render)) for _ in range(20)]
+    await asyncio.sleep(0.05)
+    release.set()
+    bodies = {r.body for r in await asyncio.gather(*pending)}
+    assert bodies == {b"v0"} and calls == [0]
+
+    store.record_error("t", "down", 0.1)  # a new poll landed: the next viewer gets a fresh render
+    assert (await cache.get("k", render)).body == b"v1"
+    assert (await cache.get("k", render)).body == b"v1"
+    assert calls == [0, 1]
+    # Another key (another URL) renders on its own.
+    assert (await cache.get("other", render)).body == b"v1"
+    assert len(calls) == 3
+
+
+async def test_a_failed_render_is_not_cached_and_the_error_reaches_the_caller() -> None:
+    _, cache = _cache()
+    attempts: list[int] = []
+
+    def render() -> Rendered:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ValueError("boom")
+        return Rendered(b"ok", "text/plain")
+
+    with pytest.raises(ValueError, match="boom"):
+        await cache.get("k", render)
+    assert (await cache.get("k", render)).body == b"ok"
+    assert len(attempts) == 2
+
+
+async def test_a_cancelled_viewer_does_not_cancel_the_render_others_wait_for() -> None:
+    _, cache = _cache()
+    release = threading.Event()
+
+    def render() -> Rendered:
+        release.wait(5)
+        return Rendered(b"done", "text/plain")
+
+    first = asyncio.ensure_future(cache.get("k", render))
+    second = asyncio.ensure_future(cache.get("k", render))
+    await asyncio.sleep(0.05)
+    first.cancel()
+    release.set()
+    assert (await second).body == b"done"
+    assert cache.renders == 1
+
+
+async def test_entries_expire_so_relative_times_cannot_freeze() -> None:
+    store = SnapshotStore([("t", "redis://x")])
+    cache = RenderCache(store, max_age=0.0)
+    n = 0
+
+    def render() -> Rendered:
+        nonlocal n
+        n += 1
+        return Rendered(str(n).encode(), "text/plain")
+
+    await cache.get("k", render)
+    await asyncio.sleep(0.01)
+    assert (await cache.get("k", render)).body == b"2"
+
+
+def _request(accept_encoding: str | None) -> Request:
+    headers = [(b"accept-encoding", accept_encoding.encode())] if accept_encoding else []
+    return Request({"type": "http", "method": "GET", "path": "/", "headers": headers})
+
+
+def test_large_bodies_are_gzipped_once_and_sent_to_clients_that_accept_it() -> None:
+    body = b"callboard_queue_messages 1\n" * 2000
+    rendered = compressed(Rendered(body, "text/plain"))
+    assert rendered.gzipped is not None and len(rendered.gzipped) < len(body) // 20
+    zipped = send(_request("gzip, deflate"), rendered)
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert gzip.decompress(zipped.body) == body
+    plain = send(_request(None), rendered)
+    assert "content-encoding" not in plain.headers and plain.body == body
+    assert plain.headers["vary"] == "Accept-Encoding" and plain.headers["content-type"] == "text/plain"
+    # Small bodies are not worth compressing.
+    assert compressed(Rendered(b"ok", "text/plain")).gzipped is None
