@@ -73,6 +73,9 @@ class ArqConfig:
     #: The workers' health_check_interval, to turn the key's TTL into an age (Arq's default: 3600 s).
     health_check_interval: float = 3600.0
     result_budget: int = RESULT_BUDGET
+    #: The operator says the workers run with `allow_abort_jobs=True`. Redis cannot tell, and
+    #: without it an abort is a no-op for a running job and runs a deferred one at once.
+    allow_abort_jobs: bool = False
 
 
 def job_key(job_id: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 
 class Framework(StrEnum):
@@ -219,3 +219,51 @@ class JobDetail:
     undecodable: Undecodable | None = None
     #: The whole decoded payload, for the "raw" view.
     raw: Any = None
+
+
+# -- controls ----------------------------------------------------------------------------------------
+
+
+class Outcome(StrEnum):
+    #: The control did what it says.
+    DONE = "done"
+    #: Refused by a rule, and the job is untouched: held by a worker, running, not re-encodable.
+    SKIPPED = "skipped"
+    #: Nothing to do any more: already gone or changed by someone else (a double click, a worker,
+    #: another operator). This is what makes every control idempotent.
+    CHANGED = "changed"
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    job_id: str
+    outcome: Outcome
+    #: Why it was skipped or changed, or what was done ("requeued as <rid>").
+    detail: str = ""
+    #: The id the job has now, when the control gave it a new one (a requeued Dramatiq message).
+    new_id: str | None = None
+    #: True when the job is still where it was (skipped in place): a bulk run steps past it.
+    in_place: bool = False
+
+
+#: A control on a queue's jobs in one state: `retry` (requeue, re-run or run now), `delete`, `abort`.
+CONTROL_ACTIONS = ("retry", "delete", "abort")
+
+
+class Selection(Protocol):
+    """The jobs a bulk control works through ("all dead letters of this queue").
+
+    Bounded when it starts (a count, a time or a list of ids), so it ends, and jobs that arrive
+    or come back during the run are not acted on twice. Each `next` is one cheap Redis read.
+    """
+
+    #: How many jobs it expects to visit, for progress; None when unknown.
+    expected: int | None
+
+    async def next(self, limit: int) -> list[str]:
+        """Up to `limit` more ids; [] when it is done."""
+        ...
+
+    def stayed(self, count: int) -> None:
+        """`count` ids of the last batch are still in place (skipped): the next read steps past them."""
+        ...

@@ -18,6 +18,7 @@ Config file shape (every key optional):
     queues = ["arq:queue"]                 # discovered when not listed
     serializer = "auto"                    # auto (sniffed) | pickle | msgpack | json
     health_check_interval = 3600           # the workers' setting, to turn the key's TTL into an age
+    allow_abort_jobs = false               # true only if every worker runs with allow_abort_jobs=True
 """
 
 from __future__ import annotations
@@ -185,6 +186,12 @@ def _target(table: Any, path: Path) -> TargetSettings:
         raise SettingsError(f"config {path}: target {table.get('name', table['url'])!r}: {exc}") from None
 
 
+def _flag(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise SettingsError(f"{what} must be true or false")
+    return value
+
+
 def _strings(value: Any, what: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise SettingsError(f"{what} must be a list of strings")
@@ -216,5 +223,6 @@ def _target_table(table: dict[str, Any], path: Path) -> TargetSettings:
         queues=_strings(aq.get("queues", []), "arq.queues"),
         serializer=serializer,
         health_check_interval=float(aq.get("health_check_interval", 3600.0)),
+        allow_abort_jobs=_flag(aq.get("allow_abort_jobs", False), "arq.allow_abort_jobs"),
     )
     return replace(base, dramatiq=dramatiq, arq=arq, results_url=results_url)
