@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
@@ -18,8 +19,10 @@ from starlette.staticfiles import StaticFiles
 from collectors.arq import ArqCollector
 from collectors.dramatiq import DramatiqCollector
 from collectors.target import TargetCollector
-from dashboard import api, views
+from dashboard import actions, api, views
+from dashboard.access import AccessGuard
 from dashboard.metrics import make_registry, metrics_endpoint
+from dashboard.operations import Operations
 from dashboard.poller import Poller
 from dashboard.rendercache import RenderCache
 from dashboard.settings import Settings, TargetSettings
@@ -73,7 +76,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if _wants_json(request):
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
-    return views._render(
+    return views.render(
         request, "pages/error.html", {"status": exc.status_code, "message": exc.detail}, exc.status_code
     )
 
@@ -86,7 +89,7 @@ async def redis_error(request: Request, exc: Exception) -> Response:
     log.warning("browse request %s failed: %r", request.url.path, exc)
     if _wants_json(request):
         return JSONResponse({"error": message}, status_code=503)
-    return views._render(request, "pages/error.html", {"status": 503, "message": message}, 503)
+    return views.render(request, "pages/error.html", {"status": 503, "message": message}, 503)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -117,16 +120,23 @@ def create_app(settings: Settings) -> Starlette:
         Route("/failures", views.failures, name="failures"),
         Route("/queues/" + q, views.queue_page, name="queue"),
         Route("/jobs/{target}/{framework}/{rest:path}", views.job_page, name="job"),
+        Route("/audit", actions.audit_page, name="audit"),
         Route("/fragments/overview", views.overview_fragment),
         Route("/fragments/banner", views.banner_fragment),
         Route("/fragments/workers", views.workers_fragment),
         Route("/fragments/queues/" + q, views.queue_fragment),
+        Route("/fragments/jobs/" + q, views.jobs_fragment),
+        Route("/fragments/operations/{op_id}", actions.operation_fragment),
         Route("/api/v1/openapi.json", api.openapi),
         Route("/api/v1/queues", api.queues),
         Route("/api/v1/queues/{target}/{framework}/{queue:path}/jobs", api.jobs),
         Route("/api/v1/jobs/{target}/{framework}/{rest:path}", api.job),
         Route("/api/v1/workers", api.workers),
         Route("/api/v1/failures", api.failures),
+        Route("/api/v1/audit", actions.audit_api),
+        Route("/api/v1/operations/{op_id}", actions.operation),
+        Route("/api/v1/queues/{target}/{framework}/{rest:path}", actions.queue_action, methods=["POST"]),
+        Route("/api/v1/jobs/{target}/{framework}/{rest:path}", actions.job_action, methods=["POST"]),
         Route("/metrics", metrics_endpoint),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
@@ -136,6 +146,8 @@ def create_app(settings: Settings) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, RedisError: redis_error, OSError: redis_error},
+        # Outermost: nothing (not even a 404) is answered before access is checked.
+        middleware=[Middleware(AccessGuard, auth=settings.auth, read_only=settings.read_only)],
     )
     app.state.settings = settings
     app.state.store = store
@@ -144,5 +156,6 @@ def create_app(settings: Settings) -> Starlette:
     app.state.results_redis = results_redis
     app.state.templates = make_templates()
     app.state.render_cache = RenderCache(store, max_age=settings.poll_interval)
+    app.state.operations = Operations(collectors, poller, settings.audit_keep)
     app.state.registry = make_registry(store)
     return app

@@ -1,8 +1,9 @@
-"""`callboard serve` and `callboard demo` (design.md §2.1)."""
+"""`callboard serve`, `callboard demo` (design.md §2.1), and the helpers that make auth config."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import sys
 from collections.abc import Sequence
@@ -24,6 +25,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 8000)")
     serve.add_argument("--read-only", action="store_true", default=None, help="hide and refuse every control")
     serve.add_argument("--poll-interval", type=float, metavar="SECONDS", help="seconds between collections")
+    serve.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        default=None,
+        help="serve a non-loopback address without auth (something in front must protect it)",
+    )
+    sub.add_parser("hash-password", help="read a password, print the hash for [auth] users in the config")
+    sub.add_parser("new-token", help="print a new bearer token and the hash for [auth] tokens")
     demo = sub.add_parser("demo", help="embedded Redis, real demo workers and traffic, and the dashboard")
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--host", default="127.0.0.1")
@@ -37,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from demo.runner import run_demo
 
         return run_demo(host=args.host, port=args.port)
+    if args.command in ("hash-password", "new-token"):
+        return _secrets(args.command)
     try:
         settings = load(
             redis=args.redis,
@@ -45,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=args.port,
             read_only=args.read_only,
             poll_interval=args.poll_interval,
+            allow_unauthenticated=args.allow_unauthenticated,
         )
     except SettingsError as exc:
         print(f"callboard: {exc}", file=sys.stderr)
@@ -65,4 +77,26 @@ def serve(settings: object) -> int:
         "watching %s; dashboard on http://%s:%d/", targets, settings.host, settings.port
     )
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    return 0
+
+
+def _secrets(command: str) -> int:
+    from dashboard.access import hash_password, hash_token, new_token
+
+    if command == "new-token":
+        token = new_token()
+        print(f"token (give it to the client; it is not stored): {token}")
+        print(f'config line under [auth] tokens:  name = "{hash_token(token)}"')
+        return 0
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("callboard: the passwords differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        print("callboard: use at least 8 characters", file=sys.stderr)
+        return 2
+    print(hash_password(password))
     return 0

@@ -19,6 +19,12 @@ Config file shape (every key optional):
     serializer = "auto"                    # auto (sniffed) | pickle | msgpack | json
     health_check_interval = 3600           # the workers' setting, to turn the key's TTL into an age
     allow_abort_jobs = false               # true only if every worker runs with allow_abort_jobs=True
+
+    [auth]                                 # when present, everything but /healthz needs credentials
+    users = { alice = "scrypt$..." }       # `callboard hash-password`
+    tokens = { prometheus = "sha256$..." } # `callboard new-token`; sent as Authorization: Bearer
+    metrics_public = false
+    trusted_origins = []                   # extra origins allowed to POST (behind a proxy)
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from collectors.arq import SERIALIZERS, ArqConfig
 from collectors.dramatiq import DramatiqConfig, ResultsConfig
+from dashboard.access import AuthConfig, is_loopback, valid_hash
 
 DEFAULT_URL = "redis://localhost:6379/0"
 
@@ -69,6 +76,12 @@ class Settings:
     scan_budget: int = 20
     #: Redis connect/read timeout; keep it below Prometheus' scrape timeout.
     redis_timeout: float = 2.0
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    #: Serve a non-loopback address without auth: an explicit choice (a private network, a proxy
+    #: that authenticates); without it `serve` refuses to start.
+    allow_unauthenticated: bool = False
+    #: Audit entries kept per target in Redis (the dashboard's own list; oldest dropped).
+    audit_keep: int = 10_000
 
     def target(self, name: str) -> TargetSettings | None:
         return next((t for t in self.targets if t.name == name), None)
@@ -120,6 +133,7 @@ def load(
         "port": env.get("CALLBOARD_PORT"),
         "read_only": env.get("CALLBOARD_READ_ONLY"),
         "poll_interval": env.get("CALLBOARD_POLL_INTERVAL"),
+        "allow_unauthenticated": env.get("CALLBOARD_ALLOW_UNAUTHENTICATED"),
     }
     settings = _apply(settings, env_values)
     specs = list(redis) or env.get("CALLBOARD_REDIS", "").replace(",", " ").split()
@@ -130,6 +144,13 @@ def load(
     names = [t.name for t in settings.targets]
     if len(set(names)) != len(names):
         raise SettingsError(f"target names must be unique: {names}")
+    if not is_loopback(settings.host) and not settings.auth.enabled and not settings.allow_unauthenticated:
+        raise SettingsError(
+            f"refusing to serve {settings.host} without authentication: anyone who can reach it could "
+            "retry, delete and purge jobs. Configure [auth] users or tokens, use --read-only with "
+            "--allow-unauthenticated, or pass --allow-unauthenticated if something in front of "
+            "Callboard authenticates"
+        )
     return settings
 
 
@@ -143,9 +164,9 @@ def _apply(settings: Settings, values: Mapping[str, Any]) -> Settings:
                 changes[key] = int(value)
             elif key in ("poll_interval", "history_seconds", "redis_timeout"):
                 changes[key] = float(value)
-            elif key == "scan_budget":
+            elif key in ("scan_budget", "audit_keep"):
                 changes[key] = int(value)
-            elif key == "read_only":
+            elif key in ("read_only", "allow_unauthenticated"):
                 changes[key] = (
                     value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
                 )
@@ -165,8 +186,10 @@ def _from_file(path: Path, settings: Settings) -> Settings:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise SettingsError(f"config {path}: {exc}") from None
-    top = {k: v for k, v in data.items() if k != "targets"}
+    top = {k: v for k, v in data.items() if k not in ("targets", "auth")}
     settings = _apply(settings, top)
+    if "auth" in data:
+        settings = replace(settings, auth=_auth(data["auth"], path))
     targets = data.get("targets")
     if targets is None:
         return settings
@@ -184,6 +207,27 @@ def _target(table: Any, path: Path) -> TargetSettings:
         if isinstance(exc, SettingsError):
             raise
         raise SettingsError(f"config {path}: target {table.get('name', table['url'])!r}: {exc}") from None
+
+
+def _auth(table: Any, path: Path) -> AuthConfig:
+    if not isinstance(table, dict):
+        raise SettingsError(f"config {path}: [auth] must be a table")
+    users, tokens = table.get("users", {}), table.get("tokens", {})
+    for what, entries, scheme in (("users", users, "scrypt"), ("tokens", tokens, "sha256")):
+        if not isinstance(entries, dict) or not all(
+            isinstance(v, str) and v.startswith(scheme + "$") and valid_hash(v) for v in entries.values()
+        ):
+            command = "hash-password" if scheme == "scrypt" else "new-token"
+            raise SettingsError(
+                f"config {path}: auth.{what} maps names to {scheme}$... hashes (`callboard {command}`); "
+                "plain passwords or tokens are not accepted"
+            )
+    return AuthConfig(
+        users=dict(users),
+        tokens=dict(tokens),
+        metrics_public=_flag(table.get("metrics_public", False), "auth.metrics_public"),
+        trusted_origins=_strings(table.get("trusted_origins", []), "auth.trusted_origins"),
+    )
 
 
 def _flag(value: Any, what: str) -> bool:

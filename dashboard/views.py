@@ -18,6 +18,7 @@ from starlette.responses import Response
 from collectors import arq, dramatiq
 from collectors.model import QUEUE_STATES, Framework, JobDetail, JobPage, QueueStats
 from collectors.target import TargetCollector
+from dashboard import operations
 from dashboard.rendercache import RenderCache, Rendered, send
 from dashboard.store import SnapshotStore, TargetState
 
@@ -72,7 +73,7 @@ def _base(request: Request) -> dict[str, Any]:
     }
 
 
-def _render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
     """A page that reads Redis on demand (or an error page): rendered per request."""
     response: Response = request.app.state.templates.TemplateResponse(
         request, name, {**_base(request), **context}, status_code=status
@@ -89,11 +90,11 @@ async def _live(request: Request, name: str, build: Callable[[], dict[str, Any]]
     """
     cache: RenderCache = request.app.state.render_cache
 
-    def render() -> Rendered:
+    def rendered_now() -> Rendered:
         template = request.app.state.templates.get_template(name)
         return Rendered(template.render({**_base(request), **build()}).encode(), HTML)
 
-    rendered = await cache.get(("html", name, request.url.path, request.url.query), render)
+    rendered = await cache.get(("html", name, request.url.path, request.url.query), rendered_now)
     return send(request, rendered)
 
 
@@ -226,14 +227,48 @@ def _history_series(history: list[tuple[float, Any]], stats: QueueStats) -> dict
     }
 
 
-async def queue_page(request: Request) -> Response:
-    context = _queue_context(request)
+def action_label(state: str, action: str) -> str:
+    if action == "retry":
+        return {"dead": "Requeue", "delayed": "Run now", "failed": "Re-run", "succeeded": "Re-run"}.get(
+            state, "Retry"
+        )
+    if action == "delete":
+        return "Delete result" if state in ("failed", "succeeded") else "Delete"
+    return "Abort"
+
+
+def control_actions(request: Request, target: str, framework: str, state: str) -> list[tuple[str, str]]:
+    """(action, label) of the controls shown for jobs in `state`; none in read-only mode."""
+    collector = _collector(request, target)
+    if request.app.state.settings.read_only or collector is None:
+        return []
+    return [(a, action_label(state, a)) for a in operations.actions(collector, framework, state)]
+
+
+async def _jobs_context(request: Request, context: dict[str, Any]) -> dict[str, Any]:
     stats: QueueStats = context["queue"]
     state = request.query_params.get("state") or "ready"
-    page = await list_jobs(request, context["target"].name, stats.framework.value, stats.key, state)
-    return _render(
-        request, "pages/queue.html", {**context, "tab": state, "page": page, "page_sizes": PAGE_SIZES}
-    )
+    target = context["target"].name
+    page = await list_jobs(request, target, stats.framework.value, stats.key, state)
+    return {
+        **context,
+        "tab": state,
+        "page": page,
+        "page_sizes": PAGE_SIZES,
+        "actions": control_actions(request, target, stats.framework.value, state),
+        "tab_count": next((t.count for t in context["tabs"] if t.state == state), None),
+    }
+
+
+async def queue_page(request: Request) -> Response:
+    context = await _jobs_context(request, _queue_context(request))
+    return render(request, "pages/queue.html", context)
+
+
+async def jobs_fragment(request: Request) -> Response:
+    """The job list of a queue page, re-read from Redis (after a control ended, or on demand)."""
+    context = await _jobs_context(request, _queue_context(request))
+    return render(request, "partials/job_table.html", context)
 
 
 async def queue_fragment(request: Request) -> Response:
@@ -247,13 +282,14 @@ async def job_page(request: Request) -> Response:
     key, job_id = split_job_path(request.path_params["rest"])
     detail = await load_job(request, target, framework, key, job_id)
     if detail is None:
-        return _render(
+        return render(
             request,
             "pages/job_gone.html",
             {"target_name": target, "framework": framework, "queue_key": key, "job_id": job_id},
             status=404,
         )
-    return _render(request, "pages/job.html", {"job": detail, "target_name": target})
+    actions = control_actions(request, target, framework, detail.state)
+    return render(request, "pages/job.html", {"job": detail, "target_name": target, "actions": actions})
 
 
 # -- shared with the JSON API ----------------------------------------------------------------------

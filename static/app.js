@@ -47,6 +47,24 @@
 
   function showVisibility() { setLive(document.hidden ? "paused" : "live"); }
 
+  // Controls: "select all on this page", and confirmations that say how many jobs they touch.
+  document.addEventListener("change", function (evt) {
+    var box = evt.target;
+    if (!box.matches || !box.matches("input[data-select-all]")) return;
+    var form = box.closest("form");
+    form.querySelectorAll("input[name=ids]").forEach(function (b) { b.checked = box.checked; });
+  });
+
+  document.addEventListener("htmx:confirm", function (evt) {
+    var elt = evt.detail.elt;
+    if (!elt.hasAttribute("data-confirm-selection")) return;
+    evt.preventDefault();
+    var form = document.getElementById("job-form");
+    var n = form ? form.querySelectorAll("input[name=ids]:checked").length : 0;
+    if (n === 0) { window.alert("Select one or more jobs first."); return; }
+    if (window.confirm(evt.detail.question.replace("{n}", String(n)))) evt.detail.issueRequest(true);
+  });
+
   document.addEventListener("DOMContentLoaded", function () { updateChart(); showVisibility(); });
   document.addEventListener("htmx:afterSettle", updateChart);
   document.addEventListener("visibilitychange", showVisibility);

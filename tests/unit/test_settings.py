@@ -8,6 +8,7 @@ import pytest
 
 from collectors.dramatiq import DramatiqConfig, ResultsConfig
 from dashboard import cli
+from dashboard.access import hash_password, hash_token, verify_password
 from dashboard.settings import (
     DEFAULT_URL,
     Settings,
@@ -28,6 +29,7 @@ def write_config(tmp_path: Path, body: str) -> str:
 FULL_CONFIG = """
 poll_interval = 5.0
 host = "0.0.0.0"
+allow_unauthenticated = true
 port = 9000
 read_only = true
 history_seconds = 600
@@ -296,3 +298,43 @@ def test_cli_reports_settings_errors_without_a_traceback(capsys: pytest.CaptureF
     err = capsys.readouterr().err
     assert err.startswith("callboard: ")
     assert "Traceback" not in err
+
+
+def test_a_public_bind_without_auth_refuses_to_start_unless_told(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="refusing to serve 0.0.0.0 without authentication"):
+        load(host="0.0.0.0", environ={})
+    assert load(host="0.0.0.0", allow_unauthenticated=True, environ={}).host == "0.0.0.0"
+    assert load(environ={"CALLBOARD_HOST": "::", "CALLBOARD_ALLOW_UNAUTHENTICATED": "1"}).host == "::"
+    for loopback in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert load(host=loopback, environ={}).host == loopback
+    # With auth configured, a public bind is fine.
+    body = f"""host = "0.0.0.0"\n[auth]\nusers = {{ alice = "{hash_password("correct horse", b"salt")}" }}\n"""
+    settings = load(config=write_config(tmp_path, body), environ={})
+    assert settings.auth.enabled and list(settings.auth.users) == ["alice"]
+
+
+def test_auth_table_takes_hashes_only(tmp_path: Path) -> None:
+    token_hash = hash_token("t0k3n")
+    body = f"""
+[auth]
+tokens = {{ prometheus = "{token_hash}" }}
+metrics_public = true
+trusted_origins = ["https://ops.example.com"]
+"""
+    auth = load(config=write_config(tmp_path, body), environ={}).auth
+    assert auth.tokens == {"prometheus": token_hash} and auth.metrics_public
+    assert auth.trusted_origins == ("https://ops.example.com",)
+    for bad in ('users = { alice = "hunter2" }', 'tokens = { t = "plaintext" }', 'users = ["alice"]'):
+        with pytest.raises(SettingsError, match="hashes"):
+            load(config=write_config(tmp_path, f"[auth]\n{bad}\n"), environ={})
+
+
+def test_password_hashes_verify_and_reject() -> None:
+    encoded = hash_password("correct horse")
+    assert encoded.startswith("scrypt$") and "correct horse" not in encoded
+    assert verify_password("correct horse", encoded)
+    assert not verify_password("correct horsE", encoded)
+    assert not verify_password("correct horse", "scrypt$garbage")
+    assert not verify_password("x", hash_token("x"))
+    # Two hashes of one password differ (random salt).
+    assert hash_password("correct horse") != encoded

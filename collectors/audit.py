@@ -1,0 +1,45 @@
+"""Callboard's own keys in a watched Redis: the audit log of controls. The only module naming them.
+
+    callboard:audit        list  JSON entries, newest first (LPUSH), trimmed to the newest `keep`
+
+The prefix `callboard:` is ours; neither Dramatiq (`<namespace>:...`, default `dramatiq:`) nor Arq
+(`arq:...`) writes there, and discovery never mistakes it for a queue. Each entry is written once,
+when a control ends, by one MULTI (LPUSH + LTRIM), so the list never grows past `keep`: O(1) to
+append, O(n) to read the n newest.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from redis.asyncio import Redis
+
+AUDIT_KEY = "callboard:audit"
+#: Entries larger than this (a selection of thousands of ids) keep the first ids only.
+MAX_ENTRY_BYTES = 16_384
+
+
+async def append(redis: Redis, entry: Mapping[str, Any], keep: int) -> None:
+    body = json.dumps(entry, ensure_ascii=False, default=str)
+    if len(body) > MAX_ENTRY_BYTES and isinstance(entry.get("ids"), list):
+        ids = entry["ids"]
+        body = json.dumps({**entry, "ids": ids[:100], "ids_truncated": len(ids)}, default=str)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.lpush(AUDIT_KEY, body)
+        pipe.ltrim(AUDIT_KEY, 0, keep - 1)
+        await pipe.execute()
+
+
+async def recent(redis: Redis, limit: int) -> list[dict[str, Any]]:
+    raws = await redis.lrange(AUDIT_KEY, 0, limit - 1)  # type: ignore[misc]
+    out = []
+    for raw in raws:
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue  # not ours to interpret; the list is ours, but be robust to hand edits
+        if isinstance(entry, dict):
+            out.append(entry)
+    return out

@@ -1,0 +1,214 @@
+"""HTTP for controls: the POST routes of the JSON API (design.md §2.2), which also answer htmx with
+HTML, the progress of operations, and the audit log.
+
+    POST /api/v1/jobs/{target}/{framework}/{queue}/{job_id}/{retry|delete|abort}
+    POST /api/v1/queues/{target}/{framework}/{queue}/{retry|delete|abort}
+         JSON {"state": "dead", "ids": [...]}; without "ids": every job in that state
+         form (htmx) state=dead&scope=selection&ids=..&ids=..  or  state=dead&scope=all
+    GET  /api/v1/operations/{id}   /fragments/operations/{id}   /api/v1/audit   /audit
+
+A POST answers 200 with the counts when the operation ends within `WAIT` seconds, else 202 with
+its progress and a Location to poll. Access (auth, read-only, cross-site) is checked before any of
+this runs, by dashboard.access.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from redis.exceptions import RedisError
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from collectors import audit
+from collectors.model import Framework
+from collectors.target import TargetCollector
+from dashboard import views
+from dashboard.api import respond
+from dashboard.operations import ControlError, ControlRequest, Operation, Operations
+
+#: Seconds a POST waits for its operation before answering 202 with progress.
+WAIT = 5.0
+ACTIONS = ("retry", "delete", "abort")
+#: Audit entries shown per target.
+AUDIT_PAGE = 200
+
+
+def _operations(request: Request) -> Operations:
+    ops: Operations = request.app.state.operations
+    return ops
+
+
+def _htmx(request: Request) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+def _user(request: Request) -> tuple[str, str]:
+    user = getattr(request.state, "user", "anonymous")
+    client = request.client.host if request.client else ""
+    return str(user), client
+
+
+def _split_action(rest: str) -> tuple[str, str]:
+    head, sep, action = rest.rpartition("/")
+    if not sep or action not in ACTIONS:
+        raise HTTPException(404, f"Expected .../{{{'|'.join(ACTIONS)}}} at the end of the path.")
+    return head, action
+
+
+async def _body(request: Request) -> tuple[dict[str, Any], FormData | None]:
+    """The JSON object, or the form (htmx) with its fields as a dict and the form for lists."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip()
+    if kind == "application/json":
+        try:
+            data = json.loads(await request.body() or b"{}")
+        except ValueError:
+            raise HTTPException(400, "The body is not valid JSON.") from None
+        if not isinstance(data, dict):
+            raise HTTPException(400, 'The body must be a JSON object like {"state": "dead", "ids": [...]}.')
+        return data, None
+    if kind in ("application/x-www-form-urlencoded", "multipart/form-data", ""):
+        form = await request.form()
+        return {k: v for k, v in form.items() if isinstance(v, str)}, form
+    raise HTTPException(415, "Send JSON or a form.")
+
+
+def _ids(data: dict[str, Any], form: FormData | None) -> tuple[str, ...] | None:
+    if form is not None:
+        scope = data.get("scope")
+        if scope == "all":
+            return None
+        if scope != "selection":
+            raise HTTPException(400, "Form posts say scope=selection (with ids) or scope=all.")
+        ids = tuple(str(v) for v in form.getlist("ids") if isinstance(v, str) and v)
+        if not ids:
+            raise HTTPException(400, "No jobs selected.")
+        return ids
+    raw = data.get("ids")
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(i, str) and i for i in raw):
+        raise HTTPException(400, "`ids` must be a list of job ids (strings).")
+    return tuple(raw)
+
+
+def _flag(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"))
+
+
+async def queue_action(request: Request) -> Response:
+    p = request.path_params
+    key, action = _split_action(p["rest"])
+    data, form = await _body(request)
+    state = data.get("state")
+    if not isinstance(state, str) or not state:
+        raise HTTPException(400, 'Say which state the jobs are in: {"state": "dead", ...}.')
+    control = ControlRequest(
+        p["target"],
+        p["framework"],
+        key,
+        state,
+        action,
+        _ids(data, form),
+        _flag(data.get("new_id")),
+        *_user(request),
+    )
+    return await _start(request, control)
+
+
+async def job_action(request: Request) -> Response:
+    p = request.path_params
+    rest, action = _split_action(p["rest"])
+    key, job_id = views.split_job_path(rest)
+    data, _ = await _body(request)
+    state = data.get("state")
+    if not isinstance(state, str) or not state:
+        detail = await views.load_job(request, p["target"], p["framework"], key, job_id)
+        if detail is None:
+            # Idempotent: a job that is gone needs nothing more; say so rather than fail.
+            return _gone(request, job_id)
+        state = detail.state
+    control = ControlRequest(
+        p["target"], p["framework"], key, state, action, (job_id,), _flag(data.get("new_id")), *_user(request)
+    )
+    return await _start(request, control)
+
+
+def _gone(request: Request, job_id: str) -> Response:
+    message = f"Job {job_id} is already gone: nothing to do."
+    if _htmx(request):
+        return views.render(request, "partials/operation.html", {"op": None, "message": message})
+    return respond({"status": "finished", "done": 0, "skipped": 0, "changed": 1, "message": message})
+
+
+async def _start(request: Request, control: ControlRequest) -> Response:
+    if control.framework not in (Framework.DRAMATIQ, Framework.ARQ):
+        raise HTTPException(404, f"Unknown framework {control.framework!r}.")
+    try:
+        op, joined = _operations(request).start(control)
+    except ControlError as exc:
+        raise HTTPException(400, str(exc)) from None
+    assert op.task is not None
+    await asyncio.wait({op.task}, timeout=WAIT)
+    return _operation_response(request, op, joined)
+
+
+def _operation_response(request: Request, op: Operation, joined: bool = False) -> Response:
+    headers = {"Location": f"/api/v1/operations/{op.id}"}
+    if _htmx(request):
+        response = views.render(request, "partials/operation.html", {"op": op.view(), "joined": joined})
+        if op.status != "running":
+            response.headers["HX-Trigger"] = "callboard:changed"
+        return response
+    status = 202 if op.status == "running" else 200
+    response = respond({**op.view(), "joined": joined}, status)
+    response.headers.update(headers)
+    return response
+
+
+async def operation(request: Request) -> Response:
+    op = _operations(request).get(request.path_params["op_id"])
+    if op is None:
+        raise HTTPException(404, "No such operation (finished ones are kept for a while only).")
+    return _operation_response(request, op)
+
+
+async def operation_fragment(request: Request) -> Response:
+    op = _operations(request).get(request.path_params["op_id"])
+    if op is None:
+        raise HTTPException(404, "No such operation (finished ones are kept for a while only).")
+    response = views.render(request, "partials/operation.html", {"op": op.view()})
+    if op.status != "running":
+        response.headers["HX-Trigger"] = "callboard:changed"
+    return response
+
+
+async def _audit_entries(request: Request) -> tuple[list[dict[str, Any]], list[str]]:
+    collectors: dict[str, TargetCollector] = request.app.state.collectors
+    entries: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for name, collector in collectors.items():
+        try:
+            for entry in await audit.recent(collector.redis, AUDIT_PAGE):
+                entries.append({**entry, "target": entry.get("target", name)})
+        except (RedisError, OSError) as exc:
+            errors.append(f"{name}: {type(exc).__name__}")
+    entries.sort(key=lambda e: -float(e.get("finished_at") or e.get("started_at") or 0))
+    return entries[:AUDIT_PAGE], errors
+
+
+async def audit_api(request: Request) -> Response:
+    entries, errors = await _audit_entries(request)
+    return respond({"entries": entries, "unreachable": errors})
+
+
+async def audit_page(request: Request) -> Response:
+    entries, errors = await _audit_entries(request)
+    running = [op.view() for op in _operations(request).recent() if op.status == "running"]
+    return views.render(
+        request, "pages/audit.html", {"entries": entries, "errors": errors, "running": running}
+    )

@@ -1,0 +1,249 @@
+"""Controls as operations: one background task per request, in batches, with progress and an audit.
+
+A control on one job and "purge 100,000 dead letters" take the same path: the ids (or a selection
+bounded at the start) go to the framework's write recipes in batches of `BATCH`, each batch one or
+two Redis round trips, with a pause between batches so workers' commands interleave and Redis never
+stalls. Progress is readable while it runs (`/api/v1/operations/{id}`, the UI polls a fragment); the
+end is written to the audit log (Redis, under Callboard's own key, and the process log) and wakes
+the poller so the numbers on screen move within one poll.
+
+Idempotence has two layers: the recipes compare-and-set per job (a second attempt finds the job
+gone or changed and says so), and an identical request while one is running (a double click) joins
+the running operation instead of starting another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from collectors import arq_controls, audit, dramatiq, dramatiq_controls
+from collectors.model import Framework, JobOutcome, Outcome, Selection
+from collectors.target import TargetCollector
+from dashboard.poller import Poller
+
+log = logging.getLogger("callboard.audit")
+
+#: Jobs per Redis call: ~200 payloads are ~100 kB and a Lua call of well under a millisecond.
+BATCH = 200
+#: Between batches: lets workers' commands through and caps a bulk run's share of Redis.
+PAUSE = 0.002
+#: Outcomes kept per operation for display (the counts cover all).
+KEEP_OUTCOMES = 200
+#: Finished operations remembered for their progress URLs.
+KEEP_OPERATIONS = 200
+#: Ids accepted in one request; more is a bulk run over the whole state.
+MAX_IDS = 10_000
+
+
+class ControlError(ValueError):
+    """A control that cannot be run as asked; the message says why (an HTTP 400 or 404)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRequest:
+    target: str
+    framework: str
+    queue: str
+    state: str
+    action: str
+    #: None: every job of the queue in that state (bounded when the run starts).
+    ids: tuple[str, ...] | None
+    #: Arq re-run under a new id, keeping the old result.
+    new_id: bool = False
+    user: str = "anonymous"
+    client: str = ""
+
+    @property
+    def dedupe_key(self) -> tuple[object, ...]:
+        return (self.target, self.framework, self.queue, self.state, self.action, self.ids, self.new_id)
+
+
+@dataclass(slots=True)
+class Operation:
+    id: str
+    request: ControlRequest
+    started_at: float
+    expected: int | None = None
+    visited: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
+    outcomes: list[JobOutcome] = field(default_factory=list)
+    finished_at: float | None = None
+    error: str | None = None
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def status(self) -> str:
+        if self.finished_at is None:
+            return "running"
+        return "failed" if self.error else "finished"
+
+    def record(self, outcomes: Sequence[JobOutcome]) -> None:
+        self.visited += len(outcomes)
+        for o in outcomes:
+            self.counts[o.outcome] += 1
+        room = KEEP_OUTCOMES - len(self.outcomes)
+        if room > 0:
+            # Skipped and changed jobs are the ones an operator needs to see; keep them first.
+            self.outcomes += sorted(outcomes, key=lambda o: o.outcome == Outcome.DONE)[:room]
+
+    def view(self) -> dict[str, Any]:
+        r = self.request
+        return {
+            "id": self.id,
+            "status": self.status,
+            "action": r.action,
+            "target": r.target,
+            "framework": r.framework,
+            "queue": r.queue,
+            "state": r.state,
+            "scope": "all" if r.ids is None else "selection",
+            "requested": None if r.ids is None else len(r.ids),
+            "expected": self.expected,
+            "visited": self.visited,
+            "done": self.counts[Outcome.DONE],
+            "skipped": self.counts[Outcome.SKIPPED],
+            "changed": self.counts[Outcome.CHANGED],
+            "outcomes": [
+                {"job_id": o.job_id, "outcome": o.outcome.value, "detail": o.detail, "new_id": o.new_id}
+                for o in self.outcomes
+            ],
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "seconds": (self.finished_at or time.time()) - self.started_at,
+            "error": self.error,
+            "user": r.user,
+        }
+
+
+def actions(collector: TargetCollector, framework: str, state: str) -> tuple[str, ...]:
+    if framework == Framework.DRAMATIQ:
+        return dramatiq_controls.actions(state)
+    if framework == Framework.ARQ:
+        return arq_controls.actions(state, collector.arq.config)
+    return ()
+
+
+class Operations:
+    def __init__(self, collectors: dict[str, TargetCollector], poller: Poller, audit_keep: int) -> None:
+        self.collectors = collectors
+        self.poller = poller
+        self.audit_keep = audit_keep
+        self._ops: OrderedDict[str, Operation] = OrderedDict()
+
+    def get(self, op_id: str) -> Operation | None:
+        return self._ops.get(op_id)
+
+    def recent(self) -> list[Operation]:
+        return list(reversed(self._ops.values()))
+
+    def start(self, request: ControlRequest) -> tuple[Operation, bool]:
+        """The operation for `request`, and whether it joined an identical one already running."""
+        collector = self.collectors.get(request.target)
+        if collector is None:
+            raise ControlError(f"unknown target {request.target!r}")
+        if request.action not in actions(collector, request.framework, request.state):
+            allowed = ", ".join(actions(collector, request.framework, request.state)) or "none"
+            hint = (
+                " (abort needs allow_abort_jobs = true under [targets.arq] in the config)"
+                if request.action == "abort"
+                else ""
+            )
+            raise ControlError(
+                f"{request.action!r} does not apply to {request.state} {request.framework} jobs; "
+                f"allowed: {allowed}{hint}"
+            )
+        if request.framework == Framework.DRAMATIQ and dramatiq.queue_keys(request.queue) is None:
+            raise ControlError(f"{request.queue!r} is not a Dramatiq queue key (namespace:queue)")
+        if request.ids is not None and not request.ids:
+            raise ControlError("no job ids given (leave `ids` out to act on every job in the state)")
+        if request.ids is not None and len(request.ids) > MAX_IDS:
+            raise ControlError(f"at most {MAX_IDS} ids per request; act on the whole state instead")
+        for op in self._ops.values():
+            if op.status == "running" and op.request.dedupe_key == request.dedupe_key:
+                return op, True
+        op = Operation(uuid.uuid4().hex[:16], request, time.time())
+        op.task = asyncio.create_task(self._run(op, collector), name=f"control:{op.id}")
+        self._ops[op.id] = op
+        while len(self._ops) > KEEP_OPERATIONS:
+            oldest = next(iter(self._ops.values()))
+            if oldest.status == "running":
+                break
+            self._ops.popitem(last=False)
+        return op, False
+
+    async def _run(self, op: Operation, collector: TargetCollector) -> None:
+        r = op.request
+        try:
+            if r.ids is not None:
+                op.expected = len(r.ids)
+                for start in range(0, len(r.ids), BATCH):
+                    op.record(await _apply(collector, r, list(r.ids[start : start + BATCH])))
+                    await asyncio.sleep(PAUSE)
+            else:
+                selection = await _select_all(collector, r)
+                op.expected = selection.expected
+                while ids := await selection.next(BATCH):
+                    outcomes = await _apply(collector, r, ids)
+                    op.record(outcomes)
+                    selection.stayed(sum(1 for o in outcomes if o.in_place))
+                    await asyncio.sleep(PAUSE)
+        except (RedisError, OSError) as exc:
+            op.error = f"Redis failed after {op.visited} jobs: {type(exc).__name__}: {exc}"[:300]
+        except Exception as exc:  # a bug ends this operation, visibly, and nothing else
+            log.exception("control %s failed", op.id)
+            op.error = f"internal error after {op.visited} jobs: {type(exc).__name__}"
+        finally:
+            op.finished_at = time.time()
+            self.poller.refresh(r.target)
+            await self._audit(op, collector)
+
+    async def _audit(self, op: Operation, collector: TargetCollector) -> None:
+        entry = {k: v for k, v in op.view().items() if k != "outcomes"}
+        entry["client"] = op.request.client
+        entry["ids"] = list(op.request.ids) if op.request.ids is not None else None
+        entry["changed_ids"] = [o.new_id for o in op.outcomes if o.new_id][:50]
+        log.info(
+            "%s %s %s on %s/%s/%s (%s): done %d, skipped %d, changed %d%s",
+            op.request.user,
+            op.request.action,
+            entry["scope"],
+            op.request.target,
+            op.request.framework,
+            op.request.queue,
+            op.request.state,
+            entry["done"],
+            entry["skipped"],
+            entry["changed"],
+            f"; error: {op.error}" if op.error else "",
+        )
+        try:
+            await audit.append(collector.redis, entry, self.audit_keep)
+        except (RedisError, OSError) as exc:
+            log.warning("audit entry for %s not stored in Redis (%s); it is in this log", op.id, exc)
+
+
+async def _apply(collector: TargetCollector, r: ControlRequest, ids: list[str]) -> list[JobOutcome]:
+    if r.framework == Framework.ARQ:
+        return await arq_controls.apply(
+            collector.redis, collector.arq, r.queue, r.state, r.action, ids, new_id=r.new_id
+        )
+    q = dramatiq.queue_keys(r.queue)
+    assert q is not None  # checked in start()
+    return await dramatiq_controls.apply(collector.redis, q, r.state, r.action, ids)
+
+
+async def _select_all(collector: TargetCollector, r: ControlRequest) -> Selection:
+    if r.framework == Framework.ARQ:
+        return await arq_controls.select_all(collector.redis, collector.arq, r.queue, r.state)
+    q = dramatiq.queue_keys(r.queue)
+    assert q is not None
+    return await dramatiq_controls.select_all(collector.redis, q, r.state)
