@@ -12,6 +12,9 @@ database, so discovery also has to ignore keys that are not Dramatiq's):
 * `hold(gate)` records that it started, then blocks until the test pushes a token onto its gate.
 * `retry_later(tag)` always fails, and retries with a backoff of tens of seconds: it sits delayed.
 * `doomed(tag)` always fails with one quick retry: it ends up dead-lettered.
+* `flaky(tag)` counts its runs per tag and fails (no retries: dead at once) while the test's
+  `broken` key exists; it has a short `max_age`, so a requeued message runs only if the requeue
+  reset its timestamp.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ DEFAULT_QUEUES = ("default", "emails")
 HOLD_TIMEOUT_SECONDS = 60
 #: retry_later's backoff: far beyond the test's duration, so its retries stay delayed.
 RETRY_LATER_MIN_BACKOFF_MS = 40_000
+#: flaky's max_age: a dead letter older than this is skipped unrun unless its timestamp is reset.
+FLAKY_MAX_AGE_MS = 1_500
+BROKEN = f"{CONTROL}:broken"
 
 _control: redis.Redis | None = None
 
@@ -71,6 +77,18 @@ def doomed(tag: str) -> None:
     raise ValueError(f"doomed {tag} attempt {attempt}")
 
 
+def runs_key(tag: str) -> str:
+    return f"{CONTROL}:runs:{tag}"
+
+
+def flaky(tag: str) -> str:
+    client = control()
+    client.incr(runs_key(tag))
+    if client.exists(BROKEN):
+        raise ValueError(f"flaky {tag}: broken")
+    return f"ok {tag}"
+
+
 def build(
     url: str, namespace: str, queues: tuple[str, ...] = DEFAULT_QUEUES
 ) -> tuple[RedisBroker, dict[str, Any]]:
@@ -97,6 +115,13 @@ def build(
             min_backoff=50,
             max_backoff=200,
         )(doomed)
+        actors[f"flaky_{queue}"] = dramatiq.actor(
+            broker=broker,
+            queue_name=queue,
+            actor_name=f"flaky_{queue}",
+            max_retries=0,
+            max_age=FLAKY_MAX_AGE_MS,
+        )(flaky)
     return broker, actors
 
 
