@@ -3,7 +3,8 @@
 Every control is one transaction per job id (a few round trips, O(1) server work), so a 500-id batch
 never blocks Redis. Key names come from collectors/arq.py only. Payloads are read with the restricted
 decoder (`collectors.arq.decode`), never `pickle.loads`; a re-run writes back a pickle of builtin data
-only, and refuses args holding placeholders (shared/redis-layouts.md §3: never re-pickle them).
+only, and refuses args holding placeholders (§3: never re-pickle them). Recipes and races:
+shared/redis-layouts.md §2.6 (A1-A3) and §5.
 
     retry, failed/succeeded   A1 (re-run under the same id). WATCH result, job and in-progress keys; the
                               result must exist and the job must be neither queued nor running again;
@@ -92,21 +93,21 @@ async def apply(
     """Apply one action to up to ~500 ids (callers batch), one JobOutcome per id in order."""
     if action not in actions(state, collector.config):
         raise ValueError(f"arq: {action!r} is not allowed on {state!r} jobs")
-    out: list[JobOutcome] = []
-    for job_id in ids:  # one transaction each, in turn: never a long server-side step
-        if action == "retry":
-            out.append(
-                await _copy(redis, collector, queue, job_id)
-                if new_id
-                else await _rerun(redis, collector, queue, job_id)
-            )
-        elif action == "abort":
-            out.append(await _abort(redis, job_id))
-        elif state in ("failed", "succeeded"):
-            out.append(await _delete_result(redis, collector, job_id))
-        else:
-            out.append(await _delete_queued(redis, queue, job_id))
-    return out
+    # One transaction per id, in turn: never a long server-side step.
+    return [await _apply_one(redis, collector, queue, state, action, job_id, new_id) for job_id in ids]
+
+
+async def _apply_one(
+    redis: Redis, collector: ArqCollector, queue: str, state: str, action: str, job_id: str, new_id: bool
+) -> JobOutcome:
+    if action == "retry":
+        rerun = _copy if new_id else _rerun
+        return await rerun(redis, collector, queue, job_id)
+    if action == "abort":
+        return await _abort(redis, job_id)
+    if state in ("failed", "succeeded"):
+        return await _delete_result(redis, collector, job_id)
+    return await _delete_queued(redis, queue, job_id)
 
 
 # -- retry (A1) --------------------------------------------------------------------------------------
