@@ -132,6 +132,11 @@ def _sniff(raw: bytes) -> str:
     return "pickle"
 
 
+def serializer_of(raw: bytes, serializer: str = "auto") -> str:
+    """The serializer that wrote `raw`: the configured one, else sniffed. Writes reuse it (arq_controls)."""
+    return serializer if serializer != "auto" else _sniff(raw)
+
+
 def exception_parts(value: Any) -> tuple[str, str, Any]:
     """(type, message, attributes) of a stored exception: a real builtin one or a placeholder."""
     if isinstance(value, BaseException):
