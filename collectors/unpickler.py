@@ -16,7 +16,9 @@ Cost: about the same as `pickle.loads` (0-25 % slower on 100k real Arq results, 
 from __future__ import annotations
 
 import _compat_pickle
+import asyncio
 import builtins
+import concurrent.futures
 import codecs
 import collections
 import datetime
@@ -44,6 +46,10 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("uuid", "UUID"): uuid.UUID,
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("_codecs", "encode"): codecs.encode,
+    # What Arq stores for an aborted or cancelled job (exceptions: rebuilt with args only).
+    ("asyncio.exceptions", "CancelledError"): asyncio.CancelledError,
+    ("asyncio.exceptions", "InvalidStateError"): asyncio.InvalidStateError,
+    ("concurrent.futures._base", "CancelledError"): concurrent.futures.CancelledError,
 }
 
 #: Python 2 module names that protocol 0-2 pickles may use.

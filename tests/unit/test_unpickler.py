@@ -406,3 +406,11 @@ def test_placeholder_text_is_capped() -> None:
     text = unpickler.placeholder_text(p)
     assert len(text) == 400
     assert text.startswith("app.Big('xxx") and text.endswith("…")
+
+
+def test_asyncio_cancellation_that_arq_stores_for_aborted_jobs_is_a_real_exception() -> None:
+    import asyncio
+
+    value = unpickler.decode(pickle.dumps({"s": False, "r": asyncio.CancelledError("aborted")}))
+    assert isinstance(value, dict) and isinstance(value["r"], asyncio.CancelledError)
+    assert value["r"].args == ("aborted",) and not unpickler.has_placeholders(value)

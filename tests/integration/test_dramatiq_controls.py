@@ -1,0 +1,156 @@
+"""Controls proven by a real Dramatiq worker: requeued dead letters run (once), deletes are honest.
+
+The worker runs `tests.integration.dramatiq_app` (`flaky` fails while the test's `broken` key exists
+and has a 1.5 s max_age; `hold` blocks on a gate); Callboard runs as `callboard serve`; the test
+posts to the JSON API as a script would and checks the truth in Redis and in the actors' run counts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import redis
+
+from tests.integration import dramatiq_app
+from tests.integration.support import api_json, control_int, open_gate, start_worker, stop_worker
+from tests.servers import Callboard, Process, wait_until
+
+pytestmark = pytest.mark.integration
+
+NS = "ctl"
+QUEUE = "default"
+KEY = f"{NS}:{QUEUE}"
+API = f"/api/v1/queues/main/dramatiq/{NS}%3A{QUEUE}"
+
+
+def post(board: Callboard, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        board.url + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+def worker(redis_url: str) -> Iterator[Process]:
+    proc = start_worker(redis_url, NS, (QUEUE,))
+    try:
+        yield proc
+    finally:
+        stop_worker(proc)
+
+
+@pytest.fixture
+def board(redis_url: str) -> Iterator[Callboard]:
+    board = Callboard([f"main={redis_url}"]).start(poll_interval=0.2)
+    try:
+        yield board
+    finally:
+        board.stop()
+
+
+def runs(control: redis.Redis, tags: list[str]) -> list[int]:
+    return [control_int(control, dramatiq_app.runs_key(t)) for t in tags]
+
+
+def make_dead(control: redis.Redis, redis_url: str, tags: list[str]) -> None:
+    """Each tag's `flaky` message fails once and is dead-lettered, then ages past its max_age."""
+    _, actors = dramatiq_app.build(redis_url, NS, (QUEUE,))
+    control.set(dramatiq_app.BROKEN, 1)
+    for tag in tags:
+        actors[f"flaky_{QUEUE}"].send(tag)
+    wait_until(lambda: control.zcard(f"{KEY}.XQ") == len(tags), timeout=30, what="every message dead")
+    time.sleep(dramatiq_app.FLAKY_MAX_AGE_MS / 1000 + 0.2)
+    control.delete(dramatiq_app.BROKEN)
+
+
+def test_bulk_requeue_runs_every_dead_letter_exactly_once_even_when_submitted_twice(
+    worker: Process, board: Callboard, control: redis.Redis, redis_url: str
+) -> None:
+    tags = [f"bulk-{i}" for i in range(40)]
+    make_dead(control, redis_url, tags)
+    assert runs(control, tags) == [1] * 40
+
+    # Two operators (or a double click) press "requeue all" at the same moment.
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: post(board, API + "/retry", {"state": "dead"}), range(2)))
+    assert all(status == 200 for status, _ in answers), answers
+    operations = {body["id"]: body for _, body in answers}  # a joined request reports the same operation
+    assert sum(op["done"] for op in operations.values()) == 40
+    assert all(op["skipped"] == 0 and op["scope"] == "all" for op in operations.values())
+
+    # The message timestamp was reset: max_age would otherwise dead-letter them unrun.
+    wait_until(lambda: runs(control, tags) == [2] * 40, timeout=30, what="every requeued message run")
+    wait_until(lambda: control.zcard(f"{KEY}.XQ") == 0 and control.hlen(f"{KEY}.msgs") == 0, timeout=10)
+    time.sleep(0.5)
+    assert runs(control, tags) == [2] * 40, "a requeued message ran twice"
+
+    audit = api_json(board, "/api/v1/audit")["entries"]
+    mine = [e for e in audit if e["id"] in operations]
+    assert len(mine) == len(operations)
+    assert {(e["action"], e["state"], e["queue"], e["status"]) for e in mine} == {
+        ("retry", "dead", KEY, "finished")
+    }
+    assert sum(e["done"] for e in mine) == 40 and all(e["user"] == "anonymous" for e in mine)
+
+
+def test_requeue_of_one_message_twice_runs_it_once(
+    worker: Process, board: Callboard, control: redis.Redis, redis_url: str
+) -> None:
+    make_dead(control, redis_url, ["single"])
+    rid = control.zrange(f"{KEY}.XQ", 0, -1)[0].decode()  # type: ignore[index]
+    job_path = f"/api/v1/jobs/main/dramatiq/{NS}%3A{QUEUE}/{rid}/retry"
+    status, first = post(board, job_path, {})
+    assert status == 200 and (first["done"], first["changed"]) == (1, 0)
+    new_rid = first["outcomes"][0]["new_id"]
+    status, second = post(board, job_path, {"state": "dead"})
+    assert status == 200 and (second["done"], second["changed"]) == (0, 1)
+    assert "gone" in second["outcomes"][0]["detail"]
+    wait_until(lambda: runs(control, ["single"]) == [2], timeout=20, what="the requeued message run")
+    # The job page of the old id says it is gone; the new id is what the worker ran.
+    assert board.get(f"/api/v1/jobs/main/dramatiq/{NS}%3A{QUEUE}/{rid}")[0] == 404
+    time.sleep(0.4)
+    assert runs(control, ["single"]) == [2]
+    assert new_rid != rid
+
+
+def test_deleting_pending_messages_reports_those_a_worker_already_holds(
+    worker: Process, board: Callboard, control: redis.Redis, redis_url: str
+) -> None:
+    _, actors = dramatiq_app.build(redis_url, NS, (QUEUE,))
+    gate = "pending"
+    for n in range(8):
+        actors[f"hold_{QUEUE}"].send(gate, n)
+    started = dramatiq_app.started_key(gate)
+    wait_until(lambda: control_int(control, started) == 2, timeout=20, what="two held messages running")
+    time.sleep(0.5)  # let the worker fill its prefetch
+    listed = [r.decode() for r in control.lrange(KEY, 0, -1)]  # type: ignore[union-attr]
+    fetched = sorted({r.decode() for r in control.hkeys(f"{KEY}.msgs")} - set(listed))  # type: ignore[union-attr]
+    assert listed and fetched
+
+    status, body = post(board, API + "/delete", {"state": "ready", "ids": [fetched[0], *listed]})
+    assert status == 200
+    by_id = {o["job_id"]: o for o in body["outcomes"]}
+    assert by_id[fetched[0]]["outcome"] == "skipped"
+    assert "already fetched" in by_id[fetched[0]]["detail"]
+    assert body["done"] == len(listed) and body["skipped"] == 1
+    assert control.llen(KEY) == 0
+
+    # Only what the worker held runs; the deleted messages never do.
+    open_gate(control, gate, 8)
+    wait_until(lambda: control.hlen(f"{KEY}.msgs") == 0, timeout=20, what="held messages finished")
+    time.sleep(0.5)
+    assert control_int(control, started) == len(fetched)
