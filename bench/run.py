@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bench import redisinfo, report, snapshot, web
+from bench import bulk, redisinfo, report, snapshot, web
 from bench.scenarios import Scenario, scenarios
 from bench.seed import seed
 from bench.sizes import FULL, SMALL, Sizes
@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--small", action="store_true", help="CI size (well under a minute)")
     parser.add_argument(
-        "--only", choices=("snapshot", "http"), help="run one part (both by default)", default=None
+        "--only", choices=("snapshot", "http", "bulk"), help="run one part (all by default)", default=None
     )
     parser.add_argument(
         "--server",
@@ -107,6 +107,10 @@ async def _run(url: str, sizes: Sizes, only: str | None, data: dict[str, Any]) -
             result = await web.bench_http(url, probe_client, plan, sizes)
             data["http"] = result
             checks += report.http_checks(result, web.REQUIRED, web.REDIS_MARGIN)
+        if only in (None, "bulk"):
+            log(f"bulk requeue: {sizes.bulk_messages:,} dead letters, a real Dramatiq worker running")
+            data["bulk"] = await bulk.bench_bulk(url, sizes.bulk_messages, sizes.bulk_drain_seconds)
+            checks += bulk.bulk_checks(data["bulk"])
         return checks
     finally:
         await probe_client.aclose()
@@ -155,6 +159,9 @@ def print_report(data: dict[str, Any], checks: list[report.Check]) -> None:
         )
         for path, why in h["skipped"].items():
             print(f"   WARNING: {path} answered {why} before the load; not measured")
+    if "bulk" in data:
+        print("\n== Bulk requeue of a queue's dead letters while a real worker runs them ==")
+        print(bulk.bulk_text(data["bulk"]))
     print(f"\nChecks ({data['elapsed_seconds']:.1f} s):")
     print(report.checks_text(checks))
 

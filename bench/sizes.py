@@ -28,6 +28,9 @@ class Sizes:
     #: Sustained load at the top concurrency on every page, for the Redis command rate under load.
     sustain_seconds: float
     sustain_requests: int
+    #: Dead letters requeued in bulk while a worker runs, and how long the worker may take to run them.
+    bulk_messages: int
+    bulk_drain_seconds: float
 
 
 FULL = Sizes(
@@ -46,6 +49,8 @@ FULL = Sizes(
     poll_interval=0.5,
     sustain_seconds=10.0,
     sustain_requests=20_000,
+    bulk_messages=100_000,
+    bulk_drain_seconds=600.0,
 )
 
 SMALL = Sizes(
@@ -64,4 +69,6 @@ SMALL = Sizes(
     poll_interval=0.5,
     sustain_seconds=4.0,
     sustain_requests=4_000,
+    bulk_messages=2_000,
+    bulk_drain_seconds=60.0,
 )
