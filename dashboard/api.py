@@ -108,6 +108,39 @@ async def failures(request: Request) -> Response:
     return respond({"failures": out})
 
 
+def _post(summary: str, params: list[str], body: bool) -> dict[str, Any]:
+    parameters = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in params]
+    op: dict[str, Any] = {
+        "summary": summary,
+        "parameters": parameters,
+        "responses": {
+            "200": {"description": "The operation ended: counts done, skipped, changed, per-job outcomes"},
+            "202": {"description": "Still running: progress so far; poll the Location"},
+            "400": {"description": "The action does not apply to jobs in that state"},
+            "401": {"description": "Auth is on and no valid credentials were sent"},
+            "403": {"description": "Read-only mode, or a cross-site request"},
+        },
+    }
+    if body:
+        op["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["state"],
+                        "properties": {
+                            "state": {"type": "string"},
+                            "ids": {"type": "array", "items": {"type": "string"}},
+                            "new_id": {"type": "boolean"},
+                        },
+                    }
+                }
+            },
+        }
+    return {"post": op}
+
+
 def _op(summary: str, params: list[str], query: tuple[str, ...] = ()) -> dict[str, Any]:
     parameters = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in params]
     parameters += [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}} for n in query]
@@ -131,6 +164,24 @@ OPENAPI: dict[str, Any] = {
         ),
         "/api/v1/workers": _op("Workers of every target", []),
         "/api/v1/failures": _op("Queues with dead or failed jobs", []),
+        "/api/v1/audit": _op("The newest controls run, from every target's audit log", []),
+        "/api/v1/operations/{op_id}": _op("Progress and outcome of a control", ["op_id"]),
+        **{
+            f"/api/v1/queues/{{target}}/{{framework}}/{{queue}}/{action}": _post(
+                f"{action} the jobs of `ids` in `state`, or every job in `state` when `ids` is absent",
+                ["target", "framework", "queue"],
+                body=True,
+            )
+            for action in ("retry", "delete", "abort")
+        },
+        **{
+            f"/api/v1/jobs/{{target}}/{{framework}}/{{queue}}/{{job_id}}/{action}": _post(
+                f"{action} one job (its state is looked up when not given)",
+                ["target", "framework", "queue", "job_id"],
+                body=False,
+            )
+            for action in ("retry", "delete", "abort")
+        },
     },
 }
 
