@@ -8,6 +8,8 @@ are read in MGET + PTTL batches of at most `result_budget` keys per cycle. Per s
    its timing) for the SCAN calls and result keys (PTTL calls) that cycle cost the server.
 2. The steady state: warm-up cycles, then the same measured loop as the Dramatiq scenarios, with a
    bare pipelined ZCARD as the floor.
+3. A re-scan pass (the next SCAN pass, started at once instead of after the scanner's pause): what
+   discovery costs once the index is built; it must read no result key again.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from bench import redisinfo
@@ -28,8 +32,9 @@ from dashboard.settings import Settings
 
 #: Cycles a full index pass may take beyond what its budgets imply (reads plus SCAN calls).
 PASS_SLACK_CYCLES = 5
-#: Results read per MGET (the collector's chunk): one pipeline = one MGET + that many PTTLs.
-MGET_CHUNK = 1000
+#: The commands of a cycle whose server time is summed: scripts, discovery, index reads. Not INFO,
+#: whose per-cycle window would include the probe's own INFO.
+SERVER_COMMANDS = ("evalsha", "scan", "mget", "pttl", "type", "zrange", "dbsize")
 
 
 def count_mismatches(snapshot: TargetSnapshot, scenario: ArqScenario) -> list[str]:
@@ -63,21 +68,46 @@ def pass_cycle_limit(results: int, keys: int, result_budget: int, scan_calls: in
     return math.ceil(results / result_budget) + math.ceil(keys / scan_calls) + PASS_SLACK_CYCLES
 
 
-async def index_pass(
-    collector: TargetCollector, scenario: ArqScenario, keys: int
-) -> tuple[dict[str, Any], TargetSnapshot]:
-    """Cycles of a fresh collector until the SCAN pass and the results index are both complete."""
+@dataclass(frozen=True, slots=True)
+class Passed:
+    """What the cycles of one pass cost, cycle by cycle, and whether the pass finished."""
+
+    complete: bool
+    snapshot: TargetSnapshot
+    walls: list[float]
+    trips: list[int]
+    #: Result keys read (PTTL calls), SCAN and MGET calls, server µs of the cycle's commands.
+    reads: list[int]
+    scans: list[int]
+    mgets: list[int]
+    server: list[int]
+
+    def figures(self) -> dict[str, Any]:
+        reading = [r for r in self.reads if r > 0]
+        return {
+            "complete": self.complete,
+            "cycles": len(self.walls),
+            "round_trips": sum(self.trips),
+            "seconds": sum(self.walls),
+            # The poller sleeps `poll_interval` after each cycle: how long the pass takes in a dashboard.
+            "seconds_at_default_poll": sum(self.walls) + (len(self.walls) - 1) * Settings().poll_interval,
+            "wall_ms": summary(self.walls, 1000.0),
+            "keys_read": sum(self.reads),
+            "keys_read_per_cycle_max": max(self.reads),
+            "keys_read_per_cycle_median": statistics.median(reading) if reading else 0,
+            "reading_cycles": len(reading),
+            "mget_per_cycle_max": max(self.mgets),
+            "scan_per_cycle_max": max(self.scans),
+            "scan_calls": sum(self.scans),
+            "server_usec_per_cycle": summary([float(u) for u in self.server]),
+        }
+
+
+async def run_pass(collector: TargetCollector, done: Callable[[TargetSnapshot], bool], limit: int) -> Passed:
+    """Cycles until `done(snapshot)` or `limit`, with INFO commandstats read around each (untimed)."""
     redis = collector.redis
-    budget = collector.arq.config.result_budget
-    limit = pass_cycle_limit(
-        scenario.layout.results, keys, budget, collector.scanner.budget * collector.scanner.count
-    )
+    costs: dict[str, list[int]] = {"trips": [], "reads": [], "scans": [], "mgets": [], "server": []}
     walls: list[float] = []
-    trips: list[int] = []
-    reads: list[int] = []
-    scans: list[int] = []
-    mgets: list[int] = []
-    server: list[int] = []
     before = await redisinfo.probe(redis)
     complete = False
     while len(walls) < limit and not complete:
@@ -88,35 +118,41 @@ async def index_pass(
         window = redisinfo.Window(before, after)
         before = after
         # Every PTTL is a result key read, except the snapshot script's one per queue's health-check key.
-        reads.append(window.calls("pttl") - len(collector.arq.queue_names()))
-        scans.append(window.calls("scan"))
-        mgets.append(window.calls("mget"))
-        server.append(sum(window.usec(c) for c in ("evalsha", "scan", "mget", "pttl", "type", "zrange")))
-        trips.append(snapshot.round_trips)
-        complete = snapshot.discovery.complete and collector.arq.results.complete
-    reading = [r for r in reads if r > 0]
-    return {
-        "complete": complete,
-        "cycles": len(walls),
+        costs["reads"].append(window.calls("pttl") - len(collector.arq.queue_names()))
+        costs["scans"].append(window.calls("scan"))
+        costs["mgets"].append(window.calls("mget"))
+        costs["server"].append(sum(window.usec(c) for c in SERVER_COMMANDS))
+        costs["trips"].append(snapshot.round_trips)
+        complete = done(snapshot)
+    return Passed(complete, snapshot, walls, **costs)
+
+
+async def index_pass(
+    collector: TargetCollector, scenario: ArqScenario, keys: int
+) -> tuple[dict[str, Any], TargetSnapshot]:
+    """Cycles of a fresh collector until the SCAN pass and the results index are both complete."""
+    budget = collector.arq.config.result_budget
+    scan_keys = collector.scanner.budget * collector.scanner.count
+    limit = pass_cycle_limit(scenario.layout.results, keys, budget, scan_keys)
+    passed = await run_pass(
+        collector, lambda s: s.discovery.complete and collector.arq.results.complete, limit
+    )
+    return passed.figures() | {
         "cycle_limit": limit,
-        "round_trips": sum(trips),
-        "seconds": sum(walls),
-        # The poller sleeps `poll_interval` between cycles: how long the pass takes in a running dashboard.
-        "seconds_at_default_poll": sum(walls) + (len(walls) - 1) * Settings().poll_interval,
-        "wall_ms": summary(walls, 1000.0),
         "result_budget": budget,
         "scan_budget": collector.scanner.budget,
-        "keys_read": sum(reads),
-        "keys_read_per_cycle_max": max(reads),
-        "keys_read_per_cycle_median": statistics.median(reading) if reading else 0,
-        "reading_cycles": len(reading),
-        "mget_per_cycle_max": max(mgets),
-        "scan_per_cycle_max": max(scans),
-        "scan_calls": sum(scans),
-        "server_usec_per_cycle": summary([float(u) for u in server]),
         "results_seeded": scenario.layout.results,
         "index_entries": len(collector.arq.results.entries),
-    }, snapshot
+    }, passed.snapshot
+
+
+async def rescan_pass(collector: TargetCollector, keys: int) -> tuple[dict[str, Any], TargetSnapshot]:
+    """The next SCAN pass of a warm collector, started now: it must not re-read indexed results."""
+    passes = collector.scanner.status().passes
+    collector.scanner.rescan_soon()
+    limit = pass_cycle_limit(0, keys, 1, collector.scanner.budget * collector.scanner.count)
+    passed = await run_pass(collector, lambda s: s.discovery.passes > passes, limit)
+    return passed.figures() | {"cycle_limit": limit}, passed.snapshot
 
 
 async def bench_arq_scenario(base_url: str, scenario: ArqScenario, sizes: Sizes) -> dict[str, Any]:
@@ -129,6 +165,8 @@ async def bench_arq_scenario(base_url: str, scenario: ArqScenario, sizes: Sizes)
             snapshot = await collector.collect()
         mismatches = count_mismatches(snapshot, scenario)
         steady = await steady_cycles(collector, scenario.floor_key, "zcard", sizes)
+        rescan, snapshot = await rescan_pass(collector, keys)
+        rescan_mismatches = count_mismatches(snapshot, scenario)
     finally:
         await collector.redis.aclose()
     return {
@@ -141,6 +179,8 @@ async def bench_arq_scenario(base_url: str, scenario: ArqScenario, sizes: Sizes)
         "index_pass": index,
         "discovery_first_pass": {k: index[k] for k in ("cycles", "round_trips", "seconds", "complete")},
         **steady,
+        "rescan_pass": rescan,
         "pass_count_mismatches": pass_mismatches,
         "count_mismatches": mismatches,
+        "rescan_count_mismatches": rescan_mismatches,
     }

@@ -119,18 +119,28 @@ def arq_checks(results: list[dict[str, Any]], head_window: int) -> list[Check]:
                 f"{x['results_seeded']:,} seeded",
             )
         )
+        y = r["rescan_pass"]
+        scans = max(x["scan_per_cycle_max"], y["scan_per_cycle_max"])
         checks.append(
             Check(
-                f"{name}: discovery ≤ {x['scan_budget']} SCAN calls per cycle",
-                x["scan_per_cycle_max"] <= x["scan_budget"],
-                f"max {x['scan_per_cycle_max']}, {x['scan_calls']} for the pass",
+                f"{name}: discovery ≤ {x['scan_budget']} SCAN calls per cycle (first pass, re-scan)",
+                scans <= x["scan_budget"],
+                f"max {scans}; {x['scan_calls']} and {y['scan_calls']} for the two passes",
+            )
+        )
+        checks.append(
+            Check(
+                f"{name}: a re-scan pass ends within {y['cycle_limit']} cycles, re-reading no result key",
+                bool(y["complete"]) and y["keys_read"] == 0,
+                f"{y['cycles']} cycles, {y['scan_calls']} SCAN calls, {y['keys_read']:,} result keys read",
             )
         )
         bad = [f"after the pass: {m}" for m in r["pass_count_mismatches"]]
         bad += [f"steady: {m}" for m in r["count_mismatches"]]
+        bad += [f"after the re-scan: {m}" for m in r["rescan_count_mismatches"]]
         checks.append(
             Check(
-                f"{name}: queue, result and health-check counts equal the seeded ones (after pass, steady)",
+                f"{name}: queue, result and health-check counts equal the seeded ones (3 times)",
                 not bad,
                 "; ".join(bad) if bad else f"{r['queues_in_snapshot']} queues match",
             )
@@ -245,19 +255,22 @@ def index_table(results: list[dict[str, Any]]) -> str:
         "keys/cycle max", "budget", "SCAN/cycle max", "MGET/cycle max", "server µs median", "server µs max",
     ]  # fmt: skip
     rows = []
-    for r in results:
-        x = r["index_pass"]
+    for r, x, label in [
+        (r, r[part], r["label"] + suffix)
+        for r in results
+        for part, suffix in (("index_pass", ""), ("rescan_pass", ", re-scan"))
+    ]:
         rows.append(
             [
-                r["label"],
-                x["results_seeded"],
+                label,
+                r["results"],
                 x["cycles"],
                 x["seconds"],
                 x["seconds_at_default_poll"],
                 x["wall_ms"]["median"],
                 x["wall_ms"]["max"],
                 x["keys_read_per_cycle_max"],
-                x["result_budget"],
+                r["index_pass"]["result_budget"],
                 x["scan_per_cycle_max"],
                 x["mget_per_cycle_max"],
                 x["server_usec_per_cycle"]["median"],

@@ -154,11 +154,11 @@ def print_arq(results: list[dict[str, Any]]) -> None:
             f"   {sizes}: cycle median {ml / ms:.2f}x, scripts' Redis time {el:,.0f} vs {es:,.0f} µs "
             f"per cycle (bounded by the {HEAD_WINDOW}-job head window, not by the queue's length)"
         )
-    print("\n== Arq results index: one full pass of a fresh collector (SCAN pass + every result key read) ==")
+    print("\n== Arq results index: a fresh collector's full pass (SCAN, every result key read); a re-scan ==")
     print(
         "   s of cycles = its cycles back to back; s at poll = plus the default poll interval between them;"
     )
-    print("   keys/cycle = result keys read (PTTL calls), server µs = SCAN + MGET + PTTL + scripts per cycle")
+    print("   keys/cycle = result keys read (PTTL calls); server µs = per cycle, all its commands but INFO")
     print(report.index_table(results))
 
 
