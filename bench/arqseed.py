@@ -5,12 +5,12 @@ pipelined batches takes a few seconds. Key names come from `arq.constants` and p
 own `serialize_job` / `serialize_result` (pickle, protocol of this Python), never from
 `collectors.arq`, so a mistake in the collector's key names or decoder shows up as wrong counts.
 
-Per queue Q (a full key name), now = seeding time in ms:
-    ready        ZADD Q <now - i ms> id    + PSETEX arq:job:<id> (86,400 s + due - now) {t, f, a, k, et}
+Per queue Q (a full key name), now = seeding time in ms, due jobs 1 ms apart up to now:
+    ready        ZADD Q <due> id + PSETEX arq:job:<id> (86,400 s + due - now) {t, f, a, k, et}
     in progress  as ready, plus PSETEX arq:in-progress:<id> 310 s "1" and SETEX arq:retry:<id> 88,400 s 1;
-                 the first two are the oldest due jobs (inside the snapshot's head window), the last
+                 the first two are the oldest due jobs (inside the snapshot's head window), the third
                  is in the middle of the due range (outside it once there are > 200 due jobs)
-    deferred     ZADD Q <now + 1 h + i ms> id + PSETEX arq:job:<id>
+    deferred     ZADD Q <now + 1 h + i ms> id + PSETEX arq:job:<id> (86,400 s + due - now)
     results      PSETEX arq:result:<id> <ttl> {t, f, a, k, et, s, r, st, ft, q, id}, finished over the
                  last 45 minutes with TTL = keep_result (1 h) - age, so none expires during a run;
                  failures store a builtin ValueError, arq's JobExecutionFailed or a user exception
