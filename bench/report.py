@@ -99,6 +99,85 @@ def snapshot_checks(results: list[dict[str, Any]]) -> list[Check]:
     return checks
 
 
+def arq_checks(results: list[dict[str, Any]], head_window: int) -> list[Check]:
+    """Per Arq scenario: the index pass and its budgets, counts, one round trip; then large vs baseline."""
+    checks = []
+    for r in results:
+        name, x = r["scenario"], r["index_pass"]
+        checks.append(
+            Check(
+                f"{name}: results index finished a full pass within {x['cycle_limit']} cycles",
+                bool(x["complete"]),
+                f"{x['cycles']} cycles, {x['seconds']:.2f} s of cycles, {x['index_entries']:,} indexed",
+            )
+        )
+        checks.append(
+            Check(
+                f"{name}: index reads ≤ {x['result_budget']:,} result keys per cycle, each key once per pass",
+                x["keys_read_per_cycle_max"] <= x["result_budget"] and x["keys_read"] == x["results_seeded"],
+                f"max {x['keys_read_per_cycle_max']:,}/cycle; {x['keys_read']:,} read, "
+                f"{x['results_seeded']:,} seeded",
+            )
+        )
+        y = r["rescan_pass"]
+        scans = max(x["scan_per_cycle_max"], y["scan_per_cycle_max"])
+        checks.append(
+            Check(
+                f"{name}: discovery ≤ {x['scan_budget']} SCAN calls per cycle (first pass, re-scan)",
+                scans <= x["scan_budget"],
+                f"max {scans}; {x['scan_calls']} and {y['scan_calls']} for the two passes",
+            )
+        )
+        checks.append(
+            Check(
+                f"{name}: a re-scan pass ends within {y['cycle_limit']} cycles, re-reading no result key",
+                bool(y["complete"]) and y["keys_read"] == 0,
+                f"{y['cycles']} cycles, {y['scan_calls']} SCAN calls, {y['keys_read']:,} result keys read",
+            )
+        )
+        bad = [f"after the pass: {m}" for m in r["pass_count_mismatches"]]
+        bad += [f"steady: {m}" for m in r["count_mismatches"]]
+        bad += [f"after the re-scan: {m}" for m in r["rescan_count_mismatches"]]
+        checks.append(
+            Check(
+                f"{name}: queue, result and health-check counts equal the seeded ones (3 times)",
+                not bad,
+                "; ".join(bad) if bad else f"{r['queues_in_snapshot']} queues match",
+            )
+        )
+        rt = r["round_trips"]
+        checks.append(Check(f"{name}: 1 round trip per steady cycle", rt["steady"] == 1, _trips_text(rt)))
+    by = {r["scenario"]: r for r in results}
+    small, large = by.get("arq-small"), by.get("arq-large")
+    if small and large:
+        ms, ml = small["wall_ms"]["median"], large["wall_ms"]["median"]
+        checks.append(
+            Check(
+                f"Arq cycle median with {large['jobs']:,} jobs + {large['results']:,} results "
+                f"< {LARGE_QUEUE_FACTOR:g}x the baseline's ({small['jobs']} + {small['results']})",
+                ml < LARGE_QUEUE_FACTOR * ms,
+                f"{ml:.3f} ms vs {ms:.3f} ms = {ml / ms:.2f}x",
+            )
+        )
+        cs, cl = small["redis_commands_per_cycle"], large["redis_commands_per_cycle"]
+        allowed = cs + large["queues"] * head_window
+        checks.append(
+            Check(
+                f"Arq Redis commands per steady cycle ≤ baseline + queues x head window ({head_window})",
+                cl <= allowed,
+                f"{cl:,.0f} vs {cs:,.0f} (allowed {allowed:,.0f})",
+            )
+        )
+    return checks
+
+
+def _trips_text(rt: dict[str, Any]) -> str:
+    extra = (
+        f", {rt['cycles_with_discovery']} cycle(s) with a SCAN step" if rt["cycles_with_discovery"] else ""
+    )
+    return f"{rt['steady']} ({rt['min']}-{rt['max']}){extra}"
+
+
 def http_checks(result: dict[str, Any], required: tuple[str, ...], margin: float) -> list[Check]:
     checks = []
     status = result["status_before_load"]
@@ -165,6 +244,37 @@ def snapshot_table(results: list[dict[str, Any]]) -> str:
                 r["server_usec_per_cycle"]["evalsha"],
                 r["redis_commands_per_cycle"],
                 f"{d['cycles']} cyc/{d['round_trips']} RT/{d['seconds'] * 1000:.1f} ms",
+            ]
+        )
+    return table(headers, rows)
+
+
+def index_table(results: list[dict[str, Any]]) -> str:
+    headers = [
+        "scenario", "result keys", "cycles", "s of cycles", "s at poll", "cycle median ms", "cycle max ms",
+        "keys/cycle max", "budget", "SCAN/cycle max", "MGET/cycle max", "server µs median", "server µs max",
+    ]  # fmt: skip
+    rows = []
+    for r, x, label in [
+        (r, r[part], r["label"] + suffix)
+        for r in results
+        for part, suffix in (("index_pass", ""), ("rescan_pass", ", re-scan"))
+    ]:
+        rows.append(
+            [
+                label,
+                r["results"],
+                x["cycles"],
+                x["seconds"],
+                x["seconds_at_default_poll"],
+                x["wall_ms"]["median"],
+                x["wall_ms"]["max"],
+                x["keys_read_per_cycle_max"],
+                r["index_pass"]["result_budget"],
+                x["scan_per_cycle_max"],
+                x["mget_per_cycle_max"],
+                x["server_usec_per_cycle"]["median"],
+                x["server_usec_per_cycle"]["max"],
             ]
         )
     return table(headers, rows)

@@ -17,10 +17,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bench import bulk, redisinfo, report, snapshot, web
-from bench.scenarios import Scenario, scenarios
+from bench import arqsnapshot, bulk, redisinfo, report, snapshot, web
+from bench.arqseed import seed_arq
+from bench.scenarios import ArqScenario, Scenario, arq_scenarios, scenarios
 from bench.seed import seed
 from bench.sizes import FULL, SMALL, Sizes
+from collectors.arq import HEAD_WINDOW
 from tests.servers import RedisServer, redis_binaries
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--small", action="store_true", help="CI size (well under a minute)")
     parser.add_argument(
-        "--only", choices=("snapshot", "http", "bulk"), help="run one part (all by default)", default=None
+        "--only",
+        choices=("snapshot", "arq", "http", "bulk"),
+        help="run one part (all by default)",
+        default=None,
     )
     parser.add_argument(
         "--server",
@@ -88,12 +93,33 @@ async def _seed_all(url: str, plan: tuple[Scenario, ...]) -> list[dict[str, Any]
     return out
 
 
+async def _arq(
+    url: str, plan: tuple[ArqScenario, ...], sizes: Sizes, data: dict[str, Any]
+) -> list[report.Check]:
+    """Seed each Arq database, measure it, then flush it (the HTTP part serves only Dramatiq's)."""
+    results = []
+    for s in plan:
+        client = Redis.from_url(snapshot.db_url(url, s.db), socket_timeout=60)
+        try:
+            await client.flushdb()
+            seeded = {"scenario": s.name, "db": s.db} | await seed_arq(client, s.layout)
+            data["seed"].append(seeded)
+            log(f"seeded db {s.db} ({s.label}): {seeded['keys']:,} keys in {seeded['seconds']:.2f} s")
+            log(f"Arq snapshot cycles and results index: {s.label}")
+            results.append(await arqsnapshot.bench_arq_scenario(url, s, sizes))
+            await client.flushdb()
+        finally:
+            await client.aclose()
+    data["arq"] = results
+    return report.arq_checks(results, HEAD_WINDOW)
+
+
 async def _run(url: str, sizes: Sizes, only: str | None, data: dict[str, Any]) -> list[report.Check]:
     plan = scenarios(sizes)
     probe_client = Redis.from_url(url)
     try:
         data["redis"] |= await redisinfo.server_facts(probe_client)
-        data["seed"] = await _seed_all(url, plan)
+        data["seed"] = await _seed_all(url, plan) if only != "arq" else []
         checks: list[report.Check] = []
         if only in (None, "snapshot"):
             results = []
@@ -102,6 +128,9 @@ async def _run(url: str, sizes: Sizes, only: str | None, data: dict[str, Any]) -
                 results.append(await snapshot.bench_scenario(url, s, sizes))
             data["snapshot"] = results
             checks += report.snapshot_checks(results)
+        # Before the HTTP part, so that a failure or a hang there cannot hide these figures.
+        if only in (None, "arq"):
+            checks += await _arq(url, arq_scenarios(sizes), sizes, data)
         if only in (None, "http"):
             log("HTTP: starting `python -m dashboard serve` on the seeded databases")
             result = await web.bench_http(url, probe_client, plan, sizes)
@@ -114,6 +143,30 @@ async def _run(url: str, sizes: Sizes, only: str | None, data: dict[str, Any]) -
         return checks
     finally:
         await probe_client.aclose()
+
+
+def print_arq(results: list[dict[str, Any]]) -> None:
+    print("\n== Arq snapshot cycle: steady state after the results index is complete ==")
+    print("   floor = one pipelined ZCARD of arq:queue, alternated with the cycles; columns as above")
+    print(report.snapshot_table(results))
+    by = {r["scenario"]: r for r in results}
+    small, large = by.get("arq-small"), by.get("arq-large")
+    if small and large:
+        ms, ml = small["wall_ms"]["median"], large["wall_ms"]["median"]
+        es, el = small["server_usec_per_cycle"]["evalsha"], large["server_usec_per_cycle"]["evalsha"]
+        sizes = (
+            f"{large['jobs']:,} jobs + {large['results']:,} results vs {small['jobs']} + {small['results']}"
+        )
+        print(
+            f"   {sizes}: cycle median {ml / ms:.2f}x, scripts' Redis time {el:,.0f} vs {es:,.0f} µs "
+            f"per cycle (bounded by the {HEAD_WINDOW}-job head window, not by the queue's length)"
+        )
+    print("\n== Arq results index: a fresh collector's full pass (SCAN, every result key read); a re-scan ==")
+    print(
+        "   s of cycles = its cycles back to back; s at poll = plus the default poll interval between them;"
+    )
+    print("   keys/cycle = result keys read (PTTL calls); server µs = per cycle, all its commands but INFO")
+    print(report.index_table(results))
 
 
 def print_report(data: dict[str, Any], checks: list[report.Check]) -> None:
@@ -135,6 +188,8 @@ def print_report(data: dict[str, Any], checks: list[report.Check]) -> None:
                 many["server_usec_per_cycle"]["evalsha"] - small["server_usec_per_cycle"]["evalsha"]
             ) / (many["queues"] - 1)
             print(f"   per extra queue: {per_queue:.1f} µs wall, {server:.2f} µs in the server's script")
+    if "arq" in data:
+        print_arq(data["arq"])
     if "http" in data:
         h = data["http"]
         print(

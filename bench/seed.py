@@ -80,11 +80,12 @@ def payload(queue_name: str, rid: str, index: int, now_ms: int, options: dict[st
     return json.dumps(message, separators=(",", ":"))
 
 
-class _Writer:
-    """A non-transactional pipeline that sends itself every FLUSH_EVERY commands."""
+class Writer:
+    """A non-transactional pipeline that sends itself every `flush_every` commands."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, flush_every: int = FLUSH_EVERY) -> None:
         self.redis = redis
+        self.flush_every = flush_every
         self.pipe: Pipeline = redis.pipeline(transaction=False)
         self.pending = 0
         self.round_trips = 0
@@ -92,7 +93,7 @@ class _Writer:
     async def add(self, command: str, *args: Any, **kwargs: Any) -> None:
         getattr(self.pipe, command)(*args, **kwargs)
         self.pending += 1
-        if self.pending >= FLUSH_EVERY:
+        if self.pending >= self.flush_every:
             await self.flush()
 
     async def flush(self) -> None:
@@ -114,7 +115,7 @@ async def seed(redis: Redis, layout: Layout) -> dict[str, Any]:
     started = time.perf_counter()
     now_ms = int(time.time() * 1000)
     ns = layout.namespace
-    w = _Writer(redis)
+    w = Writer(redis)
     for q in layout.queues:
         main = layout.key(q.queue)
         for start in range(0, q.ready, CHUNK):

@@ -14,6 +14,9 @@ class Sizes:
     #: Queues in the "many queues" database, each with `per_queue` ready messages.
     many_queues: int
     per_queue: int
+    #: Arq: queued jobs and result keys in the large Arq database (the baseline holds 10 of each).
+    arq_jobs: int
+    arq_results: int
     #: Measured snapshot cycles per scenario, and a time cap for them.
     cycles: int
     cycle_seconds: float
@@ -39,6 +42,8 @@ FULL = Sizes(
     large_queue=100_000,
     many_queues=1000,
     per_queue=10,
+    arq_jobs=100_000,
+    arq_results=100_000,
     cycles=300,
     cycle_seconds=45.0,
     concurrency=(1, 10, 50),
@@ -59,6 +64,8 @@ SMALL = Sizes(
     large_queue=10_000,
     many_queues=100,
     per_queue=10,
+    arq_jobs=10_000,
+    arq_results=10_000,
     cycles=100,
     cycle_seconds=4.0,
     concurrency=(1, 10),

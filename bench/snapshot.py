@@ -60,10 +60,11 @@ def count_mismatches(snapshot: TargetSnapshot, scenario: Scenario) -> list[str]:
     return problems[:5]
 
 
-async def _floor(redis: Redis, key: str) -> float:
+async def floor(redis: Redis, key: str, command: str = "llen") -> float:
+    """One pipelined O(1) read of `key` (`llen` of a list, `zcard` of a zset): the round-trip floor."""
     started = time.perf_counter()
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.llen(key)
+        getattr(pipe, command)(key)
         await pipe.execute()
     return time.perf_counter() - started
 
@@ -93,40 +94,50 @@ async def _discover(collector: TargetCollector) -> tuple[dict[str, Any], TargetS
 
 async def bench_scenario(base_url: str, scenario: Scenario, sizes: Sizes) -> dict[str, Any]:
     collector = make_collector(scenario.name, db_url(base_url, scenario.db))
-    redis = collector.redis
     try:
         discovery, snapshot = await _discover(collector)
         for _ in range(WARM_CYCLES):
             snapshot = await collector.collect()
         mismatches = count_mismatches(snapshot, scenario)
-        keys = snapshot.discovery.db_size
-        walls: list[float] = []
-        floors: list[float] = []
-        trips: list[int] = []
-        before = await redisinfo.probe(redis)
-        deadline = time.perf_counter() + sizes.cycle_seconds
-        while len(walls) < sizes.cycles and time.perf_counter() < deadline:
-            floors.append(await _floor(redis, scenario.floor_key))
-            started = time.perf_counter()
-            snapshot = await collector.collect()
-            walls.append(time.perf_counter() - started)
-            trips.append(snapshot.round_trips)
-        window = redisinfo.Window(before, await redisinfo.probe(redis))
+        steady = await steady_cycles(collector, scenario.floor_key, "llen", sizes)
     finally:
-        await redis.aclose()
-    cycles = len(walls)
-    steady = Counter(trips).most_common(1)[0][0]
-    wall = summary(walls, 1000.0)
-    floor = summary(floors, 1000.0)
-    server = {cmd: window.usec(cmd) / cycles for cmd in CYCLE_COMMANDS}
+        await collector.redis.aclose()
     return {
         "scenario": scenario.name,
         "label": scenario.label,
         "queues": len(scenario.layout.queues),
         "messages": scenario.layout.messages,
-        "keys": keys,
-        "cycles": cycles,
+        "keys": snapshot.discovery.db_size,
         "discovery_first_pass": discovery,
+        **steady,
+        "count_mismatches": mismatches,
+    }
+
+
+async def steady_cycles(
+    collector: TargetCollector, floor_key: str, floor_command: str, sizes: Sizes
+) -> dict[str, Any]:
+    """Up to `sizes.cycles` cycles of a warmed-up collector, each after one floor round trip."""
+    redis = collector.redis
+    walls: list[float] = []
+    floors: list[float] = []
+    trips: list[int] = []
+    before = await redisinfo.probe(redis)
+    deadline = time.perf_counter() + sizes.cycle_seconds
+    while len(walls) < sizes.cycles and time.perf_counter() < deadline:
+        floors.append(await floor(redis, floor_key, floor_command))
+        started = time.perf_counter()
+        snapshot = await collector.collect()
+        walls.append(time.perf_counter() - started)
+        trips.append(snapshot.round_trips)
+    window = redisinfo.Window(before, await redisinfo.probe(redis))
+    cycles = len(walls)
+    steady = Counter(trips).most_common(1)[0][0]
+    wall = summary(walls, 1000.0)
+    floor_ms = summary(floors, 1000.0)
+    server = {cmd: window.usec(cmd) / cycles for cmd in CYCLE_COMMANDS}
+    return {
+        "cycles": cycles,
         "round_trips": {
             "steady": steady,
             "min": min(trips),
@@ -134,14 +145,13 @@ async def bench_scenario(base_url: str, scenario: Scenario, sizes: Sizes) -> dic
             "cycles_with_discovery": sum(1 for t in trips if t != steady),
         },
         "wall_ms": wall,
-        "floor_ms": floor,
-        "ratio_median": ratio(wall["median"], floor["median"]),
-        "ratio_p95": ratio(wall["p95"], floor["median"]),
+        "floor_ms": floor_ms,
+        "ratio_median": ratio(wall["median"], floor_ms["median"]),
+        "ratio_p95": ratio(wall["p95"], floor_ms["median"]),
         "server_usec_per_cycle": {**server, "total": sum(server.values())},
         "evalsha_calls_per_cycle": window.calls("evalsha") / cycles,
         "marker_calls_per_cycle": window.calls(ROUND_MARKER) / cycles,
-        "redis_commands_per_cycle": (window.total_commands - cycles) / cycles,  # minus the floor's LLEN
+        "redis_commands_per_cycle": (window.total_commands - cycles) / cycles,  # minus the floor's read
         "snapshot_duration_ms": snapshot.duration * 1000.0,
         "queues_in_snapshot": len(snapshot.queues),
-        "count_mismatches": mismatches,
     }

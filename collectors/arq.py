@@ -20,6 +20,7 @@ default: they are decoded only by the restricted unpickler. See shared/redis-lay
 
 from __future__ import annotations
 
+import heapq
 import json
 import re
 import time
@@ -194,11 +195,17 @@ class ResultIndex:
     seen_in_pass: set[str] = field(default_factory=set)
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     passes: int = 0
+    #: Min-heap of (expires_at, job_id), so that `expire()`, which runs every cycle, costs
+    #: O(expired x log n) instead of a walk over every entry (~5 ms per cycle at 100k results).
+    #: Items of removed or re-added entries stay until popped or compacted by `end_pass()`.
+    expiry: list[tuple[float, str]] = field(default_factory=list)
 
     def add(self, job_id: str, entry: ResultEntry) -> None:
         self.remove(job_id)
         self.entries[job_id] = entry
         self.counts[(entry.queue, "succeeded" if entry.ok else "failed")] += 1
+        if entry.expires_at is not None:
+            heapq.heappush(self.expiry, (entry.expires_at, job_id))
 
     def remove(self, job_id: str) -> None:
         old = self.entries.pop(job_id, None)
@@ -206,10 +213,11 @@ class ResultIndex:
             self.counts[(old.queue, "succeeded" if old.ok else "failed")] -= 1
 
     def expire(self, now: float) -> None:
-        for job_id in [
-            j for j, e in self.entries.items() if e.expires_at is not None and e.expires_at <= now
-        ]:
-            self.remove(job_id)
+        while self.expiry and self.expiry[0][0] <= now:
+            at, job_id = heapq.heappop(self.expiry)
+            entry = self.entries.get(job_id)
+            if entry is not None and entry.expires_at == at:  # else a stale item: removed or re-added
+                self.remove(job_id)
 
     def end_pass(self) -> None:
         # Keys not seen in a whole pass are gone (deleted or re-run); forget them.
@@ -217,6 +225,9 @@ class ResultIndex:
             self.remove(job_id)
         self.seen_in_pass = set()
         self.passes += 1
+        if len(self.expiry) > 2 * len(self.entries) + 1000:  # O(entries), once per pass like the above
+            self.expiry = [(e.expires_at, j) for j, e in self.entries.items() if e.expires_at is not None]
+            heapq.heapify(self.expiry)
 
     @property
     def complete(self) -> bool:
