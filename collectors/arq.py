@@ -55,6 +55,8 @@ RETRY_PREFIX = "arq:retry:"
 RESULT_PREFIX = "arq:result:"
 ABORT_KEY = "arq:abort"
 HEALTH_SUFFIX = ":health-check"
+#: The queue of a result that cannot be decoded (counted in the index, shown under no queue).
+UNKNOWN_QUEUE = "?"
 NAMESPACE = "arq"
 #: Due jobs looked at per queue per cycle to tell running from waiting (workers take the oldest first).
 HEAD_WINDOW = 200
@@ -283,6 +285,7 @@ class ArqCollector:
         self._queues: dict[str, float] = dict.fromkeys(self.config.queues, time.time())
         self._candidates: dict[str, None] = {}
         self._typed: dict[str, str] = {}
+        self._seen_other: set[str] = set()
         self._in_progress: set[str] = set()
         self._in_progress_pass: set[str] = set()
         self.results = ResultIndex()
@@ -304,14 +307,20 @@ class ArqCollector:
                 self._queues[key[: -len(HEALTH_SUFFIX)]] = now
             elif key in self._queues:
                 self._queues[key] = now
-            elif not key.startswith(_OWN_PREFIXES) and key != ABORT_KEY and key not in self._typed:
-                self._candidates[key] = None
+            elif not key.startswith(_OWN_PREFIXES) and key != ABORT_KEY:
+                self._seen_other.add(key)
+                if key not in self._typed:
+                    self._candidates[key] = None
 
     def end_pass(self) -> None:
         self.results.end_pass()
         self._in_progress = set(self._in_progress_pass)
         self._in_progress_pass = set()
-        self._typed = {}  # re-check types next pass: keys get deleted and recreated
+        # Keys that are not sorted sets keep their type (a database full of other keys is typed once,
+        # not every pass); sorted sets and vanished keys are looked at again next pass, since keys
+        # get deleted and recreated. Memory: one entry per non-Arq key still present.
+        self._typed = {k: t for k, t in self._typed.items() if t != "zset" and k in self._seen_other}
+        self._seen_other = set()
 
     async def after_scan(self, redis: Redis) -> int:
         """Budgeted follow-up reads of what SCAN found (key types, result payloads); returns round trips."""
@@ -369,7 +378,8 @@ class ArqCollector:
                     continue
                 entry = result_entry(decode(raw, self.config.serializer), int(ttl), now)
                 self.results.add(job_id, entry)
-                self._queues.setdefault(entry.queue, now)
+                if entry.queue != UNKNOWN_QUEUE:  # an unreadable result names no queue: invent none
+                    self._queues.setdefault(entry.queue, now)
         return trips
 
     def queue_names(self) -> list[str]:
@@ -461,7 +471,12 @@ def result_entry(value: Any, pttl: int, now: float) -> ResultEntry:
     if isinstance(value, Undecodable) or not isinstance(value, dict):
         reason = value.reason if isinstance(value, Undecodable) else "not a dict"
         return ResultEntry(
-            "?", "?", False, None, now + pttl / 1000.0 if pttl >= 0 else None, f"undecodable: {reason}"
+            UNKNOWN_QUEUE,
+            "?",
+            False,
+            None,
+            now + pttl / 1000.0 if pttl >= 0 else None,
+            f"undecodable: {reason}",
         )
     ok = bool(value.get("s"))
     error = None

@@ -18,9 +18,9 @@ from __future__ import annotations
 import _compat_pickle
 import asyncio
 import builtins
-import concurrent.futures
 import codecs
 import collections
+import concurrent.futures
 import datetime
 import decimal
 import io

@@ -308,7 +308,8 @@ def test_a_public_bind_without_auth_refuses_to_start_unless_told(tmp_path: Path)
     for loopback in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
         assert load(host=loopback, environ={}).host == loopback
     # With auth configured, a public bind is fine.
-    body = f"""host = "0.0.0.0"\n[auth]\nusers = {{ alice = "{hash_password("correct horse", b"salt")}" }}\n"""
+    hashed = hash_password("correct horse", b"salt")
+    body = f"""host = "0.0.0.0"\n[auth]\nusers = {{ alice = "{hashed}" }}\n"""
     settings = load(config=write_config(tmp_path, body), environ={})
     assert settings.auth.enabled and list(settings.auth.users) == ["alice"]
 
