@@ -63,7 +63,9 @@ async def bench_bulk(server_url: str, count: int, drain_seconds: float) -> dict[
     await redis.flushdb()
     seeded = await seed(redis, Layout(worker_app.NAMESPACE, (QueueSeed("default", ready=0, dead=count),)))
     await redis.config_set("latency-monitor-threshold", 10)
+    await redis.config_set("slowlog-log-slower-than", 10_000)
     await redis.execute_command("LATENCY", "RESET")
+    await redis.slowlog_reset()
     worker = Process(
         [sys.executable, "-m", "dramatiq", "bench.worker_app", "--processes", "1", "--threads", "8"],
         child_env(BENCH_REDIS_URL=url),
@@ -103,9 +105,11 @@ async def bench_bulk(server_url: str, count: int, drain_seconds: float) -> dict[
             await asyncio.sleep(0.25)
         stop.set()
         await probing
+        # Which commands (if any) took ≥ 10 ms in the server, read before our own HVALS below.
+        slow = await redis.slowlog_get(20)
+        latency_events = await redis.execute_command("LATENCY", "LATEST")
         await asyncio.sleep(1.0)  # anything that would run twice has had its chance
         runs = [int(v) for v in await redis.hvals(worker_app.RUNS)]
-        latency_events = await redis.execute_command("LATENCY", "LATEST")
         dead_left = int(await redis.zcard(f"{QUEUE}.XQ"))
     finally:
         board.stop()
@@ -129,11 +133,16 @@ async def bench_bulk(server_url: str, count: int, drain_seconds: float) -> dict[
         "probe_during_ms": during_ms,
         "probe_requeue_ms": summary(during[:requeue_pings], 1000.0),
         "probe_p95_ratio": ratio(during_ms["p95"], idle_ms["p95"]),
+        "slowlog": [{"ms": int(e["duration"]) / 1000, "command": _text(e["command"])[:80]} for e in slow],
         "latency_events": [
             {"event": e[0].decode() if isinstance(e[0], bytes) else e[0], "max_ms": int(e[3])}
             for e in latency_events
         ],
     }
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def bulk_checks(r: dict[str, Any]) -> list[Check]:
@@ -173,5 +182,7 @@ def bulk_text(r: dict[str, Any]) -> str:
             f"   PING latency, requeue + runs: median {during['median']:.2f} ms, p95 {during['p95']:.2f} ms, "
             f"max {during['max']:.2f} ms ({during['n']} pings); p95 x idle = {r['probe_p95_ratio']:.2f}",
             f"   Redis latency monitor (≥ 10 ms): {events}",
+            "   Redis slowlog (≥ 10 ms): "
+            + (", ".join(f"{e['command'].split(' ')[0]} {e['ms']:.0f} ms" for e in r["slowlog"]) or "empty"),
         ]
     )
