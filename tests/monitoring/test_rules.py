@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.monitoring.files import PROMETHEUS, RULE_FILES, RULE_TESTS, load_yaml, rules, tool
+from tests.servers import REPO
 
 SEVERITIES = {"critical", "warning", "info"}
 
@@ -103,3 +104,8 @@ def test_thresholds_live_in_one_file() -> None:
             assert used, f"{rule['alert']} compares with no threshold series"
     guard = next(r for r in rules() if r.get("alert") == "CallboardAlertThresholdsMissing")
     assert set(re.findall(r"callboard:[a-z_]+:threshold", guard["expr"])) == thresholds
+
+
+def test_every_alert_is_in_the_readme() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert [rule["alert"] for rule in rules() if "alert" in rule and f"`{rule['alert']}`" not in readme] == []
