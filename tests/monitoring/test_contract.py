@@ -11,7 +11,9 @@ from dashboard.store import SnapshotStore
 from tests.monitoring.files import (
     DASHBOARDS,
     PROMETHEUS_SERIES,
+    RULE_TESTS,
     dashboard_queries,
+    load_yaml,
     readme_metrics,
     recorded_names,
     rules,
@@ -46,6 +48,18 @@ def used() -> dict[str, set[str]]:
     for rule in rules():
         for name in metric_names(rule["expr"]):
             out.setdefault(name, set()).add(f"{rule['file']} {rule.get('alert') or rule['record']}")
+    for name, _labels in unit_test_series():
+        out.setdefault(name, set()).add("prometheus/tests input series")
+    return out
+
+
+def unit_test_series() -> list[tuple[str, set[str]]]:
+    """(metric name, label names) of every input series of the promtool unit tests."""
+    out: list[tuple[str, set[str]]] = []
+    for path in RULE_TESTS:
+        for test in load_yaml(path)["tests"]:
+            for series in test.get("input_series", []):
+                out.extend(matcher_labels(series["series"]).items())
     return out
 
 
@@ -79,3 +93,13 @@ def test_matchers_use_documented_labels() -> None:
                 assert labels <= documented[name] | TARGET_LABELS, (name, labels, expr)
             elif name in PROMETHEUS_SERIES - {"ALERTS", "ALERTS_FOR_STATE"}:
                 assert labels <= TARGET_LABELS, (name, expr)
+
+
+def test_unit_tests_model_the_real_label_sets() -> None:
+    """The promtool tests' input series carry the labels /metrics gives them (and Prometheus adds)."""
+    documented = readme_metrics()
+    series = unit_test_series()
+    assert series
+    for name, labels in series:
+        expected = documented.get(name, set()) | TARGET_LABELS
+        assert labels == expected, (name, labels)
