@@ -67,7 +67,7 @@ async def bench_bulk(server_url: str, count: int, drain_seconds: float) -> dict[
     await redis.execute_command("LATENCY", "RESET")
     await redis.slowlog_reset()
     worker = Process(
-        [sys.executable, "-m", "dramatiq", "bench.worker_app", "--processes", "1", "--threads", "8"],
+        [sys.executable, "-m", "dramatiq", "bench.worker_app", "--processes", "1", "--threads", "4"],
         child_env(BENCH_REDIS_URL=url),
         "bench-worker",
     ).start()
