@@ -71,24 +71,18 @@ async def floor(redis: Redis, key: str, command: str = "llen") -> float:
 
 async def _discover(collector: TargetCollector) -> tuple[dict[str, Any], TargetSnapshot]:
     started = time.perf_counter()
-    round_trips = 0
-    for cycle in range(1, MAX_DISCOVERY_CYCLES + 1):
+    round_trips = cycles = 0
+    while cycles < MAX_DISCOVERY_CYCLES:
+        cycles += 1
         snapshot = await collector.collect()
         round_trips += snapshot.round_trips
         if snapshot.discovery.complete:
-            seconds = time.perf_counter() - started
-            return {
-                "cycles": cycle,
-                "round_trips": round_trips,
-                "seconds": seconds,
-                "complete": True,
-            }, snapshot
-    seconds = time.perf_counter() - started
+            break
     return {
-        "cycles": MAX_DISCOVERY_CYCLES,
+        "cycles": cycles,
         "round_trips": round_trips,
-        "seconds": seconds,
-        "complete": False,
+        "seconds": time.perf_counter() - started,
+        "complete": snapshot.discovery.complete,
     }, snapshot
 
 

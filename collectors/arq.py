@@ -109,10 +109,10 @@ _OWN_PREFIXES = (JOB_PREFIX, IN_PROGRESS_PREFIX, RETRY_PREFIX, RESULT_PREFIX)
 
 def decode(raw: bytes | None, serializer: str = "auto") -> Any | Undecodable:
     """Decode a job or result payload with the configured serializer, or sniff it. Never raises."""
-    if raw is None:
-        return Undecodable("missing payload", 0, "")
-    if len(raw) > payloads.MAX_PAYLOAD_BYTES:
-        return payloads.undecodable(raw, f"payload larger than {payloads.MAX_PAYLOAD_BYTES} bytes")
+    refused = payloads.unreadable(raw)
+    if refused is not None:
+        return refused
+    assert raw is not None  # unreadable() refuses None
     kind = serializer if serializer != "auto" else _sniff(raw)
     if kind == "pickle":
         return unpickler.decode(raw)
@@ -122,6 +122,14 @@ def decode(raw: bytes | None, serializer: str = "auto") -> Any | Undecodable:
         return msgpack.unpackb(raw, raw=False, strict_map_key=False, timestamp=3)
     except (ValueError, RecursionError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         return payloads.undecodable(raw, f"not readable as {kind}: {type(exc).__name__}")
+
+
+def decode_record(raw: bytes | None, serializer: str = "auto") -> dict[str, Any] | Undecodable:
+    """A job or result payload, which Arq always writes as a dict; anything else is undecodable."""
+    value = decode(raw, serializer)
+    if isinstance(value, Undecodable | dict):
+        return value
+    return payloads.undecodable(raw or b"", "not a dict")
 
 
 def _sniff(raw: bytes) -> str:
@@ -376,7 +384,7 @@ class ArqCollector:
                 del self.results.pending[job_id]
                 if raw is None:
                     continue
-                entry = result_entry(decode(raw, self.config.serializer), int(ttl), now)
+                entry = result_entry(decode_record(raw, self.config.serializer), int(ttl), now)
                 self.results.add(job_id, entry)
                 if entry.queue != UNKNOWN_QUEUE:  # an unreadable result names no queue: invent none
                     self._queues.setdefault(entry.queue, now)
@@ -467,9 +475,9 @@ class ArqCollector:
                 del self._queues[name]
 
 
-def result_entry(value: Any, pttl: int, now: float) -> ResultEntry:
-    if isinstance(value, Undecodable) or not isinstance(value, dict):
-        reason = value.reason if isinstance(value, Undecodable) else "not a dict"
+def result_entry(value: dict[str, Any] | Undecodable, pttl: int, now: float) -> ResultEntry:
+    if isinstance(value, Undecodable):
+        reason = value.reason
         return ResultEntry(
             UNKNOWN_QUEUE,
             "?",
@@ -569,10 +577,9 @@ async def _jobs_and_running(redis: Redis, ids: list[str]) -> tuple[list[bytes | 
 def _job_summary(
     job_id: str, state: str, raw: bytes | None, due: float | None, serializer: str
 ) -> JobSummary:
-    value = decode(raw, serializer)
-    if isinstance(value, Undecodable) or not isinstance(value, dict):
-        bad = value if isinstance(value, Undecodable) else Undecodable("not a dict", 0, "")
-        return JobSummary(job_id, state, None, "undecodable payload", eta=due, undecodable=bad)
+    value = decode_record(raw, serializer)
+    if isinstance(value, Undecodable):
+        return JobSummary(job_id, state, None, "undecodable payload", eta=due, undecodable=value)
     function = payloads.as_text(value.get("f"))
     return JobSummary(
         job_id=job_id,
@@ -586,10 +593,9 @@ def _job_summary(
 
 
 def _result_summary(job_id: str, state: str, raw: bytes | None, serializer: str) -> JobSummary:
-    value = decode(raw, serializer)
-    if isinstance(value, Undecodable) or not isinstance(value, dict):
-        bad = value if isinstance(value, Undecodable) else Undecodable("not a dict", 0, "")
-        return JobSummary(job_id, state, None, "undecodable or expired result", undecodable=bad)
+    value = decode_record(raw, serializer)
+    if isinstance(value, Undecodable):
+        return JobSummary(job_id, state, None, "undecodable or expired result", undecodable=value)
     function = payloads.as_text(value.get("f"))
     error = None
     if not value.get("s"):
@@ -620,11 +626,10 @@ async def get_job(redis: Redis, collector: ArqCollector, queue: str, job_id: str
         return None
     serializer = collector.config.serializer
     raw = result_raw if result_raw is not None else job_raw
-    value = decode(raw, serializer)
+    value = decode_record(raw, serializer)
     ids = (("job id", job_id),)
-    if isinstance(value, Undecodable) or not isinstance(value, dict):
-        bad = value if isinstance(value, Undecodable) else payloads.undecodable(raw, "not a dict")
-        return JobDetail(Framework.ARQ, queue, job_id, "unknown", None, ids, size=len(raw), undecodable=bad)
+    if isinstance(value, Undecodable):
+        return JobDetail(Framework.ARQ, queue, job_id, "unknown", None, ids, size=len(raw), undecodable=value)
     due = float(score) / 1000.0 if score is not None else None
     if result_raw is not None:
         state = "succeeded" if value.get("s") else "failed"

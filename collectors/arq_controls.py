@@ -51,7 +51,7 @@ from collectors.arq import (
     ABORT_KEY,
     ArqCollector,
     ArqConfig,
-    decode,
+    decode_record,
     in_progress_key,
     job_key,
     result_key,
@@ -174,10 +174,9 @@ async def _copy(redis: Redis, collector: ArqCollector, queue: str, job_id: str) 
 
 def _rebuild(job_id: str, raw: bytes, serializer: str, queue: str, now_ms: int) -> _Rerun | JobOutcome:
     """The job payload arq's enqueue_job would write for this result's call, or why we refuse."""
-    value = decode(raw, serializer)
-    if isinstance(value, Undecodable) or not isinstance(value, dict):
-        reason = value.reason if isinstance(value, Undecodable) else "not a dict"
-        return _skip(job_id, f"the result is not readable ({reason}): re-send it from your app")
+    value = decode_record(raw, serializer)
+    if isinstance(value, Undecodable):
+        return _skip(job_id, f"the result is not readable ({value.reason}): re-send it from your app")
     function, args, kwargs = value.get("f"), value.get("a"), value.get("k", {})
     if not isinstance(function, str) or function == UNKNOWN_FUNCTION:
         return _skip(job_id, "the result names no function (the job expired before it started)")

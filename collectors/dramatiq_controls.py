@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,11 +93,12 @@ end
 return out
 """
 
-# KEYS DQ, DQ.msgs, Q.msgs, Q. Per id: 1 moved, 2 held by a worker, 0 gone, -1 changed.
+# KEYS DQ, DQ.msgs, Q.msgs, Q; ARGV as REQUEUE_LUA's (here rid2 = rid). Per id: 1 moved, 2 held by a
+# worker, 0 gone, -1 changed.
 RUN_NOW_LUA = """
 local out = {}
-for i = 1, #ARGV, 3 do
-  local rid, raw, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for i = 1, #ARGV, 4 do
+  local rid, raw, rid2, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local current = redis.call('HGET', KEYS[2], rid)
   if not current then
     out[#out + 1] = 0
@@ -107,8 +108,8 @@ for i = 1, #ARGV, 3 do
     out[#out + 1] = 2
   else
     redis.call('HDEL', KEYS[2], rid)
-    redis.call('HSET', KEYS[3], rid, payload)
-    redis.call('RPUSH', KEYS[4], rid)
+    redis.call('HSET', KEYS[3], rid2, payload)
+    redis.call('RPUSH', KEYS[4], rid2)
     out[#out + 1] = 1
   end
 end
@@ -138,7 +139,8 @@ async def apply(
         return []
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     if state == "dead" and action == "retry":
-        return await _requeue_dead(redis, q, ids, now_ms)
+        keys = [q.dead, q.dead_msgs, q.msgs, q.ready]
+        return await _move(redis, REQUEUE_LUA, keys, ids, lambda m: requeued(m, q.queue, now_ms), HELD)
     if state == "dead":
         codes = await _eval(redis, DELETE_DEAD_LUA, [q.dead, q.dead_msgs], ids)
         return [_outcome(i, c, "deleted") for i, c in zip(ids, codes, strict=True)]
@@ -148,81 +150,70 @@ async def apply(
     if action == "delete":
         codes = await _eval(redis, DELETE_LISTED_LUA, [q.delay, q.delay_msgs], ids)
         return [_outcome(i, c, "deleted", held=HELD_DELAYED) for i, c in zip(ids, codes, strict=True)]
-    return await _run_now(redis, q, ids)
+    keys = [q.delay, q.delay_msgs, q.msgs, q.ready]
+    return await _move(redis, RUN_NOW_LUA, keys, ids, lambda m: run_now(m, q.queue), HELD_DELAYED)
 
 
-async def _requeue_dead(redis: Redis, q: QueueKeys, ids: list[str], now_ms: int) -> list[JobOutcome]:
-    raws: list[bytes | None] = await redis.hmget(q.dead_msgs, ids)  # type: ignore[misc]
+Rewrite = Callable[[dict[str, Any]], tuple[str | None, dict[str, Any]]]
+
+
+async def _move(
+    redis: Redis, script: str, keys: list[str], ids: list[str], rewrite: Rewrite, held: str
+) -> list[JobOutcome]:
+    """Move messages out of `keys[1]` (the source hash) into the ready queue, rewritten by `rewrite`
+    (which returns a new rid, or None to keep it, and the new message), compare-and-set per id."""
+    raws: list[bytes | None] = await redis.hmget(keys[1], ids)  # type: ignore[misc]
     argv: list[str | bytes] = []
-    sent: dict[str, str] = {}
+    moved_to: dict[str, str] = {}
     early: dict[str, JobOutcome] = {}
     for rid, raw in zip(ids, raws, strict=True):
+        message = payloads.decode_json_object(raw)
         if raw is None:
             early[rid] = JobOutcome(rid, Outcome.CHANGED, GONE)
-            continue
-        rewritten = requeued_payload(raw, q.queue, now_ms)
-        if isinstance(rewritten, str):
-            early[rid] = JobOutcome(rid, Outcome.SKIPPED, rewritten, in_place=True)
-            continue
-        new_rid, payload = rewritten
-        sent[rid] = new_rid
-        argv += [rid, raw, new_rid, payload]
-    codes = iter(await _eval(redis, REQUEUE_LUA, [q.dead, q.dead_msgs, q.msgs, q.ready], argv))
+        elif isinstance(message, Undecodable):
+            why = f"its payload is not a JSON message ({message.reason}): it cannot be rewritten safely"
+            early[rid] = JobOutcome(rid, Outcome.SKIPPED, why, in_place=True)
+        else:
+            new_rid, rewritten = rewrite(message)
+            moved_to[rid] = new_rid or rid
+            argv += [rid, raw, moved_to[rid], _encode(rewritten)]
+    codes = iter(await _eval(redis, script, keys, argv))
     out = []
     for rid in ids:
         if rid in early:
             out.append(early[rid])
             continue
-        code = next(codes)
-        out.append(
-            JobOutcome(rid, Outcome.DONE, f"requeued as {sent[rid]}", new_id=sent[rid])
-            if code == 1
-            else _outcome(rid, code, "")
-        )
+        code, new_rid = next(codes), moved_to[rid]
+        if code != 1:
+            out.append(_outcome(rid, code, "", held))
+        elif new_rid != rid:
+            out.append(JobOutcome(rid, Outcome.DONE, f"requeued as {new_rid}", new_id=new_rid))
+        else:
+            out.append(JobOutcome(rid, Outcome.DONE, "moved to the ready queue"))
     return out
 
 
-def requeued_payload(raw: bytes, queue: str, now_ms: int) -> tuple[str, str] | str:
-    """(new rid, payload) for a dead message sent back to `queue`, or why it cannot be.
+def requeued(message: dict[str, Any], queue: str, now_ms: int) -> tuple[str, dict[str, Any]]:
+    """A dead message sent back to `queue` under a new rid.
 
     Retries, traceback and eta go (kept, one more failure would dead-letter it again at once); the
     timestamp is now (else an actor with max_age skips it unrun); the new rid is both the hash field
     and options.redis_message_id, as Dramatiq's ack needs.
     """
-    message = payloads.decode_json_object(raw)
-    if isinstance(message, Undecodable):
-        return f"its payload is not a JSON message ({message.reason}): it cannot be requeued safely"
     options = message.get("options")
     options = dict(options) if isinstance(options, dict) else {}
     for key in ("retries", "traceback", "requeue_timestamp", "eta"):
         options.pop(key, None)
     new_rid = str(uuid.uuid4())
     options["redis_message_id"] = new_rid
-    message = {**message, "queue_name": queue, "message_timestamp": now_ms, "options": options}
-    return new_rid, _encode(message)
+    return new_rid, {**message, "queue_name": queue, "message_timestamp": now_ms, "options": options}
 
 
-async def _run_now(redis: Redis, q: QueueKeys, ids: list[str]) -> list[JobOutcome]:
-    raws: list[bytes | None] = await redis.hmget(q.delay_msgs, ids)  # type: ignore[misc]
-    argv: list[str | bytes] = []
-    early: dict[str, JobOutcome] = {}
-    for rid, raw in zip(ids, raws, strict=True):
-        if raw is None:
-            early[rid] = JobOutcome(rid, Outcome.CHANGED, GONE)
-            continue
-        message = payloads.decode_json_object(raw)
-        if isinstance(message, Undecodable):
-            reason = f"its payload is not a JSON message ({message.reason}): it cannot be moved safely"
-            early[rid] = JobOutcome(rid, Outcome.SKIPPED, reason, in_place=True)
-            continue
-        options = message.get("options")
-        options = {k: v for k, v in options.items() if k != "eta"} if isinstance(options, dict) else {}
-        argv += [rid, raw, _encode({**message, "queue_name": q.queue, "options": options})]
-    codes = iter(await _eval(redis, RUN_NOW_LUA, [q.delay, q.delay_msgs, q.msgs, q.ready], argv))
-    return [
-        early[rid] if rid in early else _outcome(rid, next(codes), "moved to the ready queue", HELD_DELAYED)
-        for rid in ids
-    ]
+def run_now(message: dict[str, Any], queue: str) -> tuple[None, dict[str, Any]]:
+    """A delayed message made due: eta dropped, queue_name canonical (not `Q.DQ`), same rid."""
+    options = message.get("options")
+    options = {k: v for k, v in options.items() if k != "eta"} if isinstance(options, dict) else {}
+    return None, {**message, "queue_name": queue, "options": options}
 
 
 def _encode(message: dict[str, Any]) -> str:

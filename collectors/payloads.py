@@ -31,12 +31,21 @@ def undecodable(raw: bytes, reason: str) -> Undecodable:
     return Undecodable(reason=reason, size=len(raw), head=head_of(raw))
 
 
-def decode_json_object(raw: bytes | None) -> dict[str, Any] | Undecodable:
-    """A JSON object from `raw`, or why not. Never raises."""
+def unreadable(raw: bytes | None) -> Undecodable | None:
+    """Why `raw` is not even looked at (missing, or over the size cap), else None."""
     if raw is None:
         return Undecodable(reason="missing payload", size=0, head="")
     if len(raw) > MAX_PAYLOAD_BYTES:
         return undecodable(raw, f"payload larger than {MAX_PAYLOAD_BYTES} bytes")
+    return None
+
+
+def decode_json_object(raw: bytes | None) -> dict[str, Any] | Undecodable:
+    """A JSON object from `raw`, or why not. Never raises."""
+    refused = unreadable(raw)
+    if refused is not None:
+        return refused
+    assert raw is not None  # unreadable() refuses None
     if raw[:1] == b"\x80":
         return undecodable(raw, "pickle payload (Dramatiq PickleEncoder): not decoded")
     try:

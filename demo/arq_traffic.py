@@ -11,7 +11,6 @@ import contextlib
 import logging
 import random
 import signal
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +19,7 @@ from arq.connections import ArqRedis, RedisSettings
 from redis.exceptions import RedisError
 
 from demo.config import ARQ_QUEUE, ARQ_REPORTS_QUEUE, redis_url
+from demo.pacing import REDIS_RETRY_SECONDS, Pacer, weighted
 
 log = logging.getLogger("demo.arq_traffic")
 
@@ -33,8 +33,6 @@ DEFER_SECONDS = (5.0, 45.0)
 BURST_EVERY = (15.0, 35.0)
 FIRST_BURST = (4.0, 8.0)
 BURST_SIZE = (15, 40)
-REDIS_RETRY_SECONDS = 1.0
-SUMMARY_EVERY = 30.0
 
 
 def _thumbnail(rng: random.Random) -> Job:
@@ -103,7 +101,7 @@ class Generator:
         self.sent += 1
 
     async def steady(self) -> None:
-        maker = self.rng.choices([m for _, m in STEADY], weights=[w for w, _ in STEADY])[0]
+        maker = weighted(self.rng, STEADY)
         deferred = self.rng.random() < DEFERRED_SHARE
         await self.send(maker(self.rng), self.rng.uniform(*DEFER_SECONDS) if deferred else None)
 
@@ -123,23 +121,19 @@ class Generator:
             await asyncio.wait_for(self.stop.wait(), seconds)
 
     async def run(self) -> None:
-        now = time.monotonic()
-        next_burst = now + self.rng.uniform(*FIRST_BURST)
-        next_summary = now + SUMMARY_EVERY
+        pace = Pacer(self.rng, STEADY_RATE, FIRST_BURST, BURST_EVERY)
         while not self.stop.is_set():
             try:
-                if time.monotonic() >= next_burst:
+                if pace.burst_due():
                     await self.burst()
-                    next_burst = time.monotonic() + self.rng.uniform(*BURST_EVERY)
                 await self.steady()
             except (RedisError, OSError) as exc:
                 log.warning("enqueue failed (%s); retrying in %.0f s", exc, REDIS_RETRY_SECONDS)
                 await self.pause(REDIS_RETRY_SECONDS)
                 continue
-            if time.monotonic() >= next_summary:
+            if pace.summary_due():
                 log.info("enqueued %d jobs so far (%d deferred)", self.sent, self.deferred)
-                next_summary += SUMMARY_EVERY
-            await self.pause(self.rng.expovariate(STEADY_RATE))
+            await self.pause(pace.gap())
 
 
 async def amain() -> int:

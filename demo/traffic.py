@@ -22,6 +22,7 @@ from dramatiq.errors import BrokerError
 from redis.exceptions import RedisError
 
 from demo import dramatiq_app as app
+from demo.pacing import REDIS_RETRY_SECONDS, Pacer, weighted
 
 log = logging.getLogger("demo.traffic")
 
@@ -36,9 +37,6 @@ DELAY_MS = (5_000, 60_000)
 #: Seconds between bursts (the first one comes sooner, so a new viewer sees one).
 BURST_EVERY = (15.0, 35.0)
 FIRST_BURST = (5.0, 10.0)
-#: Pause after Redis refused a send (it may be starting, or restarting in compose).
-REDIS_RETRY_SECONDS = 1.0
-SUMMARY_EVERY = 30.0
 
 FIRST = ("Ada", "Grace", "Linus", "Margaret", "Alan", "Barbara", "Ken", "Frances", "Dennis", "Radia")
 LAST = ("Lovelace", "Hopper", "Torvalds", "Hamilton", "Turing", "Liskov", "Thompson", "Allen", "Ritchie")
@@ -170,8 +168,7 @@ class Generator:
         self.sent += 1
 
     def steady(self) -> None:
-        weights = [w for w, _ in STEADY]
-        maker = self.rng.choices([m for _, m in STEADY], weights=weights)[0]
+        maker = weighted(self.rng, STEADY)
         delayed = self.rng.random() < DELAYED_SHARE
         self.send(maker(self.rng), self.rng.randint(*DELAY_MS) if delayed else None)
 
@@ -185,24 +182,19 @@ class Generator:
             self.send(self.rng.choice(burst.makers)(self.rng))
 
     def run(self) -> None:
-        now = time.monotonic()
-        next_burst = now + self.rng.uniform(*FIRST_BURST)
-        next_summary = now + SUMMARY_EVERY
+        pace = Pacer(self.rng, STEADY_RATE, FIRST_BURST, BURST_EVERY)
         while not self.stop.is_set():
             try:
-                if time.monotonic() >= next_burst:
+                if pace.burst_due():
                     self.burst()
-                    next_burst = time.monotonic() + self.rng.uniform(*BURST_EVERY)
                 self.steady()
             except (RedisError, BrokerError) as exc:
                 log.warning("send failed (%s); retrying in %.0f s", exc, REDIS_RETRY_SECONDS)
                 self.stop.wait(REDIS_RETRY_SECONDS)
                 continue
-            if time.monotonic() >= next_summary:
+            if pace.summary_due():
                 log.info("sent %d messages so far (%d delayed)", self.sent, self.delayed)
-                next_summary += SUMMARY_EVERY
-            # Exponential gaps make the trickle irregular, like real traffic; wait() returns at once on stop.
-            self.stop.wait(self.rng.expovariate(STEADY_RATE))
+            self.stop.wait(pace.gap())  # returns at once on stop
 
 
 def main() -> int:

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis
+from redis.asyncio import Redis
 
 from tests.servers import RedisServer, redis_binaries
 
 SERVERS = redis_binaries()
+#: The server for tests that need only one: redis-server when present, else Valkey.
+PREFERRED = "redis" if "redis" in SERVERS else "valkey"
 
 
 @pytest.fixture(scope="session", params=sorted(SERVERS))
@@ -19,8 +23,30 @@ def redis_server(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def one_redis() -> Iterator[RedisServer]:
-    """One server for slower tests (integration, browser): redis-server when present, else Valkey."""
-    kind = "redis" if "redis" in SERVERS else "valkey"
-    server = RedisServer(SERVERS[kind], kind=kind).start()
+    """One server for slower tests (integration, browser), shared by the session."""
+    server = RedisServer(SERVERS[PREFERRED], kind=PREFERRED).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def own_server() -> Iterator[RedisServer]:
+    """A server for one test alone: the test may stop and restart it."""
+    server = RedisServer(SERVERS[PREFERRED], kind=PREFERRED).start()
+    yield server
+    server.stop()
+
+
+def flushed(server: RedisServer) -> str:
+    """The URL of `server` (ours), emptied for the test about to use it."""
+    with redis.Redis.from_url(server.url) as client:
+        client.flushall()
+    return server.url
+
+
+@pytest.fixture
+async def aredis(redis_url: str) -> AsyncIterator[Redis]:
+    """An asyncio client on the test's `redis_url` (each test folder says which server that is)."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dramatiq
@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from collectors.dramatiq import DramatiqCollector, DramatiqConfig
 from collectors.target import TargetCollector
+from tests.conftest import flushed
 from tests.servers import RedisServer
 
 BrokerFactory = Callable[..., Any]
@@ -21,10 +22,8 @@ CollectorFactory = Callable[..., TargetCollector]
 
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
-    """The session server (ours), emptied for this test."""
-    with redis.Redis.from_url(redis_server.url) as client:
-        client.flushall()
-    return redis_server.url
+    """The session server (ours, Redis and Valkey in turn), emptied for this test."""
+    return flushed(redis_server)
 
 
 @pytest.fixture
@@ -32,13 +31,6 @@ def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
-
-
-@pytest.fixture
-async def aredis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -5,15 +5,14 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from tests.conftest import flushed
 from tests.servers import RedisServer
 
 
 @pytest.fixture
 def redis_url(one_redis: RedisServer) -> str:
     """The session's integration server (ours), emptied for this test."""
-    with redis.Redis.from_url(one_redis.url) as client:
-        client.flushall()
-    return one_redis.url
+    return flushed(one_redis)
 
 
 @pytest.fixture

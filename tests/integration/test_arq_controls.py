@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,13 +36,6 @@ from tests.servers import Process, RedisServer, async_wait_until, child_env
 pytestmark = pytest.mark.integration
 
 Q = app.QUEUE
-
-
-@pytest.fixture
-async def aredis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
@@ -81,6 +75,13 @@ async def runs(aredis: Redis, tag: str) -> int:
     return int(await aredis.get(app.runs_key(tag)) or 0)
 
 
+async def barrier(aredis: Redis, pool: ArqRedis, worker: Process) -> None:
+    """Enqueue a job due now and wait for its result: the worker has by then claimed every job that
+    was due before it (a duplicate, or a job that should have been deleted, would have run)."""
+    job_id = await enqueue(pool, "record", f"barrier-{uuid.uuid4().hex}")
+    await stored_result(aredis, job_id, worker)
+
+
 async def test_rerun_failed_job_under_its_id_runs_exactly_once_more(
     aredis: Redis, pool: ArqRedis, one_redis: RedisServer
 ) -> None:
@@ -102,7 +103,7 @@ async def test_rerun_failed_job_under_its_id_runs_exactly_once_more(
         assert second["t"] == 1  # the try count restarted: the retry key went with the old result
         assert await Job(job_id, pool).result(timeout=5) == "a ok on run 2"  # arq's own API agrees
 
-        await asyncio.sleep(4 * app.SLOW_SUCCESS)  # time for a duplicate to show up, if there were one
+        await barrier(aredis, pool, worker)
         assert await runs(aredis, "a") == 2
         assert await aredis.zcard(Q) == 0 and await aredis.exists(job_key(job_id)) == 0
     finally:
@@ -121,7 +122,7 @@ async def test_deleted_deferred_job_never_runs(aredis: Redis, pool: ArqRedis, on
         assert out.outcome == Outcome.DONE, out
 
         assert (await stored_result(aredis, kept, worker))["s"] is True
-        await asyncio.sleep(0.5)
+        await barrier(aredis, pool, worker)
         assert (await runs(aredis, "kept"), await runs(aredis, "doomed")) == (1, 0)
         assert await aredis.exists(result_key(doomed), job_key(doomed), in_progress_key(doomed)) == 0
         assert await aredis.zcard(Q) == 0

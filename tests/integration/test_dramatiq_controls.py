@@ -11,6 +11,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -19,7 +20,14 @@ import pytest
 import redis
 
 from tests.integration import dramatiq_app
-from tests.integration.support import api_json, control_int, open_gate, start_worker, stop_worker
+from tests.integration.support import (
+    PREFETCH,
+    api_json,
+    control_int,
+    open_gate,
+    start_worker,
+    stop_worker,
+)
 from tests.servers import Callboard, Process, wait_until
 
 pytestmark = pytest.mark.integration
@@ -66,6 +74,15 @@ def runs(control: redis.Redis, tags: list[str]) -> list[int]:
     return [control_int(control, dramatiq_app.runs_key(t)) for t in tags]
 
 
+def barrier(control: redis.Redis, redis_url: str) -> None:
+    """Send a `flaky` message behind everything queued and wait until it ran: by then the worker has
+    fetched whatever was queued before it (a requeued message queued twice would have run twice)."""
+    _, actors = dramatiq_app.build(redis_url, NS, (QUEUE,))
+    tag = f"barrier-{uuid.uuid4().hex}"
+    actors[f"flaky_{QUEUE}"].send(tag)
+    wait_until(lambda: runs(control, [tag]) == [1], timeout=20, what="the barrier message run")
+
+
 def make_dead(control: redis.Redis, redis_url: str, tags: list[str]) -> None:
     """Each tag's `flaky` message fails once and is dead-lettered, then ages past its max_age."""
     _, actors = dramatiq_app.build(redis_url, NS, (QUEUE,))
@@ -73,6 +90,7 @@ def make_dead(control: redis.Redis, redis_url: str, tags: list[str]) -> None:
     for tag in tags:
         actors[f"flaky_{QUEUE}"].send(tag)
     wait_until(lambda: control.zcard(f"{KEY}.XQ") == len(tags), timeout=30, what="every message dead")
+    # The scenario itself: the dead letters must be older than the actor's max_age.
     time.sleep(dramatiq_app.FLAKY_MAX_AGE_MS / 1000 + 0.2)
     control.delete(dramatiq_app.BROKEN)
 
@@ -95,7 +113,7 @@ def test_bulk_requeue_runs_every_dead_letter_exactly_once_even_when_submitted_tw
     # The message timestamp was reset: max_age would otherwise dead-letter them unrun.
     wait_until(lambda: runs(control, tags) == [2] * 40, timeout=30, what="every requeued message run")
     wait_until(lambda: control.zcard(f"{KEY}.XQ") == 0 and control.hlen(f"{KEY}.msgs") == 0, timeout=10)
-    time.sleep(0.5)
+    barrier(control, redis_url)
     assert runs(control, tags) == [2] * 40, "a requeued message ran twice"
 
     audit = api_json(board, "/api/v1/audit")["entries"]
@@ -122,7 +140,7 @@ def test_requeue_of_one_message_twice_runs_it_once(
     wait_until(lambda: runs(control, ["single"]) == [2], timeout=20, what="the requeued message run")
     # The job page of the old id says it is gone; the new id is what the worker ran.
     assert board.get(f"/api/v1/jobs/main/dramatiq/{NS}%3A{QUEUE}/{rid}")[0] == 404
-    time.sleep(0.4)
+    barrier(control, redis_url)
     assert runs(control, ["single"]) == [2]
     assert new_rid != rid
 
@@ -136,7 +154,11 @@ def test_deleting_pending_messages_reports_those_a_worker_already_holds(
         actors[f"hold_{QUEUE}"].send(gate, n)
     started = dramatiq_app.started_key(gate)
     wait_until(lambda: control_int(control, started) == 2, timeout=20, what="two held messages running")
-    time.sleep(0.5)  # let the worker fill its prefetch
+    wait_until(
+        lambda: int(control.hlen(f"{KEY}.msgs")) - int(control.llen(KEY)) == PREFETCH,  # type: ignore[arg-type]
+        timeout=10,
+        what="the worker's prefetch filled",
+    )
     listed = [r.decode() for r in control.lrange(KEY, 0, -1)]  # type: ignore[union-attr]
     fetched = sorted({r.decode() for r in control.hkeys(f"{KEY}.msgs")} - set(listed))  # type: ignore[union-attr]
     assert listed and fetched
@@ -152,5 +174,5 @@ def test_deleting_pending_messages_reports_those_a_worker_already_holds(
     # Only what the worker held runs; the deleted messages never do.
     open_gate(control, gate, 8)
     wait_until(lambda: control.hlen(f"{KEY}.msgs") == 0, timeout=20, what="held messages finished")
-    time.sleep(0.5)
+    barrier(control, redis_url)
     assert control_int(control, started) == len(fetched)

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import redis
 
 from tests.integration import dramatiq_app
 from tests.integration.support import api_json, full, metric_counts, scrape, value, wait_for_counts
-from tests.servers import Callboard, RedisServer, redis_binaries, wait_until
+from tests.servers import Callboard, RedisServer, wait_until
 
 pytestmark = pytest.mark.integration
 
 TARGET = "main"
-
-
-@pytest.fixture
-def own_server() -> Iterator[RedisServer]:
-    """A server for this test alone: it gets stopped and restarted."""
-    binaries = redis_binaries()
-    kind = "redis" if "redis" in binaries else "valkey"
-    server = RedisServer(binaries[kind], kind=kind).start()
-    yield server
-    server.stop()
 
 
 def test_redis_outage_and_recovery(own_server: RedisServer) -> None:

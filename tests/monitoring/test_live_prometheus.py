@@ -13,7 +13,6 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from tests.monitoring.files import (
 )
 from tests.monitoring.prometheus_server import PrometheusError, PrometheusServer
 from tests.monitoring.promql import label_values, substitute
-from tests.servers import Callboard, Process, RedisServer, child_env, redis_binaries, wait_until
+from tests.servers import Callboard, Process, RedisServer, child_env, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -47,16 +46,6 @@ TARGET = "e2e"
 JOB = "callboard"
 #: Zero-time of a rule Prometheus has not evaluated yet.
 NEVER = "0001-01-01T00:00:00Z"
-
-
-@pytest.fixture
-def own_server() -> Iterator[RedisServer]:
-    """A Redis for this test alone: the test stops it."""
-    binaries = redis_binaries()
-    kind = "redis" if "redis" in binaries else "valkey"
-    server = RedisServer(binaries[kind], kind=kind).start()
-    yield server
-    server.stop()
 
 
 def write_config(folder: Path, callboard_port: int) -> Path:

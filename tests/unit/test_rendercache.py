@@ -20,16 +20,18 @@ def _cache() -> tuple[SnapshotStore, RenderCache]:
 
 async def test_concurrent_viewers_share_one_render_per_version() -> None:
     store, cache = _cache()
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
     calls: list[int] = []
 
     def render() -> Rendered:
         calls.append(store.version)
+        entered.set()
         release.wait(5)  # holds the render so all 20 requests arrive while it is in progress
         return Rendered(f"v{store.version}".encode(), "text/plain")
 
     pending = [asyncio.ensure_future(cache.get("k", render)) for _ in range(20)]
-    await asyncio.sleep(0.05)
+    # All 20 tasks started in the loop turn that began the render; it is now in its thread.
+    assert await asyncio.to_thread(entered.wait, 5)
     release.set()
     bodies = {r.body for r in await asyncio.gather(*pending)}
     assert bodies == {b"v0"} and calls == [0]
@@ -61,15 +63,16 @@ async def test_a_failed_render_is_not_cached_and_the_error_reaches_the_caller() 
 
 async def test_a_cancelled_viewer_does_not_cancel_the_render_others_wait_for() -> None:
     _, cache = _cache()
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
 
     def render() -> Rendered:
+        entered.set()
         release.wait(5)
         return Rendered(b"done", "text/plain")
 
     first = asyncio.ensure_future(cache.get("k", render))
     second = asyncio.ensure_future(cache.get("k", render))
-    await asyncio.sleep(0.05)
+    assert await asyncio.to_thread(entered.wait, 5)
     first.cancel()
     release.set()
     assert (await second).body == b"done"
