@@ -34,6 +34,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from collectors import payloads, unpickler
+from collectors.failures import UNDECODABLE, Failure, FailureIndex, split_exception
 from collectors.keyspace import text
 from collectors.model import (
     CollectedPart,
@@ -43,6 +44,7 @@ from collectors.model import (
     JobResult,
     JobSummary,
     QueueStats,
+    StuckJob,
     Undecodable,
     WorkerStats,
     page_of,
@@ -64,6 +66,9 @@ HEAD_WINDOW = 200
 RESULT_BUDGET = 2000
 #: Candidate keys TYPE-checked per cycle while looking for queue zsets.
 TYPE_BUDGET = 2000
+#: Claims (in-progress keys) looked at per stuck check, and how often that check runs (seconds).
+STUCK_LIMIT = 100
+STUCK_EVERY = 10.0
 SERIALIZERS = ("auto", "pickle", "msgpack", "json")
 BROWSE_STATES = ("ready", "deferred", "in_progress", "failed", "succeeded")
 _HEALTH = re.compile(r"(\w+)=(\S+)")
@@ -79,6 +84,10 @@ class ArqConfig:
     #: The operator says the workers run with `allow_abort_jobs=True`. Redis cannot tell, and
     #: without it an abort is a no-op for a running job and runs a deferred one at once.
     allow_abort_jobs: bool = False
+    #: The workers' job_timeout (Arq's default 300 s): a claim older than this is "stuck". Arq gives
+    #: the claim the longest timeout of any function plus 10 s, and a worker whose event loop is
+    #: blocked cannot time a job out, so a claim can outlive its job's timeout by far.
+    job_timeout: float = 300.0
 
 
 def job_key(job_id: str) -> str:
@@ -194,6 +203,8 @@ class ResultEntry:
     expires_at: float | None
     #: One line: the exception for failures.
     error: str | None
+    #: The exception's type alone (failures), or UNDECODABLE.
+    exception: str | None = None
 
 
 @dataclass(slots=True)
@@ -209,6 +220,8 @@ class ResultIndex:
     #: O(expired x log n) instead of a walk over every entry (~5 ms per cycle at 100k results).
     #: Items of removed or re-added entries stay until popped or compacted by `end_pass()`.
     expiry: list[tuple[float, str]] = field(default_factory=list)
+    #: The failed entries, grouped by cause (the failures page); kept in step by add/remove.
+    failures: FailureIndex = field(default_factory=lambda: FailureIndex(Framework.ARQ))
 
     def add(self, job_id: str, entry: ResultEntry) -> None:
         self.remove(job_id)
@@ -216,11 +229,26 @@ class ResultIndex:
         self.counts[(entry.queue, "succeeded" if entry.ok else "failed")] += 1
         if entry.expires_at is not None:
             heapq.heappush(self.expiry, (entry.expires_at, job_id))
+        if not entry.ok:
+            kind, message = split_exception(entry.error)
+            self.failures.add(
+                Failure(
+                    job_id=job_id,
+                    queue=entry.queue,
+                    name=None if entry.exception == UNDECODABLE else entry.function,
+                    exception=entry.exception or kind,
+                    message=message if entry.exception != UNDECODABLE else (entry.error or ""),
+                    failed_at=entry.finished_at,
+                    expires_at=entry.expires_at,
+                )
+            )
 
     def remove(self, job_id: str) -> None:
         old = self.entries.pop(job_id, None)
         if old is not None:
             self.counts[(old.queue, "succeeded" if old.ok else "failed")] -= 1
+            if not old.ok:
+                self.failures.remove(job_id)
 
     def expire(self, now: float) -> None:
         while self.expiry and self.expiry[0][0] <= now:
@@ -296,6 +324,11 @@ class ArqCollector:
         self._seen_other: set[str] = set()
         self._in_progress: set[str] = set()
         self._in_progress_pass: set[str] = set()
+        #: job id -> (when Callboard first saw its claim, the try counter then): a lower bound of
+        #: how long it has been running.
+        self._claims: dict[str, tuple[float, str | None]] = {}
+        self._stuck: tuple[StuckJob, ...] = ()
+        self._stuck_checked = 0.0
         self.results = ResultIndex()
 
     # -- discovery ---------------------------------------------------------------------------------
@@ -309,8 +342,10 @@ class ArqCollector:
                 if job_id not in self.results.entries:
                     self.results.pending[job_id] = None
             elif key.startswith(IN_PROGRESS_PREFIX):
-                self._in_progress_pass.add(key[len(IN_PROGRESS_PREFIX) :])
-                self._in_progress.add(key[len(IN_PROGRESS_PREFIX) :])
+                job_id = key[len(IN_PROGRESS_PREFIX) :]
+                self._in_progress_pass.add(job_id)
+                self._in_progress.add(job_id)
+                self._claims.setdefault(job_id, (now, None))
             elif key.endswith(HEALTH_SUFFIX):
                 self._queues[key[: -len(HEALTH_SUFFIX)]] = now
             elif key in self._queues:
@@ -324,6 +359,7 @@ class ArqCollector:
         self.results.end_pass()
         self._in_progress = set(self._in_progress_pass)
         self._in_progress_pass = set()
+        self._claims = {j: c for j, c in self._claims.items() if j in self._in_progress}
         # Keys that are not sorted sets keep their type (a database full of other keys is typed once,
         # not every pass); sorted sets and vanished keys are looked at again next pass, since keys
         # get deleted and recreated. Memory: one entry per non-Arq key still present.
@@ -338,7 +374,59 @@ class ArqCollector:
         if self.results.pending:
             trips += await self._read_results(redis)
         self.results.expire(time.time())
+        if time.time() - self._stuck_checked >= STUCK_EVERY:
+            trips += await self._check_stuck(redis)
         return trips
+
+    async def _check_stuck(self, redis: Redis) -> int:
+        """Claims older than the job timeout: their TTL, try counter, function and queue, one round trip.
+
+        O(old claims x queues), at most STUCK_LIMIT claims, every STUCK_EVERY seconds; a claim whose
+        try counter moved since it was first seen is a new run and starts its clock again."""
+        now = time.time()
+        self._stuck_checked = now
+        limit = self.config.job_timeout
+        old = sorted((c[0], j) for j, c in self._claims.items() if now - c[0] > limit)[:STUCK_LIMIT]
+        if not old:
+            self._stuck = ()
+            return 0
+        queues = self.queue_names()
+        async with redis.pipeline(transaction=False) as pipe:
+            for _, job_id in old:
+                pipe.pttl(in_progress_key(job_id))
+                pipe.get(retry_key(job_id))
+                pipe.get(job_key(job_id))
+                for q in queues:
+                    pipe.zscore(q, job_id)
+            replies = await pipe.execute()
+        stuck: list[StuckJob] = []
+        width = 3 + len(queues)
+        for i, (seen, job_id) in enumerate(old):
+            pttl, tries, raw, *scores = replies[i * width : (i + 1) * width]
+            tries = text(tries) if tries is not None else None
+            first_try = self._claims[job_id][1]
+            if first_try is not None and tries != first_try:
+                self._claims[job_id] = (now, tries)  # another run of the same id: a new clock
+                continue
+            self._claims[job_id] = (seen, tries)
+            queue = next((q for q, score in zip(queues, scores, strict=True) if score is not None), None)
+            if int(pttl) == -2 or queue is None:  # finished, or a cron claim kept after the run
+                continue
+            job = decode_record(raw, self.config.serializer) if raw is not None else None
+            name = payloads.as_text(job.get("f")) if isinstance(job, dict) else None
+            stuck.append(
+                StuckJob(
+                    framework=Framework.ARQ,
+                    queue=queue,
+                    job_id=job_id,
+                    name=name,
+                    running_for=now - seen,
+                    claim_ttl=int(pttl) / 1000.0 if int(pttl) >= 0 else None,
+                    tries=_int(tries),
+                )
+            )
+        self._stuck = tuple(stuck)
+        return 1
 
     async def _find_queues(self, redis: Redis) -> int:
         batch = list(self._candidates)[:TYPE_BUDGET]
@@ -446,7 +534,13 @@ class ArqCollector:
                 f"{self.results.passes} full scans so far; failed/succeeded counts are still growing."
             )
         self._forget_idle(now)
-        return CollectedPart(tuple(stats), tuple(workers), tuple(notes))
+        return CollectedPart(
+            tuple(stats),
+            tuple(workers),
+            tuple(notes),
+            failures=self.results.failures.report(now),
+            stuck=self._stuck,
+        )
 
     def _health_worker(self, queue: str, value: str, pttl: int, now: float) -> WorkerStats:
         interval = self.config.health_check_interval
@@ -485,9 +579,10 @@ def result_entry(value: dict[str, Any] | Undecodable, pttl: int, now: float) -> 
             None,
             now + pttl / 1000.0 if pttl >= 0 else None,
             f"undecodable: {reason}",
+            UNDECODABLE,
         )
     ok = bool(value.get("s"))
-    error = None
+    error = kind = None
     if not ok:
         kind, message, _ = exception_parts(value.get("r"))
         error = f"{kind}: {message}" if message else kind
@@ -499,6 +594,7 @@ def result_entry(value: dict[str, Any] | Undecodable, pttl: int, now: float) -> 
         finished_at=payloads.ms_to_seconds(value.get("ft")),
         expires_at=now + pttl / 1000.0 if pttl >= 0 else None,
         error=error[:300] if error else None,
+        exception=kind,
     )
 
 

@@ -34,6 +34,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from collectors import payloads
+from collectors.failures import UNDECODABLE, Failure, FailureIndex, split_exception
 from collectors.keyspace import text as _text
 from collectors.model import (
     CollectedPart,
@@ -62,6 +63,15 @@ HEAD_CAP_BYTES = 65_536
 HEARTBEAT_LIMIT = 1000
 #: Above this many delayed messages the delayed tab is shown in storage order, not sorted by eta.
 SORTABLE_DELAYED = 10_000
+#: Dead-letter payloads read per cycle for the failure groups (~1 MB and ~15 ms of decoding).
+DEAD_BUDGET = 500
+#: Dead-letter ids checked for removal per cycle (ZMSCORE) when a queue's index holds too many.
+VERIFY_BUDGET = 5000
+#: A queue whose dead count did not change is still re-walked from its newest this often (an add
+#: and a removal in the same cycle leave the count equal).
+DEAD_RECHECK = 30.0
+#: Dramatiq's default dead_message_ttl: maintenance deletes dead letters older than this.
+DEAD_MESSAGE_TTL = 7 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +177,8 @@ class DramatiqConfig:
     #: A discovered queue with no keys left stays listed this long.
     idle_ttl: float = 3600.0
     results: ResultsConfig | None = None
+    #: The broker's dead_message_ttl (seconds): when dead letters become eligible for deletion.
+    dead_message_ttl: float = DEAD_MESSAGE_TTL
 
 
 # One read-only script per cycle: every queue's counters, the head message of each ready list (for the
@@ -202,6 +214,23 @@ return {queues, beats, acks}
 
 
 @dataclass(slots=True)
+class _DeadWalk:
+    """Where the dead-letter reader of one queue is: newest-first fill, then new arrivals.
+
+    The backward walk starts at the newest dead letter (the ones an operator is looking at) and goes
+    down to the oldest; the forward walk picks up arrivals above the highest score read. `*_ties`
+    counts the ids read at exactly that score, the LIMIT offset that steps past them next time."""
+
+    top: float | None = None
+    top_ties: int = 0
+    bottom: float | None = None
+    bottom_ties: int = 0
+    exhausted: bool = False
+    walked_at: float = 0.0
+    verify_from: int = 0
+
+
+@dataclass(slots=True)
 class _Seen:
     """Mutable discovery state: what exists, and when it was last seen (epoch seconds)."""
 
@@ -224,6 +253,10 @@ class DramatiqCollector:
         for ns in self.config.namespaces:
             self._seen.namespaces[ns] = now
         self._pending: dict[str, float] = {}
+        #: Dead letters grouped by cause (the failures page), read in the background.
+        self.failures = FailureIndex(Framework.DRAMATIQ)
+        self._walks: dict[str, _DeadWalk] = {}
+        self._dead_counts: dict[str, int] = {}
 
     # -- discovery ---------------------------------------------------------------------------------
 
@@ -255,6 +288,95 @@ class DramatiqCollector:
         if queue is None:
             return acks
         return [a for a in acks if a.namespace == queue.namespace and a.queue == queue.queue]
+
+    # -- failure groups ----------------------------------------------------------------------------
+
+    async def after_scan(self, redis: Redis) -> int:
+        """Read dead letters for the failure groups: at most DEAD_BUDGET payloads per cycle, from
+        up to 8 queues.
+
+        Driven by the dead counts of the last snapshot: a queue whose count matches what is indexed,
+        and whose walk is done, costs nothing. Returns the round trips used (0 to 3)."""
+        now = time.time()
+        known = {q.ready: q for q in self.queue_keys()}
+        for name in [n for n in self._walks if n not in known]:
+            self._forget_dead(name)
+        steps: list[tuple[QueueKeys, _DeadWalk, bool]] = []
+        verify: list[tuple[QueueKeys, list[str]]] = []
+        for name, q in known.items():
+            dead = self._dead_counts.get(name, 0)
+            walk = self._walks.get(name)
+            if dead == 0:
+                if walk is not None:
+                    self._forget_dead(name)
+                continue
+            if walk is None:
+                walk = self._walks[name] = _DeadWalk()
+            indexed = self.failures.count(name)
+            if indexed > dead:
+                ids = self.failures.ids(name)
+                start = walk.verify_from if walk.verify_from < len(ids) else 0
+                verify.append((q, ids[start : start + VERIFY_BUDGET]))
+                walk.verify_from = start + VERIFY_BUDGET
+            elif len(steps) < 8 and not (walk.exhausted and self.failures.full):
+                behind = indexed < dead or now - walk.walked_at > DEAD_RECHECK
+                if not walk.exhausted or behind:
+                    steps.append((q, walk, not walk.exhausted))
+        trips = 0
+        if verify:
+            trips += await self._verify_dead(redis, verify)
+        if steps:
+            trips += await self._walk_dead(redis, steps, now)
+        return trips
+
+    async def _verify_dead(self, redis: Redis, work: list[tuple[QueueKeys, list[str]]]) -> int:
+        async with redis.pipeline(transaction=False) as pipe:
+            for q, ids in work:
+                pipe.zmscore(q.dead, ids)
+            replies = await pipe.execute()
+        for (_, ids), scores in zip(work, replies, strict=True):
+            for job_id, score in zip(ids, scores, strict=True):
+                if score is None:
+                    self.failures.remove(job_id)
+        return 1
+
+    async def _walk_dead(
+        self, redis: Redis, steps: list[tuple[QueueKeys, _DeadWalk, bool]], now: float
+    ) -> int:
+        size = max(1, DEAD_BUDGET // max(1, len(steps)))
+        async with redis.pipeline(transaction=False) as pipe:
+            for q, walk, backward in steps:
+                if backward:
+                    top = "+inf" if walk.bottom is None else repr(walk.bottom)
+                    pipe.zrevrangebyscore(q.dead, top, "-inf", walk.bottom_ties, size, withscores=True)
+                else:
+                    low = "-inf" if walk.top is None else repr(walk.top)
+                    pipe.zrangebyscore(q.dead, low, "+inf", walk.top_ties, size, withscores=True)
+            batches = await pipe.execute()
+        wanted: list[tuple[QueueKeys, list[tuple[str, float]]]] = []
+        for (q, walk, backward), rows in zip(steps, batches, strict=True):
+            rows = [(_text(m), float(score)) for m, score in rows]
+            _advance(walk, rows, backward, size)
+            if not backward and len(rows) < size:
+                walk.walked_at = now
+            fresh = [(rid, score) for rid, score in rows if rid not in self.failures]
+            if fresh:
+                wanted.append((q, fresh))
+        if not wanted:
+            return 1
+        async with redis.pipeline(transaction=False) as pipe:
+            for q, fresh in wanted:
+                pipe.hmget(q.dead_msgs, [rid for rid, _ in fresh])
+            payload_rows = await pipe.execute()
+        ttl = self.config.dead_message_ttl
+        for (q, fresh), raws in zip(wanted, payload_rows, strict=True):
+            for (rid, score), raw in zip(fresh, raws, strict=True):
+                self.failures.add(dead_failure(rid, q.ready, raw, score / 1000.0, ttl))
+        return 2
+
+    def _forget_dead(self, name: str) -> None:
+        self._walks.pop(name, None)
+        self.failures.remove_queue(name)
 
     # -- snapshot ----------------------------------------------------------------------------------
 
@@ -302,7 +424,11 @@ class DramatiqCollector:
             self._worker(ns, w, last, held.get((ns, w), []), now) for (ns, w), last in beats.items()
         )
         self._forget_idle(stats, now)
-        return CollectedPart(stats, workers)
+        self._dead_counts = {q.key: q.counts["dead"] for q in stats}
+        missing = sum(self._dead_counts.values()) - len(self.failures)
+        return CollectedPart(
+            stats, workers, failures=self.failures.report(now), failures_missing=max(0, missing)
+        )
 
     def _queue_stats(self, q: QueueKeys, row: list[Any], orphaned: int, now: float) -> QueueStats:
         ready, stored, delay_list, delayed, dead, head, oldest_dead = row
@@ -351,6 +477,42 @@ class DramatiqCollector:
         for name, seen in list(self._seen.queues.items()):
             if now - seen > ttl and name not in self.config.queues:
                 del self._seen.queues[name]
+
+
+def _advance(walk: _DeadWalk, rows: list[tuple[str, float]], backward: bool, size: int) -> None:
+    """Move a walk past `rows` (descending when backward, else ascending scores)."""
+    if backward:
+        if walk.top is None and rows:
+            walk.top = rows[0][1]
+            walk.top_ties = sum(1 for _, s in rows if s == rows[0][1])
+        if rows:
+            last = rows[-1][1]
+            same = sum(1 for _, s in rows if s == last)
+            walk.bottom_ties = same + (walk.bottom_ties if walk.bottom == last else 0)
+            walk.bottom = last
+        walk.exhausted = len(rows) < size
+        return
+    if rows:
+        last = rows[-1][1]
+        same = sum(1 for _, s in rows if s == last)
+        walk.top_ties = same + (walk.top_ties if walk.top == last else 0)
+        walk.top = last
+
+
+def dead_failure(rid: str, queue: str, raw: bytes | None, dead_at: float, ttl: float) -> Failure:
+    """A dead letter as a failure: its actor and the last line of the stored traceback.
+
+    Dramatiq stores the traceback of the attempt *before* the last one (or none at all when the
+    message died on its first attempt), so the cause is that attempt's."""
+    message = payloads.decode_json_object(raw)
+    if isinstance(message, Undecodable):
+        exception, text, name = UNDECODABLE, message.reason, None
+    else:
+        options = message.get("options") if isinstance(message.get("options"), dict) else {}
+        assert isinstance(options, dict)
+        exception, text = split_exception(payloads.last_line(payloads.as_text(options.get("traceback"))))
+        name = payloads.as_text(message.get("actor_name"))
+    return Failure(rid, queue, name, exception, text, dead_at, dead_at + ttl)
 
 
 def runnable_since(message: dict[str, Any] | Undecodable) -> float | None:

@@ -17,6 +17,9 @@ builds one. Dramatiq's own dispatch script is never called: it would register th
     delayed  retry    ("run now") CAS on DQ.msgs[rid]; LREM DQ, HDEL DQ.msgs,    only ids still in the
                       HSET Q.msgs rid payload' (no eta), RPUSH Q rid             DQ list; held -> skipped
     delayed  delete   LREM DQ 1 rid, HDEL DQ.msgs                                same
+    orphaned recover  per ack set of a worker whose heartbeat is stale: RPUSH      the worker comes back
+                      each rid whose payload still exists back on Q (or Q.DQ),   -> refused, untouched
+                      then DEL the ack set: what Dramatiq's maintenance does
 
 Cost: a batch is one read (HMGET of the payloads, for rewrites) and one script; LREM is
 O(position), cheap for ids near the head, which is where bulk runs take them from.
@@ -34,7 +37,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from collectors import payloads
-from collectors.dramatiq import QueueKeys
+from collectors.dramatiq import AckKey, QueueKeys, heartbeats_key
 from collectors.keyspace import text
 from collectors.model import JobOutcome, Outcome, Selection, Undecodable
 
@@ -42,6 +45,8 @@ ACTIONS: Mapping[str, tuple[str, ...]] = {
     "dead": ("retry", "delete"),
     "ready": ("delete",),
     "delayed": ("retry", "delete"),
+    # Messages held in the ack sets of workers whose heartbeat is stale.
+    "orphaned": ("recover",),
 }
 
 # Per id: 1 moved, 0 gone, -1 payload changed since it was read.
@@ -116,6 +121,26 @@ end
 return out
 """
 
+# KEYS heartbeats, ack set, list (Q or Q.DQ), hash (Q.msgs or Q.DQ.msgs); ARGV worker id, the
+# newest heartbeat score (ms) that still counts as dead. Dramatiq's own maintenance, for one set:
+# returns {-1} when the worker is alive after all, else {1, put back ids, ids whose payload is gone}.
+# The heartbeat entry stays: maintenance removes it once no ack set is left, which needs KEYS.
+RECOVER_LUA = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) > tonumber(ARGV[2]) then return {-1} end
+local moved, gone = {}, {}
+for _, rid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('HEXISTS', KEYS[4], rid) == 1 then
+    redis.call('RPUSH', KEYS[3], rid)
+    moved[#moved + 1] = rid
+  else
+    gone[#gone + 1] = rid
+  end
+end
+redis.call('DEL', KEYS[2])
+return {1, moved, gone}
+"""
+
 GONE = "already gone (done by someone else, or expired)"
 CHANGED_MEANWHILE = "changed while this ran (a worker or another operator); look again"
 HELD = "a worker has already fetched it: it will run, and Redis cannot stop it"
@@ -152,6 +177,35 @@ async def apply(
         return [_outcome(i, c, "deleted", held=HELD_DELAYED) for i, c in zip(ids, codes, strict=True)]
     keys = [q.delay, q.delay_msgs, q.msgs, q.ready]
     return await _move(redis, RUN_NOW_LUA, keys, ids, lambda m: run_now(m, q.queue), HELD_DELAYED)
+
+
+async def recover(
+    redis: Redis, q: QueueKeys, acks: Sequence[AckKey], heartbeat_timeout: float, now_ms: int | None = None
+) -> list[JobOutcome]:
+    """Put back what workers with a stale heartbeat hold from `q`, one atomic script per ack set.
+
+    O(messages held), which is bounded by the dead workers' prefetch. A worker whose heartbeat is
+    fresh again when the script runs keeps its messages (no outcome)."""
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    stale_before = now_ms - int(heartbeat_timeout * 1000)
+    outcomes: list[JobOutcome] = []
+    for ack in acks:
+        if (ack.namespace, ack.queue) != (q.namespace, q.queue):
+            continue
+        target, payloads_key = (q.delay, q.delay_msgs) if ack.delayed else (q.ready, q.msgs)
+        keys = [heartbeats_key(q.namespace), ack.key, target, payloads_key]
+        reply = await redis.eval(RECOVER_LUA, len(keys), *keys, ack.worker, str(stale_before))  # type: ignore[misc]
+        if int(reply[0]) != 1:
+            continue
+        where = target + (" (its delay queue)" if ack.delayed else "")
+        outcomes += [
+            JobOutcome(text(r), Outcome.DONE, f"put back on {where}: worker {ack.worker} stopped")
+            for r in reply[1]
+        ]
+        outcomes += [
+            JobOutcome(text(r), Outcome.CHANGED, "already acked: its payload is gone") for r in reply[2]
+        ]
+    return outcomes
 
 
 Rewrite = Callable[[dict[str, Any]], tuple[str | None, dict[str, Any]]]

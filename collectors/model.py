@@ -92,12 +92,63 @@ class DiscoveryStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class FailureGroup:
+    """Failed or dead jobs of one target that broke the same way (see collectors/failures.py)."""
+
+    #: Stable short hash of the fingerprint, for URLs and controls.
+    key: str
+    framework: Framework
+    #: Actor or function; None when the payloads were undecodable.
+    name: str | None
+    #: Exception type as stored (`ValueError`, `app.errors.PaymentDeclined`), or a marker in
+    #: parentheses when there is none: "(no traceback)", "(undecodable)".
+    exception: str
+    #: The message with numbers, ids and quoted values replaced by <n>, <id>, <str>.
+    pattern: str
+    #: One real message of the group, as stored.
+    sample: str
+    count: int
+    first_seen: float | None
+    last_seen: float | None
+    #: (queue key, failures) by count, largest first.
+    queues: tuple[tuple[str, int], ...]
+    #: (queue key, job id) of the newest failure in the group.
+    example: tuple[str, str]
+    #: Failures per bar over `spark_span` seconds ending at the report's time, oldest bar first.
+    spark: tuple[int, ...]
+    spark_span: float
+    #: Failures that expire (are deleted by Redis or by Dramatiq's maintenance) within 1 h and 24 h.
+    expiring_hour: int
+    expiring_day: int
+    next_expiry: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StuckJob:
+    """A job a worker claimed long ago and never finished (Arq), seen from its in-progress key."""
+
+    framework: Framework
+    queue: str
+    job_id: str
+    name: str | None
+    #: At least this long in progress: since Callboard first saw the claim with this try.
+    running_for: float
+    #: Seconds until the claim expires and another worker may run the job again; None: no TTL.
+    claim_ttl: float | None
+    tries: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class CollectedPart:
     """What one framework contributes to a target's snapshot."""
 
     queues: tuple[QueueStats, ...]
     workers: tuple[WorkerStats, ...]
     notes: tuple[str, ...] = ()
+    failures: tuple[FailureGroup, ...] = ()
+    #: Failures the counters know of that the groups do not cover yet (index still filling, or full).
+    failures_missing: int = 0
+    stuck: tuple[StuckJob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +166,10 @@ class TargetSnapshot:
     discovery: DiscoveryStatus
     #: Notes the UI should show (e.g. "Arq liveness is coarse").
     notes: tuple[str, ...] = ()
+    #: Failure groups of every framework, largest first.
+    failures: tuple[FailureGroup, ...] = ()
+    failures_missing: int = 0
+    stuck: tuple[StuckJob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

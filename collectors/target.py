@@ -19,7 +19,15 @@ from redis.exceptions import NoScriptError
 from collectors.arq import ArqCollector
 from collectors.dramatiq import DramatiqCollector
 from collectors.keyspace import KeyspaceScanner
-from collectors.model import CollectedPart, QueueStats, ServerInfo, TargetSnapshot, WorkerStats
+from collectors.model import (
+    CollectedPart,
+    FailureGroup,
+    QueueStats,
+    ServerInfo,
+    StuckJob,
+    TargetSnapshot,
+    WorkerStats,
+)
 
 
 def script_sha(source: str) -> str:
@@ -52,8 +60,10 @@ class TargetCollector:
             framework.observe(batch.keys)
         if batch.pass_complete:
             self.arq.end_pass()
-        # Arq needs follow-up reads of what SCAN found (key types, result payloads), each with a budget.
-        return batch.round_trips + await self.arq.after_scan(self.redis)
+        # Follow-up reads, each with a budget: Arq's key types, result payloads and old claims;
+        # Dramatiq's dead letters for the failure groups.
+        trips = await self.arq.after_scan(self.redis) + await self.dramatiq.after_scan(self.redis)
+        return batch.round_trips + trips
 
     async def collect(self) -> TargetSnapshot:
         started = time.perf_counter()
@@ -65,11 +75,17 @@ class TargetCollector:
         queues: list[QueueStats] = []
         workers: list[WorkerStats] = []
         notes: list[str] = []
+        failures: list[FailureGroup] = []
+        missing = 0
+        stuck: list[StuckJob] = []
         for parse, reply in zip(parsers, replies[2:], strict=True):
             part: CollectedPart = parse(reply)
             queues += part.queues
             workers += part.workers
             notes += part.notes
+            failures += part.failures
+            missing += part.failures_missing
+            stuck += part.stuck
         return TargetSnapshot(
             target=self.name,
             collected_at=time.time(),
@@ -80,6 +96,9 @@ class TargetCollector:
             server=_server_info(info),
             discovery=self.scanner.status(),
             notes=tuple(notes),
+            failures=tuple(sorted(failures, key=lambda g: (-g.count, -(g.last_seen or 0.0), g.key))),
+            failures_missing=missing,
+            stuck=tuple(stuck),
         )
 
     async def _counters(self) -> tuple[list[Any], list[Callable[[Any], CollectedPart]], int]:

@@ -5,6 +5,10 @@ HTML, the progress of operations, and the audit log.
     POST /api/v1/queues/{target}/{framework}/{queue}/{retry|delete|abort}
          JSON {"state": "dead", "ids": [...]}; without "ids": every job in that state
          form (htmx) state=dead&scope=selection&ids=..&ids=..  or  state=dead&scope=all
+    POST /api/v1/queues/{target}/dramatiq/{queue}/recover   {"state": "orphaned"}: put back what
+         workers with a stale heartbeat hold, as Dramatiq's maintenance would
+    POST /api/v1/failures/{target}/{framework}/{group}/{retry|delete}: every job of a failure group
+         (one operation per queue the group spans)
     GET  /api/v1/operations/{id}   /fragments/operations/{id}   /api/v1/audit   /audit
 
 A POST answers 200 with the counts when the operation ends within `WAIT` seconds, else 202 with
@@ -34,7 +38,8 @@ from dashboard.operations import ControlError, ControlRequest, Operation, Operat
 
 #: Seconds a POST waits for its operation before answering 202 with progress.
 WAIT = 5.0
-ACTIONS = ("retry", "delete", "abort")
+ACTIONS = ("retry", "delete", "abort", "recover")
+GROUP_ACTIONS = ("retry", "delete")
 #: Audit entries shown per target.
 AUDIT_PAGE = 200
 
@@ -194,6 +199,55 @@ async def operation_fragment(request: Request) -> Response:
     if op.status != "running":
         response.headers["HX-Trigger"] = "callboard:changed"
     return response
+
+
+async def group_action(request: Request) -> Response:
+    """Retry or delete every job of a failure group, as the index knows it now.
+
+    The ids come from the failure index (the groups on screen); each id still goes through the
+    recipe's compare-and-set, so a job that changed meanwhile is reported, never acted on twice."""
+    p = request.path_params
+    target, framework, key, action = p["target"], p["framework"], p["group"], p["action"]
+    if action not in GROUP_ACTIONS:
+        raise HTTPException(404, f"Expected .../{{{'|'.join(GROUP_ACTIONS)}}} at the end of the path.")
+    collector = views.target_collector(request, target)
+    if collector is None or framework not in (Framework.DRAMATIQ, Framework.ARQ):
+        raise HTTPException(404, f"No {framework} failures on target {target!r}.")
+    index = collector.dramatiq.failures if framework == Framework.DRAMATIQ else collector.arq.results.failures
+    members = index.members(key)
+    if not members:
+        message = "This failure group is empty now: nothing to do."
+        if _htmx(request):
+            response = views.render(request, "partials/operation.html", {"op": None, "message": message})
+            response.headers["HX-Trigger"] = "callboard:changed"
+            return response
+        return respond({"group": key, "status": "finished", "operations": [], "message": message})
+    state = "dead" if framework == Framework.DRAMATIQ else "failed"
+    user, client = _user(request)
+    started: list[tuple[Operation, bool]] = []
+    try:
+        for queue, ids in members.items():
+            control = ControlRequest(
+                target, framework, queue, state, action, tuple(ids), False, user, client, group=key
+            )
+            started.append(_operations(request).start(control))
+    except ControlError as exc:
+        raise HTTPException(400, str(exc)) from None
+    tasks = {op.task for op, _ in started if op.task is not None}
+    await asyncio.wait(tasks, timeout=WAIT)
+    running = any(op.status == "running" for op, _ in started)
+    if _htmx(request):
+        views_ = [(op.view(), joined) for op, joined in started]
+        response = views.render(request, "partials/operations.html", {"ops": views_})
+        if not running:
+            response.headers["HX-Trigger"] = "callboard:changed"
+        return response
+    body = {
+        "group": key,
+        "status": "running" if running else "finished",
+        "operations": [{**op.view(), "joined": joined} for op, joined in started],
+    }
+    return respond(body, 202 if running else 200)
 
 
 async def _audit_entries(request: Request) -> tuple[list[dict[str, Any]], list[str]]:

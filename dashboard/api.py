@@ -92,6 +92,8 @@ async def workers(request: Request) -> Response:
 
 
 async def failures(request: Request) -> Response:
+    """Failure groups, what expires soon, orphaned and stuck work, and the per-queue counts."""
+    context = views.failures_context(request)
     store: SnapshotStore = request.app.state.store
     out = [
         {
@@ -105,7 +107,29 @@ async def failures(request: Request) -> Response:
         for s, q in store.queues()
         if q.counts.get("dead")
     ]
-    return respond({"failures": out})
+    return respond(
+        {
+            "failures": out,
+            "groups": [{"target": r.target, **to_jsonable(r.group)} for r in context["groups"]],
+            "retention": {
+                "failures": context["total"],
+                "not_grouped_yet": context["missing"],
+                "expiring_within_hour": context["expiring_hour"],
+                "expiring_within_day": context["expiring_day"],
+                "next_expiry": context["next_expiry"],
+            },
+            "orphaned": [
+                {
+                    "target": r.target,
+                    "queue": r.queue.key,
+                    "messages": r.queue.orphaned,
+                    "workers": [w.worker_id for w in r.workers],
+                }
+                for r in context["orphans"]
+            ],
+            "stuck": [{"target": t, **to_jsonable(j)} for t, j in context["stuck"]],
+        }
+    )
 
 
 def _post(summary: str, params: list[str], body: bool) -> dict[str, Any]:
@@ -163,7 +187,19 @@ OPENAPI: dict[str, Any] = {
             "Everything stored about one job", ["target", "framework", "queue", "job_id"]
         ),
         "/api/v1/workers": _op("Workers of every target", []),
-        "/api/v1/failures": _op("Queues with dead or failed jobs", []),
+        "/api/v1/failures": _op(
+            "Failure groups (by cause), retention, orphaned and stuck work, and queues with dead jobs",
+            [],
+            ("framework",),
+        ),
+        **{
+            f"/api/v1/failures/{{target}}/{{framework}}/{{group}}/{action}": _post(
+                f"{action} every job of a failure group (one operation per queue it spans)",
+                ["target", "framework", "group"],
+                body=False,
+            )
+            for action in ("retry", "delete")
+        },
         "/api/v1/audit": _op("The newest controls run, from every target's audit log", []),
         "/api/v1/operations/{op_id}": _op("Progress and outcome of a control", ["op_id"]),
         **{
@@ -172,7 +208,7 @@ OPENAPI: dict[str, Any] = {
                 ["target", "framework", "queue"],
                 body=True,
             )
-            for action in ("retry", "delete", "abort")
+            for action in ("retry", "delete", "abort", "recover")
         },
         **{
             f"/api/v1/jobs/{{target}}/{{framework}}/{{queue}}/{{job_id}}/{action}": _post(

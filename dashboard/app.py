@@ -124,6 +124,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/fragments/overview", views.overview_fragment),
         Route("/fragments/banner", views.banner_fragment),
         Route("/fragments/workers", views.workers_fragment),
+        Route("/fragments/failures", views.failures_fragment),
         Route("/fragments/queues/" + q, views.queue_fragment),
         Route("/fragments/jobs/" + q, views.jobs_fragment),
         Route("/fragments/operations/{op_id}", actions.operation_fragment),
@@ -137,6 +138,9 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/v1/operations/{op_id}", actions.operation),
         Route("/api/v1/queues/{target}/{framework}/{rest:path}", actions.queue_action, methods=["POST"]),
         Route("/api/v1/jobs/{target}/{framework}/{rest:path}", actions.job_action, methods=["POST"]),
+        Route(
+            "/api/v1/failures/{target}/{framework}/{group}/{action}", actions.group_action, methods=["POST"]
+        ),
         Route("/metrics", metrics_endpoint),
         Route("/healthz", healthz),
         Route("/readyz", readyz),

@@ -10,6 +10,7 @@ Config file shape (every key optional):
     namespaces = ["dramatiq"]              # discovered when not listed
     queues = ["dramatiq:default"]          # always shown, even while empty
     heartbeat_timeout = 60
+    dead_message_ttl = 604800              # the broker's, in seconds (7 days): when dead letters go
     [targets.dramatiq.results]             # only when the app stores results
     namespace = "dramatiq-results"
     prefix_keys = false                    # Dramatiq 2.2 use_namespace_prefix_keys
@@ -19,6 +20,7 @@ Config file shape (every key optional):
     serializer = "auto"                    # auto (sniffed) | pickle | msgpack | json
     health_check_interval = 3600           # the workers' setting, to turn the key's TTL into an age
     allow_abort_jobs = false               # true only if every worker runs with allow_abort_jobs=True
+    job_timeout = 300                      # the workers' job_timeout: older claims show as stuck
 
     [auth]                                 # when present, everything but /healthz needs credentials
     users = { alice = "scrypt$..." }       # `callboard hash-password`
@@ -38,7 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from collectors.arq import SERIALIZERS, ArqConfig
-from collectors.dramatiq import DramatiqConfig, ResultsConfig
+from collectors.dramatiq import DEAD_MESSAGE_TTL, DramatiqConfig, ResultsConfig
 from dashboard.access import AuthConfig, is_loopback, valid_hash
 
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -251,6 +253,7 @@ def _target_table(table: dict[str, Any], path: Path) -> TargetSettings:
         queues=_strings(dq.get("queues", []), "dramatiq.queues"),
         heartbeat_timeout=float(dq.get("heartbeat_timeout", 60.0)),
         idle_ttl=float(dq.get("idle_ttl", 3600.0)),
+        dead_message_ttl=float(dq.get("dead_message_ttl", DEAD_MESSAGE_TTL)),
         results=ResultsConfig(
             namespace=str(results.get("namespace", "dramatiq-results")),
             prefix_keys=bool(results.get("prefix_keys", False)),
@@ -268,5 +271,6 @@ def _target_table(table: dict[str, Any], path: Path) -> TargetSettings:
         serializer=serializer,
         health_check_interval=float(aq.get("health_check_interval", 3600.0)),
         allow_abort_jobs=_flag(aq.get("allow_abort_jobs", False), "arq.allow_abort_jobs"),
+        job_timeout=float(aq.get("job_timeout", 300.0)),
     )
     return replace(base, dramatiq=dramatiq, arq=arq, results_url=results_url)

@@ -16,7 +16,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from collectors import arq, dramatiq
-from collectors.model import QUEUE_STATES, Framework, JobDetail, JobPage, QueueStats
+from collectors.model import (
+    QUEUE_STATES,
+    FailureGroup,
+    Framework,
+    JobDetail,
+    JobPage,
+    QueueStats,
+    StuckJob,
+    WorkerStats,
+)
 from collectors.target import TargetCollector
 from dashboard import operations
 from dashboard.rendercache import RenderCache, Rendered, send
@@ -179,13 +188,81 @@ def failure_rows(store: SnapshotStore) -> list[QueueRow]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class GroupRow:
+    target: str
+    group: FailureGroup
+    #: SVG bars of when they failed: (x, height) per bar, in a 120 x 24 box.
+    bars: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanRow:
+    target: str
+    queue: QueueStats
+    #: Workers with a stale heartbeat that hold messages of this queue.
+    workers: tuple[WorkerStats, ...]
+
+
+def _bars(spark: tuple[int, ...]) -> tuple[tuple[float, float], ...]:
+    top = max(spark, default=0) or 1
+    width = 120 / max(1, len(spark))
+    return tuple((i * width, max(1.0, 22 * n / top) if n else 0.0) for i, n in enumerate(spark))
+
+
+def failures_context(request: Request) -> dict[str, Any]:
+    """Everything the failures page shows, from the store alone: groups, retention, orphans, stuck."""
+    store = _store(request)
+    framework = request.query_params.get("framework") or ""
+    groups: list[GroupRow] = []
+    orphans: list[OrphanRow] = []
+    stuck: list[tuple[str, StuckJob]] = []
+    missing = 0
+    for state in store.targets():
+        snap = state.snapshot
+        if snap is None:
+            continue
+        missing += snap.failures_missing
+        groups += [
+            GroupRow(state.name, g, _bars(g.spark))
+            for g in snap.failures
+            if not framework or g.framework.value == framework
+        ]
+        stale = [w for w in snap.workers if w.framework == Framework.DRAMATIQ and not w.alive and w.in_flight]
+        for q in snap.queues:
+            if q.orphaned:
+                holders = tuple(w for w in stale if w.namespace == q.namespace and q.name in w.queues)
+                orphans.append(OrphanRow(state.name, q, holders))
+        stuck += [(state.name, j) for j in snap.stuck]
+    groups.sort(key=lambda r: (-r.group.count, -(r.group.last_seen or 0.0), r.target, r.group.key))
+    total = sum(r.group.count for r in groups)
+    next_expiries = [r.group.next_expiry for r in groups if r.group.next_expiry is not None]
+    return {
+        "groups": groups,
+        "framework": framework,
+        "total": total,
+        "missing": missing,
+        "expiring_hour": sum(r.group.expiring_hour for r in groups),
+        "expiring_day": sum(r.group.expiring_day for r in groups),
+        "next_expiry": min(next_expiries, default=None),
+        "orphans": orphans,
+        "stuck": stuck,
+        "rows": failure_rows(store),
+        "controls": not request.app.state.settings.read_only,
+    }
+
+
 async def failures(request: Request) -> Response:
-    return await _live(request, "pages/failures.html", lambda: {"rows": failure_rows(_store(request))})
+    return await _live(request, "pages/failures.html", lambda: failures_context(request))
+
+
+async def failures_fragment(request: Request) -> Response:
+    return await _live(request, "partials/failures_body.html", lambda: failures_context(request))
 
 
 def _queue_context(request: Request) -> dict[str, Any]:
     target, framework, key = (request.path_params[k] for k in ("target", "framework", "queue"))
-    if framework not in BROWSE_STATES or _collector(request, target) is None:
+    if framework not in BROWSE_STATES or target_collector(request, target) is None:
         raise HTTPException(404, f"No queue {key!r} on target {target!r} ({framework}).")
     found = _store(request).queue(target, framework, key)
     state = _store(request).get(target)
@@ -239,7 +316,7 @@ def action_label(state: str, action: str) -> str:
 
 def control_actions(request: Request, target: str, framework: str, state: str) -> list[tuple[str, str]]:
     """(action, label) of the controls shown for jobs in `state`; none in read-only mode."""
-    collector = _collector(request, target)
+    collector = target_collector(request, target)
     if request.app.state.settings.read_only or collector is None:
         return []
     return [(a, action_label(state, a)) for a in operations.actions(collector, framework, state)]
@@ -295,7 +372,7 @@ async def job_page(request: Request) -> Response:
 # -- shared with the JSON API ----------------------------------------------------------------------
 
 
-def _collector(request: Request, target: str) -> TargetCollector | None:
+def target_collector(request: Request, target: str) -> TargetCollector | None:
     collectors: dict[str, TargetCollector] = request.app.state.collectors
     return collectors.get(target)
 
@@ -317,7 +394,7 @@ def split_job_path(rest: str) -> tuple[str, str]:
 
 
 async def list_jobs(request: Request, target: str, framework: str, key: str, state: str) -> JobPage:
-    collector = _collector(request, target)
+    collector = target_collector(request, target)
     if collector is None or framework not in BROWSE_STATES:
         raise HTTPException(404, f"No queue {key!r} on target {target!r} ({framework}).")
     if state not in BROWSE_STATES[framework]:
@@ -332,7 +409,7 @@ async def list_jobs(request: Request, target: str, framework: str, key: str, sta
 
 
 async def load_job(request: Request, target: str, framework: str, key: str, job_id: str) -> JobDetail | None:
-    collector = _collector(request, target)
+    collector = target_collector(request, target)
     if collector is None:
         raise HTTPException(404, f"Unknown target {target!r}.")
     if framework == Framework.ARQ:
