@@ -357,9 +357,14 @@ class DramatiqCollector:
         for (q, walk, backward), rows in zip(steps, batches, strict=True):
             rows = [(_text(m), float(score)) for m, score in rows]
             _advance(walk, rows, backward, size)
+            fresh = [(rid, score) for rid, score in rows if rid not in self.failures]
             if not backward and len(rows) < size:
                 walk.walked_at = now
-            fresh = [(rid, score) for rid, score in rows if rid not in self.failures]
+                behind = self.failures.count(q.ready) < self._dead_counts.get(q.ready, 0)
+                if behind and not fresh and not self.failures.full:
+                    # Caught up, yet dead letters are missing (removed from the index by a wrong
+                    # guess, or skipped at a tie): walk the queue again; known payloads are not re-read.
+                    self._walks[q.ready] = _DeadWalk()
             if fresh:
                 wanted.append((q, fresh))
         if not wanted:
