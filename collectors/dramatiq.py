@@ -369,14 +369,19 @@ class DramatiqCollector:
                 wanted.append((q, fresh))
         if not wanted:
             return 1
-        async with redis.pipeline(transaction=False) as pipe:
+        # Payloads with their scores again, atomically: a dead letter requeued or deleted since the
+        # ids were read is skipped, while one whose payload is really missing shows as undecodable.
+        async with redis.pipeline(transaction=True) as pipe:
             for q, fresh in wanted:
                 pipe.hmget(q.dead_msgs, [rid for rid, _ in fresh])
-            payload_rows = await pipe.execute()
+                pipe.zmscore(q.dead, [rid for rid, _ in fresh])
+            replies = await pipe.execute()
         ttl = self.config.dead_message_ttl
-        for (q, fresh), raws in zip(wanted, payload_rows, strict=True):
-            for (rid, score), raw in zip(fresh, raws, strict=True):
-                self.failures.add(dead_failure(rid, q.ready, raw, score / 1000.0, ttl))
+        for i, (q, fresh) in enumerate(wanted):
+            raws, scores = replies[2 * i], replies[2 * i + 1]
+            for (rid, score), raw, still in zip(fresh, raws, scores, strict=True):
+                if still is not None:
+                    self.failures.add(dead_failure(rid, q.ready, raw, score / 1000.0, ttl))
         return 2
 
     def _forget_dead(self, name: str) -> None:

@@ -104,7 +104,7 @@ async def test_dead_letters_are_grouped_by_cause_across_queues(
         )
     dead_letter(sync_redis, emails, "first-try", "send", None, NOW_MS - 300)
     sync_redis.hset(emails.dead_msgs, "junk", "{not json")
-    sync_redis.zadd(emails.dead, {"junk": NOW_MS - 400})
+    sync_redis.zadd(emails.dead, {"junk": NOW_MS - 400, "no-payload": NOW_MS - 500})
     target = TargetCollector("t", aredis, DramatiqCollector(DramatiqConfig(dead_message_ttl=3600)))
     snap = await settle(target)
     groups = by_pattern(snap)
@@ -113,6 +113,7 @@ async def test_dead_letters_are_grouped_by_cause_across_queues(
         ("send", "OSError", "[Errno <n>] Connection refused"): 4,
         ("send", NO_TRACEBACK, ""): 1,
         (None, "(undecodable)", "not JSON: JSONDecodeError"): 1,
+        (None, "(undecodable)", "missing payload"): 1,
     }
     charge = groups[("charge", "app.PaymentDeclined", "card <n> declined")]
     assert charge.queues == (("dramatiq:billing", 7), ("dramatiq:emails", 3))
