@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from dramatiq.brokers.redis import RedisBroker
-from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, Playwright, sync_playwright
 
 from tests.conftest import SERVERS
 from tests.servers import Callboard, RedisServer
@@ -96,3 +96,32 @@ def broker(browser_redis: RedisServer) -> Iterator[RedisBroker]:
     broker = new_broker(browser_redis.url)
     yield broker
     close_broker(broker)
+
+
+@pytest.fixture
+def console_errors(page: Page) -> list[str]:
+    """Script errors and failed loads the page reports, but the browser's own /favicon.ico probe."""
+    errors: list[str] = []
+
+    def record(msg: ConsoleMessage) -> None:
+        if msg.type == "error" and not msg.location.get("url", "").endswith("/favicon.ico"):
+            errors.append(f"{msg.text} ({msg.location.get('url')})")
+
+    page.on("console", record)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return errors
+
+
+def answer_next_dialog(page: Page, accept: bool) -> list[str]:
+    """Accept or dismiss the next dialog; the returned list receives its message."""
+    messages: list[str] = []
+
+    def handle(dialog: Dialog) -> None:
+        messages.append(dialog.message)
+        if accept:
+            dialog.accept()
+        else:
+            dialog.dismiss()
+
+    page.once("dialog", handle)
+    return messages

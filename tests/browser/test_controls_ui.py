@@ -17,10 +17,10 @@ from urllib.parse import quote
 
 import pytest
 from dramatiq.brokers.redis import RedisBroker
-from playwright.sync_api import ConsoleMessage, Dialog, Locator, Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from tests.browser import controls_worker_app as app
-from tests.browser.conftest import POLL_SECONDS, TARGET, start_callboard
+from tests.browser.conftest import POLL_SECONDS, TARGET, answer_next_dialog, start_callboard
 from tests.servers import Callboard, Process, RedisServer, child_env, wait_until
 
 pytestmark = pytest.mark.browser
@@ -100,35 +100,6 @@ def board(browser_redis: RedisServer, worker: DeadLetters) -> Iterator[Callboard
     started = start_callboard(TARGET, browser_redis)
     yield started
     started.stop()
-
-
-@pytest.fixture
-def console_errors(page: Page) -> list[str]:
-    """Script errors and failed loads the page reports, but the browser's own /favicon.ico probe."""
-    errors: list[str] = []
-
-    def record(msg: ConsoleMessage) -> None:
-        if msg.type == "error" and not msg.location.get("url", "").endswith("/favicon.ico"):
-            errors.append(f"{msg.text} ({msg.location.get('url')})")
-
-    page.on("console", record)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    return errors
-
-
-def answer_next_dialog(page: Page, accept: bool) -> list[str]:
-    """Accept or dismiss the next dialog; the returned list receives its message."""
-    messages: list[str] = []
-
-    def handle(dialog: Dialog) -> None:
-        messages.append(dialog.message)
-        if accept:
-            dialog.accept()
-        else:
-            dialog.dismiss()
-
-    page.once("dialog", handle)
-    return messages
 
 
 def test_requeue_selected_rows_from_the_dead_tab(
