@@ -44,6 +44,7 @@ from collectors.model import (
     JobResult,
     JobSummary,
     QueueStats,
+    StoredCall,
     StuckJob,
     Undecodable,
     WorkerStats,
@@ -772,4 +773,13 @@ async def get_job(redis: Redis, collector: ArqCollector, queue: str, job_id: str
         notes=tuple(notes),
         size=len(raw),
         raw=display(value),
+        call=stored_call(value, serializer_of(raw, serializer)),
     )
+
+
+def stored_call(record: Mapping[str, Any], serializer: str) -> StoredCall | None:
+    """The job's args and kwargs as decoded (for "copy as code"); None when they are not a list and a dict."""
+    args, kwargs = record.get("a"), record.get("k")
+    if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
+        return None
+    return StoredCall(tuple(args), kwargs, serializer)

@@ -251,6 +251,21 @@ class JobResult:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredCall:
+    """A call's arguments as decoded, with their Python types: what "copy as code" re-sends.
+
+    `JobDetail.args`/`kwargs` are JSON-able renderings for display, where an Arq pickle's datetime,
+    tuple, set or bytes becomes a string or a list; re-sending those would change the call.
+    """
+
+    args: tuple[Any, ...]
+    #: Keys as stored (a hostile payload may hold non-string keys).
+    kwargs: Mapping[Any, Any]
+    #: The serializer that wrote the payload (Arq: pickle | msgpack | json), which a re-send must use.
+    serializer: str
+
+
+@dataclass(frozen=True, slots=True)
 class JobDetail:
     framework: Framework
     queue_key: str
@@ -274,6 +289,9 @@ class JobDetail:
     undecodable: Undecodable | None = None
     #: The whole decoded payload, for the "raw" view.
     raw: Any = None
+    #: The arguments with their Python types, when `args`/`kwargs` are a lossy rendering (Arq);
+    #: None for Dramatiq, whose JSON args are exact. Holds placeholders: never sent as JSON.
+    call: StoredCall | None = field(default=None, metadata={"json": False})
 
 
 # -- controls ----------------------------------------------------------------------------------------

@@ -20,7 +20,9 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)  # NaN/Infinity are not JSON; Dramatiq's encoder writes them anyway
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        # Fields marked json=False hold Python objects for the server's own use (JobDetail.call).
+        fields = (f for f in dataclasses.fields(value) if f.metadata.get("json", True))
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in fields}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, dict):
@@ -79,7 +81,8 @@ async def job(request: Request) -> Response:
     detail = await views.load_job(request, p["target"], p["framework"], key, job_id)
     if detail is None:
         raise HTTPException(404, f"No job {job_id!r} in {key!r}: it finished, was deleted or never existed.")
-    return respond(detail)
+    snippet = views.resend(request, p["target"], detail)
+    return respond({**to_jsonable(detail), "resend_code": snippet.code, "resend_notes": snippet.notes})
 
 
 async def workers(request: Request) -> Response:
@@ -184,7 +187,8 @@ OPENAPI: dict[str, Any] = {
             ("state", "cursor", "limit"),
         ),
         "/api/v1/jobs/{target}/{framework}/{queue}/{job_id}": _op(
-            "Everything stored about one job", ["target", "framework", "queue", "job_id"]
+            "Everything stored about one job, and `resend_code`: Python that re-sends it by hand",
+            ["target", "framework", "queue", "job_id"],
         ),
         "/api/v1/workers": _op("Workers of every target", []),
         "/api/v1/failures": _op(

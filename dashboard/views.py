@@ -27,8 +27,9 @@ from collectors.model import (
     WorkerStats,
 )
 from collectors.target import TargetCollector
-from dashboard import operations
+from dashboard import operations, snippets
 from dashboard.rendercache import RenderCache, Rendered, send
+from dashboard.settings import DEFAULT_URL
 from dashboard.store import SnapshotStore, TargetState
 
 HTML = "text/html; charset=utf-8"
@@ -366,7 +367,13 @@ async def job_page(request: Request) -> Response:
             status=404,
         )
     actions = control_actions(request, target, framework, detail.state)
-    return render(request, "pages/job.html", {"job": detail, "target_name": target, "actions": actions})
+    context = {
+        "job": detail,
+        "target_name": target,
+        "actions": actions,
+        "resend": resend(request, target, detail),
+    }
+    return render(request, "pages/job.html", context)
 
 
 # -- shared with the JSON API ----------------------------------------------------------------------
@@ -384,6 +391,12 @@ def _paging(request: Request) -> tuple[int, int]:
     except ValueError:
         raise HTTPException(400, "cursor and limit must be integers") from None
     return offset, min(max(limit, 1), 500)
+
+
+def resend(request: Request, target: str, detail: JobDetail) -> snippets.Snippet:
+    """The job's "copy as code" snippet, written with the target's URL minus its password."""
+    settings = request.app.state.settings.target(target)
+    return snippets.resend_snippet(detail, settings.safe_url if settings else DEFAULT_URL)
 
 
 def split_job_path(rest: str) -> tuple[str, str]:

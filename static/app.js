@@ -65,6 +65,25 @@
     if (window.confirm(evt.detail.question.replace("{n}", String(n)))) evt.detail.issueRequest(true);
   });
 
+  // "Copy as code": the Clipboard API needs a secure context (https or localhost) and may be refused;
+  // then the code is selected instead, for Ctrl-C.
+  document.addEventListener("click", function (evt) {
+    var button = evt.target.closest ? evt.target.closest("button[data-copy]") : null;
+    var code = button && document.getElementById(button.dataset.copy);
+    if (!code) return;
+    var status = button.parentNode.querySelector("[data-copy-status]");
+    function say(text) { if (status) status.textContent = text; }
+    function select() {
+      var range = document.createRange();
+      range.selectNodeContents(code);
+      window.getSelection().removeAllRanges();
+      window.getSelection().addRange(range);
+      say("Selected: press Ctrl+C to copy");
+    }
+    if (!navigator.clipboard || !window.isSecureContext) { select(); return; }
+    navigator.clipboard.writeText(code.textContent).then(function () { say("Copied"); }, select);
+  });
+
   document.addEventListener("DOMContentLoaded", function () { updateChart(); showVisibility(); });
   document.addEventListener("htmx:afterSettle", updateChart);
   document.addEventListener("visibilitychange", showVisibility);
