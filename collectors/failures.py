@@ -44,7 +44,8 @@ UNDECODABLE = "(undecodable)"
 _QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
 _UUID = re.compile(r"\b[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\b")
 _HEX = re.compile(r"\b0x[0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b")
-_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+#: A minus sign counts when it starts a word ("id -3"), not inside one ("2026-11-21").
+_NUMBER = re.compile(r"(?:(?<![\w.])-)?\d+(?:[.,:]\d+)*")
 _SPACE = re.compile(r"\s+")
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s?(.*))?$", re.DOTALL)
 

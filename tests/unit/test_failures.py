@@ -25,6 +25,7 @@ from collectors.model import Framework
         ("sha deadbeef12345678 mismatch", "sha <id> mismatch"),
         ("took 12.5s, limit 10s", "took <n>s, limit <n>s"),
         ("at 10:04:54 on 2026-11-21", "at <n> on <n>-<n>-<n>"),
+        ("invalid order id -3", "invalid order id <n>"),
         ("  spaced \n  out  ", "spaced out"),
         # Words that merely look like hex stay: they vary between causes, not occurrences.
         ("decade facade", "decade facade"),
