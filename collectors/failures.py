@@ -43,7 +43,11 @@ UNDECODABLE = "(undecodable)"
 
 _QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
 _UUID = re.compile(r"\b[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\b")
-_HEX = re.compile(r"\b0x[0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b")
+#: 0x addresses, and runs of 6+ hex digits mixing digits and letters, also inside words
+#: (`rpt_a9ff3f1`): object ids, hashes, short uuids.
+_HEX = re.compile(
+    r"\b0x[0-9a-fA-F]+\b|(?<![0-9A-Za-z])(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{6,}(?![0-9A-Za-z])"
+)
 #: A minus sign counts when it starts a word ("id -3"), not inside one ("2026-11-21").
 _NUMBER = re.compile(r"(?:(?<![\w.])-)?\d+(?:[.,:]\d+)*")
 _SPACE = re.compile(r"\s+")

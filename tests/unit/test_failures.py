@@ -23,6 +23,8 @@ from collectors.model import Framework
         ("job 9f1c2e7a-1b2c-4d5e-8f90-123456789abc expired", "job <id> expired"),
         ("object at 0x7f3a2b1c gone", "object at <id> gone"),
         ("sha deadbeef12345678 mismatch", "sha <id> mismatch"),
+        ("query for rpt_a9ff3f1 exceeded", "query for rpt_<id> exceeded"),
+        ("refund for ord_123 refused", "refund for ord_<n> refused"),
         ("took 12.5s, limit 10s", "took <n>s, limit <n>s"),
         ("at 10:04:54 on 2026-11-21", "at <n> on <n>-<n>-<n>"),
         ("invalid order id -3", "invalid order id <n>"),
