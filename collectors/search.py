@@ -1,0 +1,486 @@
+"""Searching a target's stored jobs by id, actor or function, argument text or exception text.
+
+Read-only, and never in one go: a `Scan` walks its sources one bounded call at a time, and the
+caller (dashboard/searches.py) decides how many steps to run before yielding to everything else.
+
+    source                           one step                                   what it costs Redis
+    Dramatiq N:Q.msgs (ready and     HSCAN COUNT 1000                           ~1 ms, ~300 kB reply
+      in flight), N:Q.DQ.msgs,
+      N:Q.XQ.msgs
+    Arq queue zset Q                 ZSCAN COUNT 1000, then MGET arq:job:<id>   ~1 ms + ~0.5 ms
+                                     (skipped when only ids are searched)
+    Arq results                      MGET arq:result:<id> of 1000 ids the       ~0.5 ms
+                                     results index holds (collectors/arq.py)
+
+Key names come from the layout modules (`dramatiq.QueueKeys`, `arq.job_key`, `arq.result_key`).
+Payloads are first checked on their raw bytes (cheap: every ASCII word of the query must occur in
+the lower-cased bytes) and only candidates are decoded, Arq's pickles by the restricted unpickler
+alone. Then the field asked for is matched exactly, case-insensitively (`str.casefold`):
+
+    id     Dramatiq redis message id and message_id; Arq job id
+    name   actor (Dramatiq) or function (Arq)
+    args   every string, key and number inside args and kwargs (not dates, UUIDs, None or booleans)
+    error  last line of the stored traceback (Dramatiq); the stored exception, `Type: message` (Arq)
+    any    all of these
+
+Why the raw check cannot miss a match: JSON keeps every ASCII letter, digit and underscore of its
+strings, keys and numbers as they are; pickle and msgpack keep strings as UTF-8, but numbers (and
+None, True, False) in binary, so for them words made only of digits and "e", and "none", "true",
+"false", are not checked. A stored non-ASCII character whose case folds into ASCII (the Kelvin sign)
+is the one thing the check can miss.
+
+`lookup` finds an exact id at once: Dramatiq redis message ids by HGET in each queue's three hashes,
+Arq ids by GET of the job and result keys and ZSCORE in each queue, in one round trip.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from collectors import arq, dramatiq, payloads, unpickler
+from collectors.arq import _job_summary, _result_summary
+from collectors.keyspace import text
+from collectors.model import Framework, JobSummary, Undecodable
+from collectors.target import TargetCollector
+
+FIELDS = ("any", "id", "name", "args", "error")
+#: Entries asked for per HSCAN / ZSCAN call, and result ids per MGET.
+COUNT = 1000
+#: Query length cap (a query is matched against every candidate's texts).
+MAX_QUERY = 200
+#: Ids remembered to drop duplicates (HSCAN/ZSCAN may return an entry twice while a hash rehashes);
+#: past this, counts may include such a duplicate and say "about".
+SEEN_CAP = 200_000
+#: Leaves of one payload's args looked at (hostile payloads can be huge); the rest is not matched.
+LEAF_LIMIT = 10_000
+_WORD = re.compile(rb"[a-z0-9_]+")
+#: Words a binary serializer may store as binary rather than text (numbers, None and booleans).
+_BINARY_NUMBER = re.compile(rb"[0-9e]+")
+_BINARY_WORDS = (b"none", b"true", b"false")
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    text: str
+    field: str = "any"
+
+    def __post_init__(self) -> None:
+        if self.field not in FIELDS:
+            raise ValueError(f"search field must be one of {', '.join(FIELDS)}")
+        if not self.text.strip() or len(self.text) > MAX_QUERY:
+            raise ValueError(f"search text must be 1 to {MAX_QUERY} characters")
+
+    @property
+    def needle(self) -> str:
+        return self.text.strip().casefold()
+
+
+@dataclass(frozen=True, slots=True)
+class Prefilter:
+    """Words every candidate's raw bytes must contain: for JSON payloads, and for binary ones."""
+
+    text_words: tuple[bytes, ...]
+    binary_words: tuple[bytes, ...]
+
+
+def prefilter(query: Query) -> Prefilter:
+    # Non-ASCII characters only separate words: JSON escapes them, and case folding differs.
+    ascii_only = "".join(c if c.isascii() else " " for c in query.text).lower().encode()
+    words = tuple(dict.fromkeys(_WORD.findall(ascii_only)))
+    binary = tuple(
+        w for w in words if not _BINARY_NUMBER.fullmatch(w) and not any(w in b for b in _BINARY_WORDS)
+    )
+    return Prefilter(words, binary)
+
+
+def passes(raw: bytes, words: tuple[bytes, ...]) -> bool:
+    """Whether `raw` may hold a match. O(len(raw)) per word: `bytes.lower` and `in` run in C."""
+    if not words:
+        return True
+    lowered = raw.lower()
+    return all(w in lowered for w in words)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One hash, sorted set or list of result ids to walk through."""
+
+    target: str
+    framework: Framework
+    #: The queue's key, as URLs carry it.
+    queue: str
+    #: "hash" (Dramatiq payloads), "zset" (an Arq queue), "results" (Arq results from the index).
+    kind: str
+    #: The hash or sorted set walked ("" for results).
+    key: str
+    #: State of what it holds; a Dramatiq `.msgs` entry is told ready or in flight per hit.
+    state: str
+    #: Results: the ids the results index held when the search started.
+    ids: tuple[str, ...] = ()
+    #: Dramatiq `.msgs`: the known ack sets of the queue (an id in one is in flight).
+    acks: tuple[str, ...] = ()
+    #: Dramatiq `.XQ.msgs`: the sorted set holding when each was dead-lettered.
+    dead_times: str = ""
+    serializer: str = "auto"
+
+    @property
+    def label(self) -> str:
+        return f"{self.target} · {self.queue} · {self.state.replace('_', ' ')}"
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    target: str
+    framework: Framework
+    queue: str
+    #: What matched: id, name, args or error.
+    matched: str
+    job: JobSummary
+
+
+def sources(
+    collector: TargetCollector, framework: str | None = None, queue: str | None = None
+) -> list[Source]:
+    """What a search of this target walks: every known queue, or one, of one or both frameworks."""
+    out: list[Source] = []
+    name = collector.name
+    if framework in (None, Framework.DRAMATIQ):
+        for q in collector.dramatiq.queue_keys():
+            if queue is not None and q.ready != queue:
+                continue
+            acks = tuple(a.key for a in collector.dramatiq.ack_keys(q) if not a.delayed)
+            fw = Framework.DRAMATIQ
+            out += [
+                Source(name, fw, q.ready, "hash", q.msgs, "ready", acks=acks),
+                Source(name, fw, q.ready, "hash", q.delay_msgs, "delayed"),
+                Source(name, fw, q.ready, "hash", q.dead_msgs, "dead", dead_times=q.dead),
+            ]
+    if framework in (None, Framework.ARQ):
+        serializer = collector.arq.config.serializer
+        by_queue: dict[str, list[str]] = {}
+        for job_id, entry in collector.arq.results.entries.items():
+            by_queue.setdefault(entry.queue, []).append(job_id)
+        for key in collector.arq.queue_names():
+            if queue is not None and key != queue:
+                continue
+            fw = Framework.ARQ
+            ids = tuple(by_queue.get(key, ()))
+            out.append(Source(name, fw, key, "zset", key, "queued", serializer=serializer))
+            out.append(Source(name, fw, key, "results", "", "results", ids=ids, serializer=serializer))
+    return out
+
+
+# -- matching --------------------------------------------------------------------------------------
+
+
+def leaves(value: Any, limit: int = LEAF_LIMIT) -> Iterator[str]:
+    """The strings, keys and numbers inside decoded args, as text. Iterative: payloads can be deep."""
+    stack: list[Any] = [value]
+    visited = 0
+    while stack and visited < limit:
+        item = stack.pop()
+        visited += 1
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int) or (isinstance(item, float) and math.isfinite(item)):
+            yield repr(item)
+        elif isinstance(item, bytes | bytearray):
+            yield bytes(item[:10_000]).decode("utf-8", "replace")
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                stack += [k, v]
+        elif isinstance(item, list | tuple | set | frozenset):
+            stack.extend(item)
+        elif isinstance(item, unpickler.Placeholder):
+            yield item.qualified_name
+            stack += [item.args, item.state]
+        elif isinstance(item, BaseException):
+            yield type(item).__name__
+            stack.extend(item.args)
+
+
+def _texts(framework: Framework, value: dict[str, Any], want: str, result: bool) -> Iterable[str]:
+    if framework == Framework.DRAMATIQ:
+        options = value.get("options") if isinstance(value.get("options"), dict) else {}
+        assert isinstance(options, dict)
+        if want == "id":
+            return [t for t in (payloads.as_text(value.get("message_id")),) if t]
+        if want == "name":
+            return [t for t in (payloads.as_text(value.get("actor_name")),) if t]
+        if want == "args":
+            return leaves([value.get("args"), value.get("kwargs")])
+        return [t for t in (payloads.last_line(payloads.as_text(options.get("traceback"))),) if t]
+    if want == "name":
+        return [t for t in (payloads.as_text(value.get("f")),) if t]
+    if want == "args":
+        return leaves([value.get("a"), value.get("k")])
+    if want == "error" and result and not value.get("s"):
+        kind, message, _ = arq.exception_parts(value.get("r"))
+        return [f"{kind}: {message}" if message else kind]
+    return []
+
+
+def match(
+    query: Query, framework: Framework, job_id: str, value: dict[str, Any] | Undecodable, result: bool = False
+) -> str | None:
+    """The first field of `query` that matches (id, name, args, error), or None."""
+    needle = query.needle
+    wanted = ("id", "name", "args", "error") if query.field == "any" else (query.field,)
+    for want in wanted:
+        if want == "id" and needle in job_id.casefold():
+            return want
+        if isinstance(value, Undecodable):
+            continue
+        if any(needle in t.casefold() for t in _texts(framework, value, want, result)):
+            return want
+    return None
+
+
+# -- the walk --------------------------------------------------------------------------------------
+
+
+class Scan:
+    """One target's part of a search: its sources, where it is in them, and what it found so far.
+
+    Memory: the kept hits are the caller's; here, the ids of hits (at most SEEN_CAP) to drop
+    duplicates, and the results index's ids copied into the sources when the search started.
+    """
+
+    def __init__(self, redis: Redis, query: Query, plan: list[Source]) -> None:
+        self.redis = redis
+        self.query = query
+        self.sources = plan
+        self.filter = prefilter(query)
+        self.index = 0
+        self.cursor = 0
+        self.position = 0
+        self.scanned = 0
+        self.totals: list[int] = [len(s.ids) for s in plan]
+        self.seen: set[tuple[str, str]] = set()
+        self.approximate = False
+
+    @property
+    def done(self) -> bool:
+        return self.index >= len(self.sources)
+
+    @property
+    def total(self) -> int:
+        return sum(self.totals)
+
+    @property
+    def current(self) -> Source | None:
+        return None if self.done else self.sources[self.index]
+
+    async def measure(self) -> None:
+        """How many entries each source holds now (HLEN / ZCARD), pipelined: one round trip."""
+        walked = [i for i, s in enumerate(self.sources) if s.kind != "results"]
+        if not walked:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for i in walked:
+                s = self.sources[i]
+                pipe.hlen(s.key) if s.kind == "hash" else pipe.zcard(s.key)
+            sizes = await pipe.execute()
+        for i, size in zip(walked, sizes, strict=True):
+            self.totals[i] = int(size)
+
+    def fresh(self, hits: list[Hit]) -> list[Hit]:
+        """`hits` without those already found (a rehash can return an entry twice)."""
+        out = []
+        for hit in hits:
+            key = (hit.queue, hit.job.job_id)
+            if key in self.seen:
+                continue
+            if len(self.seen) < SEEN_CAP:
+                self.seen.add(key)
+            else:
+                self.approximate = True
+            out.append(hit)
+        return out
+
+    async def step(self) -> list[Hit]:
+        """One SCAN-family call (or one MGET of indexed results) and the decoding of its candidates."""
+        source = self.current
+        if source is None:
+            return []
+        if source.kind == "hash":
+            cursor, found = await self.redis.hscan(source.key, cursor=self.cursor, count=COUNT)
+            entries = [(source, text(k), v) for k, v in found.items()]
+            self.scanned += len(entries)
+            hits = await _hash_hits(self.redis, self.query, self.filter, entries)
+            self._advance(int(cursor))
+        elif source.kind == "zset":
+            cursor, rows = await self.redis.zscan(source.key, cursor=self.cursor, count=COUNT)
+            self.scanned += len(rows)
+            hits = await _queue_hits(self.redis, self.query, self.filter, source, rows)
+            self._advance(int(cursor))
+        else:
+            ids = list(source.ids[self.position : self.position + COUNT])
+            self.position += len(ids)
+            self.scanned += len(ids)
+            raws = await self.redis.mget([arq.result_key(i) for i in ids]) if ids else []
+            hits = _result_hits(self.query, self.filter, source, ids, raws)
+            if self.position >= len(source.ids):
+                self._advance(0)
+        return self.fresh(hits)
+
+    def _advance(self, cursor: int) -> None:
+        if cursor == 0:
+            self.index += 1
+            self.position = 0
+        self.cursor = cursor
+
+    async def lookup(self) -> list[Hit]:
+        """Jobs whose id is exactly the query, in one round trip: O(queues in scope)."""
+        job_id = self.query.text.strip()
+        if any(c.isspace() for c in job_id):
+            return []
+        hashes = [s for s in self.sources if s.kind == "hash"]
+        queues = [s for s in self.sources if s.kind == "zset"]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for s in hashes:
+                pipe.hget(s.key, job_id)
+            if queues:
+                pipe.get(arq.job_key(job_id))
+                pipe.get(arq.result_key(job_id))
+                pipe.exists(arq.in_progress_key(job_id))
+                for s in queues:
+                    pipe.zscore(s.key, job_id)
+            replies = await pipe.execute()
+        hits = await _hash_hits(
+            self.redis,
+            Query(job_id, "id"),
+            Prefilter((), ()),
+            [(s, job_id, raw) for s, raw in zip(hashes, replies, strict=False) if raw is not None],
+        )
+        if queues:
+            hits += _arq_lookup(job_id, queues, replies[len(hashes) :])
+        return self.fresh(hits)
+
+
+async def _hash_hits(
+    redis: Redis,
+    query: Query,
+    words: Prefilter,
+    entries: list[tuple[Source, str, bytes]],
+) -> list[Hit]:
+    """Dramatiq payloads that match; then, for hits only, in flight or ready and when dead (one trip)."""
+    found: list[tuple[Source, str, bytes, str]] = []
+    for src, rid, raw in entries:
+        id_hit = query.field in ("any", "id") and query.needle in rid.casefold()
+        if not id_hit and not passes(raw, words.text_words):
+            continue
+        matched = match(query, Framework.DRAMATIQ, rid, payloads.decode_json_object(raw))
+        if matched:
+            found.append((src, rid, raw, matched))
+    if not found:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for src, rid, _, _ in found:
+            for ack in src.acks:
+                pipe.sismember(ack, rid)
+            if src.dead_times:
+                pipe.zscore(src.dead_times, rid)
+        replies = iter(await pipe.execute())
+    hits = []
+    for src, rid, raw, matched in found:
+        held = [bool(next(replies)) for _ in src.acks]
+        dead_at = next(replies) if src.dead_times else None
+        state = "in_flight" if any(held) else src.state
+        job = dramatiq.summary(rid, state, raw, dead_at=float(dead_at) / 1000.0 if dead_at else None)
+        hits.append(Hit(src.target, Framework.DRAMATIQ, src.queue, matched, job))
+    return hits
+
+
+async def _queue_hits(
+    redis: Redis, query: Query, words: Prefilter, source: Source, rows: list[tuple[bytes, float]]
+) -> list[Hit]:
+    """Arq jobs of one ZSCAN reply that match. Their payloads live in other keys: one MGET (unless
+    only ids are searched), and EXISTS of the in-progress key for the hits that are due."""
+    ids = [text(m) for m, _ in rows]
+    due = {i: float(score) / 1000.0 for i, (_, score) in zip(ids, rows, strict=True)}
+    if query.field == "id":
+        ids = [i for i in ids if query.needle in i.casefold()]
+    raws: list[bytes | None] = list(await redis.mget([arq.job_key(i) for i in ids])) if ids else []
+    found = _arq_matches(query, words, source, ids, raws, result=False)
+    if not found:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id, _, _ in found:
+            pipe.exists(arq.in_progress_key(job_id))
+        running = await pipe.execute()
+    now = _now()
+    hits = []
+    for (job_id, raw, matched), run in zip(found, running, strict=True):
+        state = "in_progress" if run else ("ready" if due[job_id] <= now else "deferred")
+        job = _job_summary(job_id, state, raw, due[job_id], source.serializer)
+        hits.append(Hit(source.target, Framework.ARQ, source.queue, matched, job))
+    return hits
+
+
+def _result_hits(
+    query: Query, words: Prefilter, source: Source, ids: list[str], raws: list[bytes | None]
+) -> list[Hit]:
+    hits = []
+    for job_id, raw, matched in _arq_matches(query, words, source, ids, raws, result=True):
+        value = arq.decode_record(raw, source.serializer)
+        state = "unknown" if isinstance(value, Undecodable) else ("succeeded" if value.get("s") else "failed")
+        job = _result_summary(job_id, state, raw, source.serializer)
+        hits.append(Hit(source.target, Framework.ARQ, source.queue, matched, job))
+    return hits
+
+
+def _arq_matches(
+    query: Query, words: Prefilter, source: Source, ids: list[str], raws: list[bytes | None], result: bool
+) -> list[tuple[str, bytes, str]]:
+    """(id, raw, field matched) of the Arq payloads that match; expired ones (None) are skipped."""
+    out = []
+    for job_id, raw in zip(ids, raws, strict=True):
+        if raw is None:
+            continue
+        id_hit = query.field in ("any", "id") and query.needle in job_id.casefold()
+        if not id_hit and (query.field == "id" or not passes(raw, _words_for(raw, words))):
+            continue
+        matched = match(query, Framework.ARQ, job_id, arq.decode_record(raw, source.serializer), result)
+        if matched:
+            out.append((job_id, raw, matched))
+    return out
+
+
+def _words_for(raw: bytes, words: Prefilter) -> tuple[bytes, ...]:
+    # Arq payloads may be JSON (a configured serializer) or binary (pickle, msgpack).
+    return words.text_words if raw[:1] in (b"{", b"[") else words.binary_words
+
+
+def _arq_lookup(job_id: str, queues: list[Source], replies: list[Any]) -> list[Hit]:
+    job_raw, result_raw, running, *scores = replies
+    hits = []
+    in_queue = [(s, score) for s, score in zip(queues, scores, strict=True) if score is not None]
+    if job_raw is not None and in_queue:
+        src, score = in_queue[0]
+        due = float(score) / 1000.0
+        state = "in_progress" if running else ("ready" if due <= _now() else "deferred")
+        job = _job_summary(job_id, state, job_raw, due, src.serializer)
+        hits.append(Hit(src.target, Framework.ARQ, src.queue, "id", job))
+    if result_raw is not None:
+        value = arq.decode_record(result_raw, queues[0].serializer)
+        queue = value.get("q") if isinstance(value, dict) else None
+        src_of = {s.queue: s for s in queues}
+        if isinstance(queue, str) and queue in src_of:
+            state = "succeeded" if isinstance(value, dict) and value.get("s") else "failed"
+            job = _result_summary(job_id, state, result_raw, src_of[queue].serializer)
+            hits.append(Hit(src_of[queue].target, Framework.ARQ, queue, "id", job))
+    return hits
+
+
+def _now() -> float:
+    return time.time()
