@@ -134,7 +134,9 @@ async def test_dramatiq_ids(dramatiq_jobs: dict[str, Any], aredis: Redis) -> Non
     assert found(hits) == {j["in_flight"]: ("in_flight", "id")}
 
 
-def arq_job(function: str, args: tuple[Any, ...], kwargs: dict[str, Any], job_try: int | None = None) -> bytes:
+def arq_job(
+    function: str, args: tuple[Any, ...], kwargs: dict[str, Any], job_try: int | None = None
+) -> bytes:
     return serialize_job(function, args, kwargs, job_try, int(time.time() * 1000))
 
 
@@ -158,7 +160,10 @@ def arq_jobs(sync_redis: redis.Redis, tmp_path: Path) -> dict[str, Any]:
     """Arq jobs in every state, and hostile payloads, written as arq writes them."""
     now = int(time.time() * 1000)
     q = default_queue_name
-    ids = {s: uuid.uuid4().hex for s in ("ready", "deferred", "in_progress", "succeeded", "failed", "evil", "bomb")}
+    ids = {
+        s: uuid.uuid4().hex
+        for s in ("ready", "deferred", "in_progress", "succeeded", "failed", "evil", "bomb")
+    }
     marker = tmp_path / "pwned"
     jobs = {
         "ready": (arq_job("send_invoice", ("acme-corp", 1200), {"currency": "EUR"}), now - 1000),
@@ -194,7 +199,10 @@ async def test_arq_fields_states_and_ids(arq_jobs: dict[str, Any], aredis: Redis
     _, hits = await run(tc, Query("globex", "any"))
     assert found(hits) == {j["deferred"]: ("deferred", "args")}
     _, hits = await run(tc, Query("resize_image", "name"))
-    assert {i: s for i, (s, _) in found(hits).items()} == {j["in_progress"]: "in_progress", j["evil"]: "ready"}
+    assert {i: s for i, (s, _) in found(hits).items()} == {
+        j["in_progress"]: "in_progress",
+        j["evil"]: "ready",
+    }
     _, hits = await run(tc, Query("initech", "args"))
     assert found(hits) == {j["succeeded"]: ("succeeded", "args")}
     _, hits = await run(tc, Query("ValueError: card 4242", "error"))
