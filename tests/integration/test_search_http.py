@@ -61,7 +61,7 @@ def finished(http: httpx.Client, search_id: str) -> dict[str, Any]:
 
     def done() -> bool:
         state.update(http.get(f"/api/v1/searches/{search_id}").json())
-        return state["status"] != "running"
+        return bool(state["status"] != "running")
 
     wait_until(done, timeout=30, interval=0.1, what=f"search {search_id} to end")
     return state
