@@ -38,8 +38,10 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Iterable, Iterator
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 from redis.asyncio import Redis
@@ -108,21 +110,62 @@ def prefilter(query: Query) -> Prefilter:
     return Prefilter(words, binary)
 
 
-def candidate(raw: bytes, words: Prefilter) -> bool:
-    """Whether `raw` may hold a match; False only when it cannot. About 1-3 µs for a 300-byte payload
-    (`bytes.lower` and `in` run in C); the decoding it saves costs 5-20 µs."""
-    binary = raw[:1] not in (b"{", b"[")
-    wanted = words.binary_words if binary else words.text_words
-    if not wanted:
-        return True
-    lowered = raw.lower()
-    if all(w in lowered for w in wanted):
-        return True
+def candidates(raws: Sequence[bytes], words: Prefilter) -> set[int]:
+    """Indexes of the payloads that may hold a match: all but those that cannot.
+
+    The batch is joined and searched at once (`bytes.lower` and `bytes.find` run in C), instead of a
+    Python loop over payloads: ~0.2 ms for 1,000 payloads of 300 bytes when the words are rare.
+    """
+    out: set[int] = set()
+    text_idx = [i for i, raw in enumerate(raws) if raw[:1] in (b"{", b"[")]
+    binary_idx = [i for i, raw in enumerate(raws) if raw[:1] not in (b"{", b"[")]
+    for idx, wanted, binary in ((text_idx, words.text_words, False), (binary_idx, words.binary_words, True)):
+        if not wanted:
+            out.update(idx)
+        elif idx:
+            out.update(idx[k] for k in _batch_candidates([raws[i] for i in idx], wanted, binary))
+    return out
+
+
+def _batch_candidates(parts: list[bytes], wanted: tuple[bytes, ...], binary: bool) -> set[int]:
+    # NUL separates the parts: no word ([a-z0-9_]) can run across two of them.
+    blob = b"\x00".join(parts)
+    starts = list(accumulate((len(p) + 1 for p in parts[:-1]), initial=0))
+    ends = [start + len(p) for start, p in zip(starts, parts, strict=True)]
+    lowered = blob.lower()
+    first, *rest = sorted(wanted, key=len, reverse=True)
+    found: set[int] = set()
+    pos = lowered.find(first)
+    while pos != -1:
+        k = bisect_right(starts, pos) - 1
+        if all(lowered.find(w, starts[k], ends[k]) != -1 for w in rest):
+            found.add(k)
+        pos = lowered.find(first, ends[k])
     # A stored character that case-folds into ASCII letters ("ß" matches "ss") may match without
-    # the words being there. JSON from Python escapes it (\u00df), so pure ASCII without "\u" has none.
-    if not binary and lowered.isascii() and b"\\u" not in lowered:
-        return False
-    return _FOLDS_INTO_ASCII.search(lowered) is not None
+    # the words being there. JSON from Python escapes it (\u00df): pure ASCII without "\u" has none.
+    if binary or not blob.isascii() or b"\\u" in lowered:
+        found.update(bisect_right(starts, m.start()) - 1 for m in _FOLDS_INTO_ASCII.finditer(lowered))
+    return found
+
+
+def id_matches(ids: Sequence[bytes | str], query: Query) -> set[int]:
+    """Indexes of the ids that contain the query (for fields `id` and `any`), searched at once."""
+    if query.field not in ("any", "id"):
+        return set()
+    needle = query.needle
+    raw = [i if isinstance(i, bytes) else i.encode("utf-8", "surrogateescape") for i in ids]
+    blob = b"\x00".join(raw)
+    if not (needle.isascii() and blob.isascii()) or "\x00" in needle:
+        return {k for k, i in enumerate(ids) if needle in text(i).casefold()}
+    starts = list(accumulate((len(i) + 1 for i in raw[:-1]), initial=0))
+    lowered, wanted = blob.lower(), needle.encode()
+    found: set[int] = set()
+    pos = lowered.find(wanted)
+    while pos != -1:
+        k = bisect_right(starts, pos) - 1
+        found.add(k)
+        pos = lowered.find(wanted, starts[k] + len(raw[k]))
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,9 +374,9 @@ class Scan:
             return []
         if source.kind == "hash":
             cursor, found = await self.redis.hscan(source.key, cursor=self.cursor, count=COUNT)
-            entries = [(source, text(k), v) for k, v in found.items()]
-            self.scanned += len(entries)
-            hits = await _hash_hits(self.redis, self.query, self.filter, entries)
+            self.scanned += len(found)
+            keys, raws = list(found), list(found.values())
+            hits = await _hash_hits(self.redis, self.query, self.filter, [source] * len(keys), keys, raws)
             self._advance(int(cursor))
         elif source.kind == "zset":
             cursor, rows = await self.redis.zscan(source.key, cursor=self.cursor, count=COUNT)
@@ -373,11 +416,14 @@ class Scan:
                 for s in queues:
                     pipe.zscore(s.key, job_id)
             replies = await pipe.execute()
+        stored = [(s, raw) for s, raw in zip(hashes, replies, strict=False) if raw is not None]
         hits = await _hash_hits(
             self.redis,
             Query(job_id, "id"),
             Prefilter((), ()),
-            [(s, job_id, raw) for s, raw in zip(hashes, replies, strict=False) if raw is not None],
+            [s for s, _ in stored],
+            [job_id] * len(stored),
+            [raw for _, raw in stored],
         )
         if queues:
             hits += _arq_lookup(job_id, queues, replies[len(hashes) :])
@@ -388,14 +434,15 @@ async def _hash_hits(
     redis: Redis,
     query: Query,
     words: Prefilter,
-    entries: list[tuple[Source, str, bytes]],
+    srcs: list[Source],
+    keys: Sequence[bytes | str],
+    raws: list[bytes],
 ) -> list[Hit]:
-    """Dramatiq payloads that match; then, for hits only, in flight or ready and when dead (one trip)."""
+    """Dramatiq payloads that match; then, for hits only, in flight or ready and when dead (one trip).
+    The message_id is inside the payload, so the raw check applies to an id search too."""
     found: list[tuple[Source, str, bytes, str]] = []
-    for src, rid, raw in entries:
-        id_hit = query.field in ("any", "id") and query.needle in rid.casefold()
-        if not id_hit and not candidate(raw, words):
-            continue
+    for i in sorted(id_matches(keys, query) | candidates(raws, words)):
+        src, rid, raw = srcs[i], text(keys[i]), raws[i]
         matched = match(query, Framework.DRAMATIQ, rid, payloads.decode_json_object(raw))
         if matched:
             found.append((src, rid, raw, matched))
@@ -460,13 +507,12 @@ def _arq_matches(
     query: Query, words: Prefilter, source: Source, ids: list[str], raws: list[bytes | None], result: bool
 ) -> list[tuple[str, bytes, str]]:
     """(id, raw, field matched) of the Arq payloads that match; expired ones (None) are skipped."""
+    present = [(job_id, raw) for job_id, raw in zip(ids, raws, strict=True) if raw is not None]
+    picked = id_matches([job_id for job_id, _ in present], query)
+    if query.field != "id":
+        picked |= candidates([raw for _, raw in present], words)
     out = []
-    for job_id, raw in zip(ids, raws, strict=True):
-        if raw is None:
-            continue
-        id_hit = query.field in ("any", "id") and query.needle in job_id.casefold()
-        if not id_hit and (query.field == "id" or not candidate(raw, words)):
-            continue
+    for job_id, raw in (present[i] for i in sorted(picked)):
         matched = match(query, Framework.ARQ, job_id, arq.decode_record(raw, source.serializer), result)
         if matched:
             out.append((job_id, raw, matched))
