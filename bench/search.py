@@ -130,7 +130,14 @@ async def bench_search(server_url: str, jobs: int, probe_seconds: float) -> dict
             for _ in range(20):  # warm the routes, templates and connections
                 await client.get("/")
             idle_overview, idle_pings, _ = await _window(client, probe, probe_seconds, None)
+            # Redis's own view: commands that took >= 10 ms in the server while searching.
+            await redis.config_set("latency-monitor-threshold", 10)
+            await redis.config_set("slowlog-log-slower-than", 10_000)
+            await redis.execute_command("LATENCY", "RESET")
+            await redis.slowlog_reset()
             busy_overview, busy_pings, runs = await _window(client, probe, probe_seconds, needle)
+            slow = await redis.slowlog_get(20)
+            latency_events = await redis.execute_command("LATENCY", "LATEST")
             by_id = await _search_id(client, sorted(rids)[0])
     finally:
         board.stop()
@@ -165,7 +172,13 @@ async def bench_search(server_url: str, jobs: int, probe_seconds: float) -> dict
         "ping_idle_ms": idle_p,
         "ping_search_ms": busy_p,
         "ping_p95_ratio": ratio(busy_p["p95"], idle_p["p95"]),
+        "slowlog": [{"ms": int(e["duration"]) / 1000, "command": _text(e["command"])[:60]} for e in slow],
+        "latency_events": [{"event": _text(e[0]), "max_ms": int(e[3])} for e in latency_events],
     }
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 async def _search_id(client: httpx.AsyncClient, rid: str) -> dict[str, Any]:
@@ -238,5 +251,9 @@ def search_text(r: dict[str, Any]) -> str:
             f"p50 x idle {r['overview_p50_ratio']:.2f}, p95 x idle {r['overview_p95_ratio']:.2f}",
             f"   PING idle:       p95 {p_idle['p95']:.2f} ms, max {p_idle['max']:.2f} ms; searching: "
             f"p95 {p_busy['p95']:.2f} ms, max {p_busy['max']:.2f} ms (p95 x idle {r['ping_p95_ratio']:.2f})",
+            "   Redis slowlog while searching (>= 10 ms): "
+            + (", ".join(f"{e['command'].split(' ')[0]} {e['ms']:.0f} ms" for e in r["slowlog"]) or "empty")
+            + "; latency monitor: "
+            + (", ".join(f"{e['event']} {e['max_ms']} ms" for e in r["latency_events"]) or "none >= 10 ms"),
         ]
     )
