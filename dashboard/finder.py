@@ -21,7 +21,7 @@ from starlette.responses import Response
 from collectors.search import Query
 from dashboard import views
 from dashboard.api import respond
-from dashboard.searches import Search, SearchError, Searches, SearchRequest
+from dashboard.searches import Search, SearchBusy, SearchError, Searches, SearchRequest
 
 FIELD_LABELS = {
     "any": "anything",
@@ -53,6 +53,8 @@ def _start(request: Request, params: dict[str, Any]) -> tuple[Search, bool]:
         query = Query(params["q"], params["field"])
         search_request = SearchRequest(query, params["target"], params["framework"], params["queue"])
         return _searches(request).start(search_request)
+    except SearchBusy as exc:
+        raise HTTPException(429, str(exc)) from None
     except SearchError as exc:
         raise HTTPException(404 if "unknown target" in str(exc) else 400, str(exc)) from None
     except ValueError as exc:

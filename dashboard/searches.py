@@ -31,19 +31,27 @@ from dashboard.templating import job_url
 
 log = logging.getLogger("callboard.search")
 
-#: Wall time of steps run back to back before the task yields for `PAUSE`.
+#: Wall time of steps run back to back before the task yields for `PAUSE`: a search takes at most
+#: about half of the event loop and half a core, so a box with few cores keeps room for Redis and
+#: the pages (with a 5 ms pause, a loaded 2-core box saw Redis PINGs of 100 ms while searching).
 BUDGET = 0.02
-PAUSE = 0.005
+PAUSE = 0.02
 #: A search nobody polled for this long stops itself.
 IDLE_TIMEOUT = 30.0
 #: Match rows kept per search (every match is counted).
 KEEP_HITS = 1000
 #: Finished searches remembered for their progress URLs.
 KEEP_SEARCHES = 50
+#: Different searches running at once; more are refused until one ends (each is one more reader).
+MAX_RUNNING = 8
 
 
 class SearchError(ValueError):
     """A search that cannot be run as asked; the message says why (an HTTP 400 or 404)."""
+
+
+class SearchBusy(SearchError):
+    """Too many different searches are running (an HTTP 429)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +164,8 @@ class Searches:
             if search.status == "running" and search.request.dedupe_key == request.dedupe_key:
                 search.polled_at = time.monotonic()
                 return search, True
+        if sum(1 for s in self._searches.values() if s.status == "running") >= MAX_RUNNING:
+            raise SearchBusy(f"{MAX_RUNNING} searches are running: stop one, or wait for one to end")
         search = Search(uuid.uuid4().hex[:16], request, time.time())
         for collector in targets:
             plan = sources(collector, request.framework, request.queue)

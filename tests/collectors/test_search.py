@@ -25,7 +25,7 @@ from collectors.arq import ArqCollector
 from collectors.dramatiq import DramatiqCollector, DramatiqConfig, QueueKeys
 from collectors.search import COUNT, FOLDS_INTO_ASCII, Hit, Query, Scan, prefilter, sources
 from collectors.target import TargetCollector
-from dashboard.searches import KEEP_HITS, Searches, SearchRequest
+from dashboard.searches import KEEP_HITS, MAX_RUNNING, SearchBusy, Searches, SearchRequest
 from tests.collectors.conftest import BrokerFactory, make_actor
 from tests.servers import free_port
 
@@ -296,6 +296,14 @@ async def test_searches_join_stop_cap_and_fail(brokers: BrokerFactory, aredis: R
     assert stopped.task is not None
     await stopped.task
     assert (stopped.status, stopped.stopped, stopped.view()["scanned"]) == ("stopped", "stopped by a user", 0)
+
+    crowd = []  # different searches, started with no await between them: all still running
+    with pytest.raises(SearchBusy):
+        for i in range(MAX_RUNNING + 1):
+            crowd.append(searches.start(SearchRequest(Query(f"order-{i}", "args")))[0])
+    assert len(crowd) <= MAX_RUNNING
+    for search in crowd:
+        searches.stop(search.id)
 
     idle = Searches({"main": tc}, budget=0.0, idle_timeout=0.0)
     unwatched, _ = idle.start(SearchRequest(Query("order-8", "args")))
