@@ -34,6 +34,9 @@ class Sizes:
     #: Dead letters requeued in bulk while a worker runs, and how long the worker may take to run them.
     bulk_messages: int
     bulk_drain_seconds: float
+    #: Jobs in the searched queue, and the length of the idle and the searching measurement windows.
+    search_jobs: int
+    search_window_seconds: float
 
 
 FULL = Sizes(
@@ -56,6 +59,8 @@ FULL = Sizes(
     sustain_requests=20_000,
     bulk_messages=100_000,
     bulk_drain_seconds=600.0,
+    search_jobs=1_000_000,
+    search_window_seconds=5.0,
 )
 
 SMALL = Sizes(
@@ -78,4 +83,6 @@ SMALL = Sizes(
     sustain_requests=4_000,
     bulk_messages=2_000,
     bulk_drain_seconds=60.0,
+    search_jobs=20_000,
+    search_window_seconds=2.0,
 )

@@ -4,7 +4,8 @@ Order of checks for every request:
 1. `/healthz` (and `/metrics` when `metrics_public`) pass untouched.
 2. With auth configured, a request needs HTTP basic credentials of a configured user (password
    stored as an scrypt hash) or a bearer token whose SHA-256 is configured; else 401.
-3. Unsafe methods (anything but GET, HEAD, OPTIONS): refused with 403 in read-only mode; refused
+3. Unsafe methods (anything but GET, HEAD, OPTIONS): refused with 403 in read-only mode (except
+   stopping a search, which changes no job); refused
    with 403 when they come from another site: `Sec-Fetch-Site` must be `same-origin` (or `none`,
    typed by the user); without it, `Origin` must be this host (or a trusted origin); with neither
    (scripts, curl), the request must be authenticated or come from loopback.
@@ -23,6 +24,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -32,6 +34,9 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: POSTs that change nothing in Redis, so read-only mode allows them (still behind auth and the
+#: cross-site guard): stopping a search, which only ends Callboard's own reads.
+READ_ONLY_POSTS = re.compile(r"/api/v1/searches/[^/]+/stop")
 #: scrypt cost: N=2^15, r=8, p=1 takes ~50 ms and 32 MiB here; an attacker's guesses cost the same.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 _SCRYPT_MAXMEM = 64 * 1024 * 1024
@@ -128,7 +133,7 @@ class AccessGuard:
             await _deny(scope, send, 401, "Authentication required.", basic=True)
             return
         if scope["method"] not in SAFE_METHODS:
-            if self.read_only:
+            if self.read_only and not READ_ONLY_POSTS.fullmatch(path):
                 await _deny(scope, send, 403, "Callboard runs read-only: controls are disabled.")
                 return
             why = self._cross_site(scope, headers, authenticated=user is not None)

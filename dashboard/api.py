@@ -206,6 +206,28 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/v1/audit": _op("The newest controls run, from every target's audit log", []),
         "/api/v1/operations/{op_id}": _op("Progress and outcome of a control", ["op_id"]),
+        "/api/v1/search": _op(
+            "Start a search of stored jobs (or join the identical one running); its id and progress. "
+            "`in`: any, id, name, args or error; scope: every queue, or narrowed by target, framework, queue",
+            [],
+            ("q", "in", "target", "framework", "queue"),
+        ),
+        "/api/v1/searches/{search_id}": _op(
+            "A search's progress (scanned, total, matches) and its first 1,000 matches", ["search_id"]
+        ),
+        "/api/v1/searches/{search_id}/stop": {
+            "post": {
+                "summary": "Stop a search (allowed in read-only mode: it changes no job)",
+                "parameters": [
+                    {"name": "search_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {"description": "The search's state"},
+                    "403": {"description": "A cross-site request"},
+                    "404": {"description": "No such search"},
+                },
+            }
+        },
         **{
             f"/api/v1/queues/{{target}}/{{framework}}/{{queue}}/{action}": _post(
                 f"{action} the jobs of `ids` in `state`, or every job in `state` when `ids` is absent",

@@ -19,12 +19,13 @@ from starlette.staticfiles import StaticFiles
 from collectors.arq import ArqCollector
 from collectors.dramatiq import DramatiqCollector
 from collectors.target import TargetCollector
-from dashboard import actions, api, views
+from dashboard import actions, api, finder, views
 from dashboard.access import AccessGuard
 from dashboard.metrics import make_registry, metrics_endpoint
 from dashboard.operations import Operations
 from dashboard.poller import Poller
 from dashboard.rendercache import RenderCache
+from dashboard.searches import Searches
 from dashboard.settings import Settings, TargetSettings
 from dashboard.store import SnapshotStore
 from dashboard.templating import asset_dir, make_templates
@@ -101,12 +102,15 @@ def create_app(settings: Settings) -> Starlette:
         t.name: redis_client(t.results_url, settings.redis_timeout) for t in settings.targets if t.results_url
     }
 
+    searches = Searches(collectors)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         poller.start()
         try:
             yield
         finally:
+            await searches.close()
             await poller.stop()
             for c in collectors.values():
                 await c.redis.aclose()
@@ -121,6 +125,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/queues/" + q, views.queue_page, name="queue"),
         Route("/jobs/{target}/{framework}/{rest:path}", views.job_page, name="job"),
         Route("/audit", actions.audit_page, name="audit"),
+        Route("/search", finder.search_page, name="search"),
         Route("/fragments/overview", views.overview_fragment),
         Route("/fragments/banner", views.banner_fragment),
         Route("/fragments/workers", views.workers_fragment),
@@ -128,6 +133,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/fragments/queues/" + q, views.queue_fragment),
         Route("/fragments/jobs/" + q, views.jobs_fragment),
         Route("/fragments/operations/{op_id}", actions.operation_fragment),
+        Route("/fragments/searches/{search_id}", finder.search_fragment),
         Route("/api/v1/openapi.json", api.openapi),
         Route("/api/v1/queues", api.queues),
         Route("/api/v1/queues/{target}/{framework}/{queue:path}/jobs", api.jobs),
@@ -136,6 +142,9 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/v1/failures", api.failures),
         Route("/api/v1/audit", actions.audit_api),
         Route("/api/v1/operations/{op_id}", actions.operation),
+        Route("/api/v1/search", finder.search_api),
+        Route("/api/v1/searches/{search_id}", finder.search_state),
+        Route("/api/v1/searches/{search_id}/stop", finder.search_stop, methods=["POST"]),
         Route("/api/v1/queues/{target}/{framework}/{rest:path}", actions.queue_action, methods=["POST"]),
         Route("/api/v1/jobs/{target}/{framework}/{rest:path}", actions.job_action, methods=["POST"]),
         Route(
@@ -161,5 +170,6 @@ def create_app(settings: Settings) -> Starlette:
     app.state.templates = make_templates()
     app.state.render_cache = RenderCache(store, max_age=settings.poll_interval)
     app.state.operations = Operations(collectors, poller, settings.audit_keep)
+    app.state.searches = searches
     app.state.registry = make_registry(store)
     return app

@@ -1,0 +1,106 @@
+"""HTTP for searches: the page, its live fragment, and the JSON API.
+
+    GET  /search?q=&in=any|id|name|args|error&target=&framework=&queue=    page (starts or joins)
+    GET  /fragments/searches/{id}                                         progress + matches (polls)
+    GET  /api/v1/search?q=&in=&target=&framework=&queue=                  starts or joins; its state
+    GET  /api/v1/searches/{id}                                            its state
+    POST /api/v1/searches/{id}/stop                                       stops it (allowed read-only)
+
+A GET starts the search because reading is all it does, and an identical running search is joined,
+so reloads and open tabs never multiply the work (dashboard/searches.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from collectors.search import Query
+from dashboard import views
+from dashboard.api import respond
+from dashboard.searches import Search, SearchBusy, SearchError, Searches, SearchRequest
+
+FIELD_LABELS = {
+    "any": "anything",
+    "id": "id",
+    "name": "actor / function",
+    "args": "arguments",
+    "error": "error",
+}
+
+
+def _searches(request: Request) -> Searches:
+    searches: Searches = request.app.state.searches
+    return searches
+
+
+def _params(request: Request) -> dict[str, Any]:
+    p = request.query_params
+    return {
+        "q": (p.get("q") or "").strip(),
+        "field": p.get("in") or "any",
+        "target": p.get("target") or None,
+        "framework": p.get("framework") or None,
+        "queue": p.get("queue") or None,
+    }
+
+
+def _start(request: Request, params: dict[str, Any]) -> tuple[Search, bool]:
+    try:
+        query = Query(params["q"], params["field"])
+        search_request = SearchRequest(query, params["target"], params["framework"], params["queue"])
+        return _searches(request).start(search_request)
+    except SearchBusy as exc:
+        raise HTTPException(429, str(exc)) from None
+    except SearchError as exc:
+        raise HTTPException(404 if "unknown target" in str(exc) else 400, str(exc)) from None
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+def _found(request: Request) -> Search:
+    search = _searches(request).get(request.path_params["search_id"])
+    if search is None:
+        raise HTTPException(404, "No such search (finished ones are kept for a while only).")
+    return search
+
+
+async def search_page(request: Request) -> Response:
+    params = _params(request)
+    context: dict[str, Any] = {**params, "fields": FIELD_LABELS, "search": None, "joined": False}
+    if params["q"]:
+        search, joined = _start(request, params)
+        context |= {"search": search.view(), "joined": joined}
+    return views.render(request, "pages/search.html", context)
+
+
+async def search_fragment(request: Request) -> Response:
+    return views.render(request, "partials/search_progress.html", {"search": _found(request).view()})
+
+
+async def search_api(request: Request) -> Response:
+    params = _params(request)
+    if not params["q"]:
+        raise HTTPException(400, "Say what to search for: ?q=...")
+    search, joined = _start(request, params)
+    return _answer(search, joined)
+
+
+async def search_state(request: Request) -> Response:
+    return _answer(_found(request))
+
+
+async def search_stop(request: Request) -> Response:
+    search = _searches(request).stop(request.path_params["search_id"])
+    if search is None:
+        raise HTTPException(404, "No such search (finished ones are kept for a while only).")
+    return _answer(search)
+
+
+def _answer(search: Search, joined: bool = False) -> Response:
+    response = respond({**search.view(), "joined": joined})
+    response.headers["Location"] = f"/api/v1/searches/{search.id}"
+    return response
