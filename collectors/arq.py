@@ -623,7 +623,7 @@ async def list_jobs(
         ids = [text(m) for m, _ in rows]
         raws, running = await _jobs_and_running(redis, ids)
         items = [
-            _job_summary(i, "in_progress" if run else state, raw, score / 1000.0, serializer)
+            job_summary(i, "in_progress" if run else state, raw, score / 1000.0, serializer)
             for i, raw, run, (_, score) in zip(ids, raws, running, rows, strict=True)
         ]
         order = "due time, oldest first" if state == "ready" else "due time, soonest first"
@@ -638,7 +638,7 @@ async def list_jobs(
         page_ids = ids[offset : offset + limit]
         raws, _ = await _jobs_and_running(redis, page_ids)
         items = [
-            _job_summary(i, "in_progress", raw, None, serializer)
+            job_summary(i, "in_progress", raw, None, serializer)
             for i, raw in zip(page_ids, raws, strict=True)
         ]
         return page_of(
@@ -652,7 +652,7 @@ async def list_jobs(
         entries.sort(key=lambda je: -(je[1].finished_at or 0.0))
         page = entries[offset : offset + limit]
         raws = await redis.mget([result_key(j) for j, _ in page]) if page else []
-        items = [_result_summary(j, state, raw, serializer) for (j, _), raw in zip(page, raws, strict=True)]
+        items = [result_summary(j, state, raw, serializer) for (j, _), raw in zip(page, raws, strict=True)]
         note = (
             None if collector.results.complete else "The results index is still being built: more may appear."
         )
@@ -671,9 +671,7 @@ async def _jobs_and_running(redis: Redis, ids: list[str]) -> tuple[list[bytes | 
     return list(raws), [bool(r) for r in running]
 
 
-def _job_summary(
-    job_id: str, state: str, raw: bytes | None, due: float | None, serializer: str
-) -> JobSummary:
+def job_summary(job_id: str, state: str, raw: bytes | None, due: float | None, serializer: str) -> JobSummary:
     value = decode_record(raw, serializer)
     if isinstance(value, Undecodable):
         return JobSummary(job_id, state, None, "undecodable payload", eta=due, undecodable=value)
@@ -689,7 +687,7 @@ def _job_summary(
     )
 
 
-def _result_summary(job_id: str, state: str, raw: bytes | None, serializer: str) -> JobSummary:
+def result_summary(job_id: str, state: str, raw: bytes | None, serializer: str) -> JobSummary:
     value = decode_record(raw, serializer)
     if isinstance(value, Undecodable):
         return JobSummary(job_id, state, None, "undecodable or expired result", undecodable=value)

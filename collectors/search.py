@@ -47,7 +47,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from collectors import arq, dramatiq, payloads, unpickler
-from collectors.arq import _job_summary, _result_summary
+from collectors.arq import job_summary, result_summary
 from collectors.keyspace import text
 from collectors.model import Framework, JobSummary, Undecodable
 from collectors.target import TargetCollector
@@ -486,7 +486,7 @@ async def _queue_hits(
     hits = []
     for (job_id, raw, matched), run in zip(found, running, strict=True):
         state = "in_progress" if run else ("ready" if due[job_id] <= now else "deferred")
-        job = _job_summary(job_id, state, raw, due[job_id], source.serializer)
+        job = job_summary(job_id, state, raw, due[job_id], source.serializer)
         hits.append(Hit(source.target, Framework.ARQ, source.queue, matched, job))
     return hits
 
@@ -498,7 +498,7 @@ def _result_hits(
     for job_id, raw, matched in _arq_matches(query, words, source, ids, raws, result=True):
         value = arq.decode_record(raw, source.serializer)
         state = "unknown" if isinstance(value, Undecodable) else ("succeeded" if value.get("s") else "failed")
-        job = _result_summary(job_id, state, raw, source.serializer)
+        job = result_summary(job_id, state, raw, source.serializer)
         hits.append(Hit(source.target, Framework.ARQ, source.queue, matched, job))
     return hits
 
@@ -527,7 +527,7 @@ def _arq_lookup(job_id: str, queues: list[Source], replies: list[Any]) -> list[H
         src, score = in_queue[0]
         due = float(score) / 1000.0
         state = "in_progress" if running else ("ready" if due <= _now() else "deferred")
-        job = _job_summary(job_id, state, job_raw, due, src.serializer)
+        job = job_summary(job_id, state, job_raw, due, src.serializer)
         hits.append(Hit(src.target, Framework.ARQ, src.queue, "id", job))
     if result_raw is not None:
         value = arq.decode_record(result_raw, queues[0].serializer)
@@ -535,7 +535,7 @@ def _arq_lookup(job_id: str, queues: list[Source], replies: list[Any]) -> list[H
         src_of = {s.queue: s for s in queues}
         if isinstance(queue, str) and queue in src_of:
             state = "succeeded" if isinstance(value, dict) and value.get("s") else "failed"
-            job = _result_summary(job_id, state, result_raw, src_of[queue].serializer)
+            job = result_summary(job_id, state, result_raw, src_of[queue].serializer)
             hits.append(Hit(src_of[queue].target, Framework.ARQ, queue, "id", job))
     return hits
 
