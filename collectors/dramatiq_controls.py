@@ -38,6 +38,7 @@ from redis.asyncio import Redis
 
 from collectors import payloads
 from collectors.dramatiq import AckKey, QueueKeys, heartbeats_key
+from collectors.failures import FailureIndex
 from collectors.keyspace import text
 from collectors.model import JobOutcome, Outcome, Selection, Undecodable
 
@@ -154,9 +155,30 @@ def actions(state: str) -> tuple[str, ...]:
 
 
 async def apply(
-    redis: Redis, q: QueueKeys, state: str, action: str, ids: Sequence[str], now_ms: int | None = None
+    redis: Redis,
+    q: QueueKeys,
+    state: str,
+    action: str,
+    ids: Sequence[str],
+    now_ms: int | None = None,
+    failures: FailureIndex | None = None,
 ) -> list[JobOutcome]:
-    """One action on a batch of ids (callers send at most a few hundred), an outcome per id in order."""
+    """One action on a batch of ids (callers send at most a few hundred), an outcome per id in order.
+
+    Dead letters that are no longer dead leave `failures` (the collector's failure groups) at once,
+    as Arq's controls take failed results out of the results index: a retried group empties on
+    screen within one poll. A wrong guess is mended by the collector's background reader."""
+    outcomes = await _apply(redis, q, state, action, ids, now_ms)
+    if state == "dead" and failures is not None:
+        for o in outcomes:
+            if o.outcome != Outcome.SKIPPED:
+                failures.remove(o.job_id)
+    return outcomes
+
+
+async def _apply(
+    redis: Redis, q: QueueKeys, state: str, action: str, ids: Sequence[str], now_ms: int | None
+) -> list[JobOutcome]:
     if action not in actions(state):
         raise ValueError(f"{action!r} does not apply to {state} Dramatiq messages")
     ids = list(dict.fromkeys(ids))  # a repeated id acts once

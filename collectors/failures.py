@@ -163,6 +163,8 @@ class FailureIndex:
         self.limit = limit
         self._groups: dict[str, _Group] = {}
         self._where: dict[str, str] = {}
+        #: Failures per queue: asked every cycle for every queue with dead letters, so O(1).
+        self._per_queue: Counter[str] = Counter()
         #: Failures refused because the index was full.
         self.dropped = 0
         self._version = 0
@@ -192,6 +194,7 @@ class FailureIndex:
             group = self._groups[key] = _Group(failure.name, failure.exception, pattern, sample[:500])
         group.add(failure.job_id, _Member(failure.queue, failure.failed_at, failure.expires_at))
         self._where[failure.job_id] = key
+        self._per_queue[failure.queue] += 1
         self._version += 1
         return True
 
@@ -200,6 +203,7 @@ class FailureIndex:
         if key is None:
             return
         group = self._groups[key]
+        _decrement(self._per_queue, group.members[job_id].queue)
         group.remove(job_id)
         if not group.members:
             del self._groups[key]
@@ -211,7 +215,7 @@ class FailureIndex:
             self.remove(job_id)
 
     def count(self, queue: str) -> int:
-        return sum(g.queues.get(queue, 0) for g in self._groups.values())
+        return self._per_queue.get(queue, 0)
 
     def ids(self, queue: str) -> list[str]:
         """Indexed ids of one queue (O(failures); for reconciling with Redis, in the background)."""

@@ -239,20 +239,14 @@ class Operations:
 
 async def _apply(collector: TargetCollector, r: ControlRequest, ids: list[str]) -> list[JobOutcome]:
     if r.framework == Framework.ARQ:
-        # Arq's controls update the results index, and with it the failure groups.
+        # Both frameworks' controls take what they changed out of the failure groups at once.
         return await arq_controls.apply(
             collector.redis, collector.arq, r.queue, r.state, r.action, ids, new_id=r.new_id
         )
     q = dramatiq.queue_keys(r.queue)
     assert q is not None  # checked in start()
-    outcomes = await dramatiq_controls.apply(collector.redis, q, r.state, r.action, ids)
-    if r.state == "dead":
-        # The failure groups move now, not when the background reader notices: a retried group
-        # empties on screen within one poll. (A wrong guess is mended by that reader.)
-        for o in outcomes:
-            if o.outcome != Outcome.SKIPPED:
-                collector.dramatiq.failures.remove(o.job_id)
-    return outcomes
+    failures = collector.dramatiq.failures
+    return await dramatiq_controls.apply(collector.redis, q, r.state, r.action, ids, failures=failures)
 
 
 async def _recover(collector: TargetCollector, r: ControlRequest) -> list[JobOutcome]:

@@ -6,7 +6,7 @@ import pytest
 import redis
 
 from tests.conftest import flushed
-from tests.servers import RedisServer
+from tests.servers import Callboard, RedisServer
 
 
 @pytest.fixture
@@ -21,3 +21,13 @@ def control(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture
+def board(redis_url: str) -> Iterator[Callboard]:
+    """`callboard serve` on the test's database as target `main`, polling every 0.2 s."""
+    board = Callboard([f"main={redis_url}"]).start(poll_interval=0.2)
+    try:
+        yield board
+    finally:
+        board.stop()

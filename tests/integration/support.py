@@ -7,6 +7,8 @@ import json
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -53,6 +55,26 @@ def stop_worker(worker: Process, timeout: float = 20) -> None:
 
 
 # -- what Callboard says -----------------------------------------------------------------------------
+
+
+def post_json(board: Callboard, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    """POST a JSON body as a script would; (status, decoded answer), errors included."""
+    request = urllib.request.Request(
+        board.url + path,
+        data=json.dumps(body or {}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def runs(control: redis.Redis, tags: list[str]) -> list[int]:
+    """How often tests.integration.dramatiq_app's `flaky` ran for each tag."""
+    return [control_int(control, dramatiq_app.runs_key(t)) for t in tags]
 
 
 def scrape(board: Callboard) -> Samples:

@@ -7,14 +7,10 @@ posts to the JSON API as a script would and checks the truth in Redis and in the
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 import redis
@@ -25,6 +21,8 @@ from tests.integration.support import (
     api_json,
     control_int,
     open_gate,
+    post_json,
+    runs,
     start_worker,
     stop_worker,
 )
@@ -38,20 +36,6 @@ KEY = f"{NS}:{QUEUE}"
 API = f"/api/v1/queues/main/dramatiq/{NS}%3A{QUEUE}"
 
 
-def post(board: Callboard, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        board.url + path,
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 @pytest.fixture
 def worker(redis_url: str) -> Iterator[Process]:
     proc = start_worker(redis_url, NS, (QUEUE,))
@@ -59,19 +43,6 @@ def worker(redis_url: str) -> Iterator[Process]:
         yield proc
     finally:
         stop_worker(proc)
-
-
-@pytest.fixture
-def board(redis_url: str) -> Iterator[Callboard]:
-    board = Callboard([f"main={redis_url}"]).start(poll_interval=0.2)
-    try:
-        yield board
-    finally:
-        board.stop()
-
-
-def runs(control: redis.Redis, tags: list[str]) -> list[int]:
-    return [control_int(control, dramatiq_app.runs_key(t)) for t in tags]
 
 
 def barrier(control: redis.Redis, redis_url: str) -> None:
@@ -104,7 +75,7 @@ def test_bulk_requeue_runs_every_dead_letter_exactly_once_even_when_submitted_tw
 
     # Two operators (or a double click) press "requeue all" at the same moment.
     with ThreadPoolExecutor(2) as pool:
-        answers = list(pool.map(lambda _: post(board, API + "/retry", {"state": "dead"}), range(2)))
+        answers = list(pool.map(lambda _: post_json(board, API + "/retry", {"state": "dead"}), range(2)))
     assert all(status == 200 for status, _ in answers), answers
     operations = {body["id"]: body for _, body in answers}  # a joined request reports the same operation
     assert sum(op["done"] for op in operations.values()) == 40
@@ -131,10 +102,10 @@ def test_requeue_of_one_message_twice_runs_it_once(
     make_dead(control, redis_url, ["single"])
     rid = control.zrange(f"{KEY}.XQ", 0, -1)[0].decode()  # type: ignore[index]
     job_path = f"/api/v1/jobs/main/dramatiq/{NS}%3A{QUEUE}/{rid}/retry"
-    status, first = post(board, job_path, {})
+    status, first = post_json(board, job_path, {})
     assert status == 200 and (first["done"], first["changed"]) == (1, 0)
     new_rid = first["outcomes"][0]["new_id"]
-    status, second = post(board, job_path, {"state": "dead"})
+    status, second = post_json(board, job_path, {"state": "dead"})
     assert status == 200 and (second["done"], second["changed"]) == (0, 1)
     assert "gone" in second["outcomes"][0]["detail"]
     wait_until(lambda: runs(control, ["single"]) == [2], timeout=20, what="the requeued message run")
@@ -163,7 +134,7 @@ def test_deleting_pending_messages_reports_those_a_worker_already_holds(
     fetched = sorted({r.decode() for r in control.hkeys(f"{KEY}.msgs")} - set(listed))  # type: ignore[union-attr]
     assert listed and fetched
 
-    status, body = post(board, API + "/delete", {"state": "ready", "ids": [fetched[0], *listed]})
+    status, body = post_json(board, API + "/delete", {"state": "ready", "ids": [fetched[0], *listed]})
     assert status == 200
     by_id = {o["job_id"]: o for o in body["outcomes"]}
     assert by_id[fetched[0]]["outcome"] == "skipped"

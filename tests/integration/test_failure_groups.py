@@ -11,12 +11,9 @@ first run only). Callboard runs as `callboard serve`; the test uses the JSON API
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,15 @@ from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 
 from tests.integration import arq_controls_app, dramatiq_app
-from tests.integration.support import api_json, control_int, open_gate, start_worker, stop_worker
+from tests.integration.support import (
+    api_json,
+    control_int,
+    open_gate,
+    post_json,
+    runs,
+    start_worker,
+    stop_worker,
+)
 from tests.servers import Callboard, Process, RedisServer, child_env, wait_until
 
 pytestmark = pytest.mark.integration
@@ -36,17 +41,6 @@ NS = "fg"
 QUEUE = "default"
 KEY = f"{NS}:{QUEUE}"
 FLAKY, DOOMED, ARQ_FLAKY = 4, 3, 5
-
-
-def post(board: Callboard, path: str) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        board.url + path, data=b"{}", method="POST", headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def groups(board: Callboard) -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -87,19 +81,6 @@ async def pool(one_redis: RedisServer, redis_url: str) -> AsyncIterator[ArqRedis
     await p.aclose()
 
 
-@pytest.fixture
-def board(redis_url: str) -> Iterator[Callboard]:
-    board = Callboard([f"main={redis_url}"]).start(poll_interval=0.2)
-    try:
-        yield board
-    finally:
-        board.stop()
-
-
-def runs(control: redis.Redis, tags: list[str]) -> list[int]:
-    return [control_int(control, dramatiq_app.runs_key(t)) for t in tags]
-
-
 async def test_three_causes_make_three_groups_and_retrying_one_leaves_the_others(
     dramatiq_worker: Process,
     arq_worker: Process,
@@ -137,7 +118,9 @@ async def test_three_causes_make_three_groups_and_retrying_one_leaves_the_others
     # Fix the cause, then requeue the whole flaky group: exactly its jobs run again, once each.
     control.delete(dramatiq_app.BROKEN)
     flaky_key = found[("dramatiq", f"flaky_{QUEUE}", "(no traceback)")]["key"]
-    status, body = await asyncio.to_thread(post, board, f"/api/v1/failures/main/dramatiq/{flaky_key}/retry")
+    status, body = await asyncio.to_thread(
+        post_json, board, f"/api/v1/failures/main/dramatiq/{flaky_key}/retry"
+    )
     assert status == 200, body
     assert [(op["queue"], op["done"], op["scope"], op["group"]) for op in body["operations"]] == [
         (KEY, FLAKY, "group", flaky_key)
@@ -154,12 +137,14 @@ async def test_three_causes_make_three_groups_and_retrying_one_leaves_the_others
     assert control_int(control, dramatiq_app.attempts_key("sku-0")) == 2, "doomed did not run again"
 
     # Retrying the group again is harmless: it is empty.
-    status, body = await asyncio.to_thread(post, board, f"/api/v1/failures/main/dramatiq/{flaky_key}/retry")
+    status, body = await asyncio.to_thread(
+        post_json, board, f"/api/v1/failures/main/dramatiq/{flaky_key}/retry"
+    )
     assert status == 200 and body["operations"] == [] and "empty" in body["message"]
 
     # The Arq group: re-run under the same ids; `flaky` succeeds on its second run.
     arq_key = found[("arq", "flaky", "ValueError")]["key"]
-    status, body = await asyncio.to_thread(post, board, f"/api/v1/failures/main/arq/{arq_key}/retry")
+    status, body = await asyncio.to_thread(post_json, board, f"/api/v1/failures/main/arq/{arq_key}/retry")
     assert status in (200, 202), body
     assert sum(op["done"] for op in body["operations"]) == ARQ_FLAKY or status == 202
 
@@ -211,16 +196,12 @@ def test_recover_now_puts_back_what_a_killed_worker_held(
 
         wait_until(lambda: [o["messages"] for o in orphaned()] == [2], timeout=20, what="2 orphaned")
         assert orphaned()[0]["queue"] == KEY and len(orphaned()[0]["workers"]) == 1
-        status, body = post(board, f"/api/v1/queues/main/dramatiq/{NS}%3A{QUEUE}/recover")
+        status, body = post_json(board, f"/api/v1/queues/main/dramatiq/{NS}%3A{QUEUE}/recover")
         assert status == 400, "recover says which state it needs"
-        request = urllib.request.Request(
-            board.url + f"/api/v1/queues/main/dramatiq/{NS}%3A{QUEUE}/recover",
-            data=json.dumps({"state": "orphaned"}).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json"},
+        status, result = post_json(
+            board, f"/api/v1/queues/main/dramatiq/{NS}%3A{QUEUE}/recover", {"state": "orphaned"}
         )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            result = json.loads(response.read())
+        assert status == 200
         assert (result["done"], result["changed"], result["action"]) == (2, 0, "recover")
         assert control.llen(KEY) == 3
         wait_until(lambda: orphaned() == [], timeout=10, what="nothing orphaned any more")

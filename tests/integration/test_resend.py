@@ -12,7 +12,6 @@ import subprocess
 import sys
 import urllib.parse
 import uuid
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, cast
@@ -86,15 +85,6 @@ def start(args: list[str], url: str, name: str) -> Process:
     return Process(
         [sys.executable, "-m", *args], child_env(ITEST_REDIS_URL=url, dramatiq_worker_timeout="200"), name
     ).start()
-
-
-@pytest.fixture
-def board(redis_url: str) -> Iterator[Callboard]:
-    board = Callboard([f"main={redis_url}"]).start(poll_interval=0.2)
-    try:
-        yield board
-    finally:
-        board.stop()
 
 
 def test_dramatiq_dead_letter_resent_from_its_page_runs_again_with_the_same_args(
