@@ -496,6 +496,53 @@ class ArqCollector:
         pipe.evalsha(sha[SNAPSHOT_LUA], len(keys), *keys, *args)
         return lambda reply: self._parse(reply, queues, now_ms / 1000.0)
 
+    async def read_plain(self, redis: Redis) -> tuple[Any, Callable[[Any], CollectedPart], int]:
+        """What SNAPSHOT_LUA returns, read with plain commands, for a user whose ACL refuses scripts.
+
+        Two pipelined round trips: the counters, the head window of each queue, the known claims'
+        scores and the health checks; then EXISTS of the claim of every id seen. Same bounds as
+        the script (HEAD_WINDOW per queue, 5,000 known claims); the reply has the script's shape."""
+        queues = self.queue_names()
+        now_ms = int(time.time() * 1000)
+        ids = self.in_progress_ids()[:5000]
+        async with redis.pipeline(transaction=False) as pipe:
+            for q in queues:
+                pipe.zcard(q)
+                pipe.zcount(q, "-inf", now_ms)
+                pipe.zrangebyscore(q, "-inf", now_ms, start=0, num=HEAD_WINDOW, withscores=True)
+                if ids:
+                    pipe.zmscore(q, ids)
+            for q in queues:
+                pipe.get(health_key(q))
+                pipe.pttl(health_key(q))
+            replies = await pipe.execute()
+        width = 4 if ids else 3
+        per_queue = [replies[width * i : width * (i + 1)] for i in range(len(queues))]
+        heads = [[(text(m), score) for m, score in row[2]] for row in per_queue]
+        wanted = sorted({j for head in heads for j, _ in head} | set(ids))
+        async with redis.pipeline(transaction=False) as pipe:
+            for job_id in wanted:
+                pipe.exists(in_progress_key(job_id))
+            claimed = dict(zip(wanted, await pipe.execute(), strict=True)) if wanted else {}
+        rows = []
+        for row, head in zip(per_queue, heads, strict=True):
+            total, due = int(row[0]), int(row[1])
+            running, oldest = 0, None
+            for job_id, score in head if due else ():
+                if claimed[job_id]:
+                    running += 1
+                elif oldest is None:
+                    oldest = score
+            seen = {j for j, _ in head}
+            scores = row[3] if ids else []
+            for job_id, score in zip(ids, scores, strict=True):
+                if job_id not in seen and claimed[job_id] and score is not None and score <= now_ms:
+                    running += 1
+            rows.append([total, due, running, oldest, 1 if due > HEAD_WINDOW else 0])
+        base = width * len(queues)
+        health = [[replies[base + 2 * i], replies[base + 2 * i + 1]] for i in range(len(queues))]
+        return [rows, health], lambda r: self._parse(r, queues, now_ms / 1000.0), 2
+
     def _parse(self, reply: Any, queues: list[str], now: float) -> CollectedPart:
         rows, health = reply
         stats: list[QueueStats] = []

@@ -369,18 +369,23 @@ class DramatiqCollector:
                 wanted.append((q, fresh))
         if not wanted:
             return 1
-        # Payloads with their scores again, atomically: a dead letter requeued or deleted since the
-        # ids were read is skipped, while one whose payload is really missing shows as undecodable.
-        async with redis.pipeline(transaction=True) as pipe:
+        # Payloads between two reads of their scores, in one pipeline but no MULTI (a read-only ACL
+        # may refuse MULTI): every writer of a dead letter (Dramatiq's nack, our controls, the
+        # maintenance) changes its score and payload together in one script, and rids are never
+        # reused, so a letter present at both score reads had its payload throughout. One requeued
+        # or deleted meanwhile is skipped; one whose payload is really missing shows as undecodable.
+        async with redis.pipeline(transaction=False) as pipe:
             for q, fresh in wanted:
-                pipe.hmget(q.dead_msgs, [rid for rid, _ in fresh])
-                pipe.zmscore(q.dead, [rid for rid, _ in fresh])
+                rids = [rid for rid, _ in fresh]
+                pipe.zmscore(q.dead, rids)
+                pipe.hmget(q.dead_msgs, rids)
+                pipe.zmscore(q.dead, rids)
             replies = await pipe.execute()
         ttl = self.config.dead_message_ttl
         for i, (q, fresh) in enumerate(wanted):
-            raws, scores = replies[2 * i], replies[2 * i + 1]
-            for (rid, score), raw, still in zip(fresh, raws, scores, strict=True):
-                if still is not None:
+            before, raws, after = replies[3 * i : 3 * i + 3]
+            for (rid, score), was, raw, still in zip(fresh, before, raws, after, strict=True):
+                if was is not None and still is not None:
                     self.failures.add(dead_failure(rid, q.ready, raw, score / 1000.0, ttl))
         return 2
 
@@ -403,6 +408,61 @@ class DramatiqCollector:
         args = [str(n) for n in (len(queues), len(namespaces), len(acks), HEAD_CAP_BYTES, HEARTBEAT_LIMIT)]
         pipe.evalsha(sha[SNAPSHOT_LUA], len(keys), *keys, *args)
         return lambda reply: self._parse(reply, queues, namespaces, acks)
+
+    async def read_plain(self, redis: Redis) -> tuple[Any, Callable[[Any], CollectedPart], int]:
+        """What SNAPSHOT_LUA returns, read with plain commands, for a user whose ACL refuses scripts.
+
+        The same reads, pipelined: one round trip for every counter, heartbeat and ack set, then
+        (only when queues have a head message) one for the heads' sizes and one for the heads under
+        the size cap. The reply has the script's shape, so one parser serves both paths."""
+        queues = self.queue_keys()
+        namespaces = sorted({q.namespace for q in queues} | set(self._seen.namespaces))
+        acks = self.ack_keys()
+        async with redis.pipeline(transaction=False) as pipe:
+            for q in queues:
+                pipe.llen(q.ready)
+                pipe.hlen(q.msgs)
+                pipe.llen(q.delay)
+                pipe.hlen(q.delay_msgs)
+                pipe.zcard(q.dead)
+                pipe.lindex(q.ready, 0)
+                pipe.zrange(q.dead, 0, 0, withscores=True)
+            for ns in namespaces:
+                pipe.zcard(heartbeats_key(ns))
+                pipe.zrevrange(heartbeats_key(ns), 0, HEARTBEAT_LIMIT - 1, withscores=True)
+            for ack in acks:
+                pipe.scard(ack.key)
+            replies = await pipe.execute()
+        trips = 1
+        rows: list[list[Any]] = []
+        heads: dict[int, str] = {}
+        for i in range(len(queues)):
+            ready, stored, delay_list, delayed, dead, rid, oldest = replies[7 * i : 7 * i + 7]
+            rows.append([ready, stored, delay_list, delayed, dead, None, oldest[0][1] if oldest else None])
+            if int(ready) and rid is not None:
+                heads[i] = _text(rid)
+        if heads:
+            async with redis.pipeline(transaction=False) as pipe:
+                for i, rid in heads.items():
+                    pipe.hstrlen(queues[i].msgs, rid)
+                sizes = await pipe.execute()
+            small = [i for i, size in zip(heads, sizes, strict=True) if int(size) <= HEAD_CAP_BYTES]
+            trips += 1
+            if small:
+                async with redis.pipeline(transaction=False) as pipe:
+                    for i in small:
+                        pipe.hget(queues[i].msgs, heads[i])
+                    for i, raw in zip(small, await pipe.execute(), strict=True):
+                        rows[i][5] = raw
+                trips += 1
+        base = 7 * len(queues)
+        beats = [
+            [replies[base + 2 * n], [v for pair in replies[base + 2 * n + 1] for v in pair]]
+            for n in range(len(namespaces))
+        ]
+        sizes = replies[base + 2 * len(namespaces) :]
+        reply = [rows, beats, sizes]
+        return reply, lambda r: self._parse(r, queues, namespaces, acks), trips
 
     def _parse(
         self, reply: Any, queues: list[QueueKeys], namespaces: list[str], acks: list[AckKey]

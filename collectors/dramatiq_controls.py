@@ -50,8 +50,32 @@ ACTIONS: Mapping[str, tuple[str, ...]] = {
     "orphaned": ("recover",),
 }
 
+#: Redis 7's `redis.acl_check_cmd`, run over every command a script will use before it writes
+#: anything: Redis checks a script's commands one at a time as they run, so a user allowed some
+#: writes and not others would otherwise leave a message half moved. Older servers lack the
+#: function; there EVAL itself is the only gate.
+ACL_PRELUDE = """
+if redis.acl_check_cmd then
+  for _, c in ipairs({%s}) do
+    if not redis.acl_check_cmd(c[1], KEYS[c[2]], unpack(c, 3)) then
+      return redis.error_reply('NOPERM this Redis user may not run ' .. c[1] .. ' on ' .. KEYS[c[2]]
+        .. ': nothing was changed')
+    end
+  end
+end
+"""
+
+
+def guarded(commands: list[tuple[Any, ...]], script: str) -> str:
+    """`script` preceded by an ACL check of `commands`: (COMMAND, index of its key in KEYS, args...)."""
+    rows = ", ".join("{" + ", ".join(repr(part) for part in c) + "}" for c in commands)
+    return ACL_PRELUDE % rows + script
+
+
 # Per id: 1 moved, 0 gone, -1 payload changed since it was read.
-REQUEUE_LUA = """
+REQUEUE_LUA = guarded(
+    [("HGET", 2, "f"), ("ZREM", 1, "m"), ("HDEL", 2, "f"), ("HSET", 3, "f", "v"), ("RPUSH", 4, "v")],
+    """
 local out = {}
 for i = 1, #ARGV, 4 do
   local rid, raw, rid2, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -69,10 +93,13 @@ for i = 1, #ARGV, 4 do
   end
 end
 return out
-"""
+""",
+)
 
 # Per id: 1 deleted, 0 gone.
-DELETE_DEAD_LUA = """
+DELETE_DEAD_LUA = guarded(
+    [("ZREM", 1, "m"), ("HDEL", 2, "f")],
+    """
 local out = {}
 for i = 1, #ARGV do
   local removed = redis.call('ZREM', KEYS[1], ARGV[i])
@@ -80,11 +107,14 @@ for i = 1, #ARGV do
   out[i] = (removed + dropped > 0) and 1 or 0
 end
 return out
-"""
+""",
+)
 
 # KEYS list, hash. Per id: 1 deleted, 2 no longer listed but its payload is there (a worker holds
 # it: it will run), 0 gone.
-DELETE_LISTED_LUA = """
+DELETE_LISTED_LUA = guarded(
+    [("LREM", 1, "1", "v"), ("HDEL", 2, "f"), ("HEXISTS", 2, "f")],
+    """
 local out = {}
 for i = 1, #ARGV do
   if redis.call('LREM', KEYS[1], 1, ARGV[i]) > 0 then
@@ -97,11 +127,14 @@ for i = 1, #ARGV do
   end
 end
 return out
-"""
+""",
+)
 
 # KEYS DQ, DQ.msgs, Q.msgs, Q; ARGV as REQUEUE_LUA's (here rid2 = rid). Per id: 1 moved, 2 held by a
 # worker, 0 gone, -1 changed.
-RUN_NOW_LUA = """
+RUN_NOW_LUA = guarded(
+    [("HGET", 2, "f"), ("LREM", 1, "1", "v"), ("HDEL", 2, "f"), ("HSET", 3, "f", "v"), ("RPUSH", 4, "v")],
+    """
 local out = {}
 for i = 1, #ARGV, 4 do
   local rid, raw, rid2, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -120,13 +153,16 @@ for i = 1, #ARGV, 4 do
   end
 end
 return out
-"""
+""",
+)
 
 # KEYS heartbeats, ack set, list (Q or Q.DQ), hash (Q.msgs or Q.DQ.msgs); ARGV worker id, the
 # newest heartbeat score (ms) that still counts as dead. Dramatiq's own maintenance, for one set:
 # returns {-1} when the worker is alive after all, else {1, put back ids, ids whose payload is gone}.
 # The heartbeat entry stays: maintenance removes it once no ack set is left, which needs KEYS.
-RECOVER_LUA = """
+RECOVER_LUA = guarded(
+    [("ZSCORE", 1, "m"), ("SMEMBERS", 2), ("HEXISTS", 4, "f"), ("RPUSH", 3, "v"), ("DEL", 2)],
+    """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if score and tonumber(score) > tonumber(ARGV[2]) then return {-1} end
 local moved, gone = {}, {}
@@ -140,7 +176,8 @@ for _, rid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
 end
 redis.call('DEL', KEYS[2])
 return {1, moved, gone}
-"""
+""",
+)
 
 GONE = "already gone (done by someone else, or expired)"
 CHANGED_MEANWHILE = "changed while this ran (a worker or another operator); look again"

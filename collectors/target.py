@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
 
 from collectors.arq import ArqCollector
 from collectors.dramatiq import DramatiqCollector
@@ -52,6 +52,10 @@ class TargetCollector:
         self.frameworks: tuple[DramatiqCollector | ArqCollector, ...] = (self.dramatiq, self.arq)
         self.scanner = KeyspaceScanner(budget=scan_budget)
         self._sha = {src: script_sha(src) for fw in self.frameworks for src in fw.scripts}
+        #: What this target's ACL lets Callboard run, learned from NOPERM replies.
+        self.scripts_allowed = True
+        self.info_allowed = True
+        self._acl_recheck_at = 0.0
 
     async def discover(self) -> int:
         """One budgeted discovery step; returns the round trips it used."""
@@ -68,17 +72,16 @@ class TargetCollector:
     async def collect(self) -> TargetSnapshot:
         started = time.perf_counter()
         round_trips = await self.discover()
-        replies, parsers, trips = await self._counters()
+        info, db_size, parts, trips = await self._counters()
         round_trips += trips
-        info, db_size = replies[0], replies[1]
         self.scanner.note_db_size(int(db_size))
         queues: list[QueueStats] = []
         workers: list[WorkerStats] = []
-        notes: list[str] = []
+        notes: list[str] = list(self._acl_notes())
         failures: list[FailureGroup] = []
         missing = 0
         stuck: list[StuckJob] = []
-        for parse, reply in zip(parsers, replies[2:], strict=True):
+        for parse, reply in parts:
             part: CollectedPart = parse(reply)
             queues += part.queues
             workers += part.workers
@@ -93,7 +96,7 @@ class TargetCollector:
             round_trips=round_trips,
             queues=tuple(queues),
             workers=tuple(workers),
-            server=_server_info(info),
+            server=_server_info(info) if info is not None else None,
             discovery=self.scanner.status(),
             notes=tuple(notes),
             failures=tuple(sorted(failures, key=lambda g: (-g.count, -(g.last_seen or 0.0), g.key))),
@@ -101,26 +104,108 @@ class TargetCollector:
             stuck=tuple(stuck),
         )
 
-    async def _counters(self) -> tuple[list[Any], list[Callable[[Any], CollectedPart]], int]:
-        """The one pipeline. On NOSCRIPT (a restarted or flushed server) load the scripts and retry once."""
+    async def _counters(self) -> tuple[dict[str, Any] | None, int, list[tuple[Parser, Any]], int]:
+        """The one pipeline: INFO, DBSIZE and each framework's snapshot script.
+
+        On NOSCRIPT (a restarted or flushed server) load the scripts and retry once. A user whose ACL
+        refuses INFO gets no server facts; one that refuses scripts gets the same counters from
+        plain read commands (`read_plain`: two or three round trips per framework instead of one
+        for all). Refusals are remembered, and tried again every ACL_RECHECK seconds."""
         trips = 0
-        for attempt in (1, 2):
+        now = time.monotonic()
+        if now >= self._acl_recheck_at:
+            self.scripts_allowed = self.info_allowed = True
+        for attempt in (1, 2, 3):
+            scripts, want_info = self.scripts_allowed, self.info_allowed
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.info()
+                if want_info:
+                    pipe.info()
                 pipe.dbsize()
-                parsers = [fw.stage(pipe, self._sha) for fw in self.frameworks]
+                parsers = [fw.stage(pipe, self._sha) for fw in self.frameworks] if scripts else []
                 replies = await pipe.execute(raise_on_error=False)
             trips += 1
-            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
-                for source in self._sha:
-                    await self.redis.script_load(source)
-                    trips += 1
+            _refuse_cluster(replies)
+            info = self._info(replies.pop(0)) if want_info else None
+            db_size, script_replies = replies[0], replies[1:]
+            if isinstance(db_size, Exception):
+                raise db_size
+            if any(isinstance(r, NoPermissionError) for r in script_replies):
+                self._refused("scripts")
                 continue
-            for reply in replies:
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in script_replies):
+                try:
+                    for source in self._sha:
+                        await self.redis.script_load(source)
+                        trips += 1
+                except NoPermissionError:
+                    self._refused("scripts")
+                continue
+            for reply in script_replies:
                 if isinstance(reply, Exception):
                     raise reply
-            return replies, parsers, trips
-        raise AssertionError("unreachable")
+            parts: list[tuple[Parser, Any]] = list(zip(parsers, script_replies, strict=True))
+            if not scripts:
+                for fw in self.frameworks:
+                    try:
+                        reply, parse, used = await fw.read_plain(self.redis)
+                    except ResponseError as exc:
+                        _refuse_cluster([exc])
+                        raise
+                    parts.append((parse, reply))
+                    trips += used
+            return info, int(db_size), parts, trips
+        raise RedisError("the snapshot scripts keep failing to load (NOSCRIPT after SCRIPT LOAD)")
+
+    def _info(self, reply: Any) -> dict[str, Any] | None:
+        """INFO's reply, None when the ACL refuses it; a cluster node is refused here."""
+        if isinstance(reply, NoPermissionError):
+            self._refused("info")
+            return None
+        if isinstance(reply, Exception):
+            raise reply
+        assert isinstance(reply, dict)
+        if str(reply.get("cluster_enabled", "0")) == "1":
+            raise ClusterUnsupported(CLUSTER_UNSUPPORTED)
+        return reply
+
+    def _refused(self, what: str) -> None:
+        if what == "info":
+            self.info_allowed = False
+        else:
+            self.scripts_allowed = False
+        self._acl_recheck_at = time.monotonic() + ACL_RECHECK
+
+    def _acl_notes(self) -> list[str]:
+        notes = []
+        if not self.scripts_allowed:
+            notes.append(
+                "This Redis user may not run scripts (EVALSHA): counters are read with plain commands, "
+                "in a few round trips per cycle instead of one. Grant +evalsha +script|load to save them."
+            )
+        if not self.info_allowed:
+            notes.append("This Redis user may not run INFO: server version and memory are not shown.")
+        return notes
+
+
+Parser = Callable[[Any], CollectedPart]
+#: Seconds before commands an ACL refused are tried again (the ACL may have been widened).
+ACL_RECHECK = 600.0
+_CLUSTER_ERRORS = ("MOVED ", "ASK ", "CROSSSLOT", "CLUSTERDOWN")
+CLUSTER_UNSUPPORTED = (
+    "this Redis runs in cluster mode, which Callboard does not support (nor do Dramatiq and Arq: "
+    "their scripts and key layouts need one server); point Callboard at the standalone Redis "
+    "your workers use"
+)
+
+
+class ClusterUnsupported(RedisError):
+    """The target is a Redis Cluster node: reading it would show one node's share of the keys."""
+
+
+def _refuse_cluster(replies: list[Any]) -> None:
+    for reply in replies:
+        if isinstance(reply, ResponseError) and str(reply).startswith(_CLUSTER_ERRORS):
+            raise ClusterUnsupported(CLUSTER_UNSUPPORTED)
 
 
 def _server_info(info: dict[str, Any]) -> ServerInfo:

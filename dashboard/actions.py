@@ -171,14 +171,25 @@ async def _start(request: Request, control: ControlRequest) -> Response:
     return _operation_response(request, op, joined)
 
 
+def _status(op: Operation) -> int:
+    """202 while it runs, 200 when it ended, the failure's status (403, 503, 500) when it failed."""
+    if op.status == "running":
+        return 202
+    return (op.error_status or 500) if op.status == "failed" else 200
+
+
 def _operation_response(request: Request, op: Operation, joined: bool = False) -> Response:
     headers = {"Location": f"/api/v1/operations/{op.id}"}
     if _htmx(request):
-        response = views.render(request, "partials/operation.html", {"op": op.view(), "joined": joined})
+        # A failed operation answers htmx with its status too; static/app.js swaps such answers
+        # into the operation panel, so the reason is on screen.
+        status = _status(op) if op.status == "failed" else 200
+        context = {"op": op.view(), "joined": joined}
+        response = views.render(request, "partials/operation.html", context, status)
         if op.status != "running":
             response.headers["HX-Trigger"] = "callboard:changed"
         return response
-    status = 202 if op.status == "running" else 200
+    status = _status(op)
     response = respond({**op.view(), "joined": joined}, status)
     response.headers.update(headers)
     return response
@@ -236,9 +247,10 @@ async def group_action(request: Request) -> Response:
     tasks = {op.task for op, _ in started if op.task is not None}
     await asyncio.wait(tasks, timeout=WAIT)
     running = any(op.status == "running" for op, _ in started)
+    failed = max((_status(op) for op, _ in started if op.status == "failed"), default=None)
     if _htmx(request):
         views_ = [(op.view(), joined) for op, joined in started]
-        response = views.render(request, "partials/operations.html", {"ops": views_})
+        response = views.render(request, "partials/operations.html", {"ops": views_}, failed or 200)
         if not running:
             response.headers["HX-Trigger"] = "callboard:changed"
         return response
@@ -247,7 +259,7 @@ async def group_action(request: Request) -> Response:
         "status": "running" if running else "finished",
         "operations": [{**op.view(), "joined": joined} for op, joined in started],
     }
-    return respond(body, 202 if running else 200)
+    return respond(body, failed or (202 if running else 200))
 
 
 async def _audit_entries(request: Request) -> tuple[list[dict[str, Any]], list[str]]:

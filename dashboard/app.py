@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio.connection import Connection
+from redis.exceptions import RedisError, ResponseError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -42,8 +44,25 @@ def redis_client(url: str, timeout: float) -> Redis:
         encoding_errors="surrogateescape",
         health_check_interval=30,
         client_name="callboard",
+        redis_connect_func=name_connection,
     )
     return client
+
+
+async def name_connection(connection: Connection) -> None:
+    """redis-py's handshake, with the client name set only where the ACL allows it.
+
+    The name ("callboard" in CLIENT LIST) is a courtesy: a read-only user without
+    +client|setname would otherwise fail every connection, and the target would look down."""
+    name, connection.client_name = connection.client_name, None
+    try:
+        await connection.on_connect()
+    finally:
+        connection.client_name = name
+    if name:
+        await connection.send_command("CLIENT", "SETNAME", name)
+        with contextlib.suppress(ResponseError):
+            await connection.read_response()
 
 
 def _collector(target: TargetSettings, settings: Settings) -> TargetCollector:

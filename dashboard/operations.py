@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, RedisError
 
 from collectors import arq_controls, audit, dramatiq, dramatiq_controls
 from collectors.model import Framework, JobOutcome, Outcome, Selection
@@ -80,6 +80,9 @@ class Operation:
     outcomes: list[JobOutcome] = field(default_factory=list)
     finished_at: float | None = None
     error: str | None = None
+    #: The HTTP status a failed operation answers with: 403 when the Redis user's ACL refused a
+    #: command (nothing of that batch was written), 503 when Redis failed, 500 for a bug.
+    error_status: int | None = None
     task: asyncio.Task[None] | None = None
 
     @property
@@ -202,11 +205,19 @@ class Operations:
                     op.record(outcomes)
                     selection.stayed(sum(1 for o in outcomes if o.in_place))
                     await asyncio.sleep(PAUSE)
+        except NoPermissionError as exc:
+            op.error = (
+                f"the Redis user may not do this (its ACL refused a command) after {op.visited} jobs: "
+                f"{exc}. Nothing more was changed; see README, Security, for the ACL controls need"
+            )[:400]
+            op.error_status = 403
         except (RedisError, OSError) as exc:
             op.error = f"Redis failed after {op.visited} jobs: {type(exc).__name__}: {exc}"[:300]
+            op.error_status = 503
         except Exception as exc:  # a bug ends this operation, visibly, and nothing else
             log.exception("control %s failed", op.id)
             op.error = f"internal error after {op.visited} jobs: {type(exc).__name__}"
+            op.error_status = 500
         finally:
             op.finished_at = time.time()
             self.poller.refresh(r.target)

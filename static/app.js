@@ -84,6 +84,16 @@
     navigator.clipboard.writeText(code.textContent).then(function () { say("Copied"); }, select);
   });
 
+  // A control that failed answers with its status (403 when the Redis ACL refused it, 503, 500)
+  // and its progress panel: show that panel, which says why, instead of dropping the answer.
+  document.addEventListener("htmx:beforeSwap", function (evt) {
+    var target = evt.detail.target;
+    if (evt.detail.xhr.status >= 400 && target && target.id === "operation") {
+      evt.detail.shouldSwap = true;
+      evt.detail.isError = false;
+    }
+  });
+
   document.addEventListener("DOMContentLoaded", function () { updateChart(); showVisibility(); });
   document.addEventListener("htmx:afterSettle", updateChart);
   document.addEventListener("visibilitychange", showVisibility);
