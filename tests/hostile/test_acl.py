@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any, cast
@@ -19,6 +20,7 @@ import pytest
 import redis
 from arq.connections import ArqRedis, create_pool
 from arq.connections import RedisSettings as ArqRedisSettings
+from arq.jobs import serialize_result
 from dramatiq.brokers.redis import RedisBroker
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import NoPermissionError
@@ -175,6 +177,16 @@ def post(board: Callboard, path: str, body: dict[str, Any]) -> tuple[int, dict[s
         return exc.code, json.loads(exc.read())
 
 
+def failed_result(admin: redis.Redis, job_id: str) -> None:
+    """A failed Arq result, written with arq's own serializer (pickle), kept for an hour."""
+    now_ms = int(time.time() * 1000)
+    raw = serialize_result(
+        "report", (1,), {}, 1, now_ms, False, ValueError("boom"), now_ms, now_ms, "r", "arq:queue", job_id
+    )
+    assert raw is not None
+    admin.psetex(f"arq:result:{job_id}", 3_600_000, raw)
+
+
 def dead_state(admin: redis.Redis) -> tuple[Any, ...]:
     return (
         sorted(cast(list[bytes], admin.zrange("dramatiq:default.XQ", 0, -1))),
@@ -197,12 +209,15 @@ def test_a_control_the_acl_refuses_fails_clearly_and_changes_nothing(
     admin: redis.Redis, redis_server: RedisServer, rules: tuple[str, ...]
 ) -> None:
     broker = seed(redis_server.url)
+    failed_result(admin, "failed-1")
     url = add_user(admin, redis_server, "limited", *rules)
     before = dead_state(admin)
     board = Callboard([f"main={url}"]).start(poll_interval=0.2)
     try:
         wait_until(
-            lambda: "dramatiq:default" in board.get("/api/v1/queues")[1], timeout=20, what="queue discovered"
+            lambda: all(q in board.get("/api/v1/queues")[1] for q in ("dramatiq:default", '"arq:queue"')),
+            timeout=20,
+            what="queues discovered",
         )
         status, body = post(board, "/api/v1/queues/main/dramatiq/dramatiq:default/retry", {"state": "dead"})
         assert status == 403, body
@@ -212,6 +227,13 @@ def test_a_control_the_acl_refuses_fails_clearly_and_changes_nothing(
         status, body = post(board, "/api/v1/queues/main/dramatiq/dramatiq:default/delete", {"state": "ready"})
         assert status == 403, body
         assert dead_state(admin) == before
+        # Arq: re-running a failed result is a WATCH/MULTI block, refused whole.
+        result = admin.get("arq:result:failed-1")
+        status, body = post(board, "/api/v1/queues/main/arq/arq:queue/retry", {"state": "failed"})
+        assert status == 403, body
+        assert "ACL" in body["error"]
+        assert admin.get("arq:result:failed-1") == result and admin.get("arq:job:failed-1") is None
+        assert admin.zcard("arq:queue") == 0
     finally:
         board.stop()
         broker.client.close()
