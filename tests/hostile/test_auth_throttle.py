@@ -29,8 +29,12 @@ pytestmark = pytest.mark.integration
 
 CLIENTS = 20
 ATTACK_SECONDS = 3.0
-PROBE_EVERY = 0.02
-ALICE, BOB = "correct horse battery staple", "tr0ub4dor&3 but longer"
+PROBE_EVERY = 0.05
+MAX_P50, MAX_LATENCY = 0.2, 1.0
+ALICE = "correct horse battery staple"
+#: Users who sign in for the first time during the attack, from the attacked address, with the right
+#: password. Three, because one might take the one token a second refills before an attacker does.
+LATECOMERS = {"bob": "tr0ub4dor&3 but longer", "carol": "another long passphrase", "dave": "and a third one"}
 #: Failed sign-ins allowed at once per address and per user, then one a second (dashboard/access.py).
 BURST, REFILL = 10, 1.0
 
@@ -38,9 +42,9 @@ BURST, REFILL = 10, 1.0
 @pytest.fixture
 def board(one_redis: RedisServer, tmp_path: Path) -> Iterator[Callboard]:
     config = tmp_path / "callboard.toml"
-    config.write_text(
-        f'[auth]\nusers = {{ alice = "{hash_password(ALICE)}", bob = "{hash_password(BOB)}" }}\n'
-    )
+    users = {"alice": ALICE, **LATECOMERS}
+    entries = ", ".join(f'{name} = "{hash_password(password)}"' for name, password in users.items())
+    config.write_text(f"[auth]\nusers = {{ {entries} }}\n")
     board = Callboard([f"main={flushed(one_redis)}"], ["--config", str(config)]).start(poll_interval=0.5)
     yield board
     board.stop()
@@ -65,13 +69,42 @@ def get(
         connection.close()
 
 
+def probe(board: Callboard, seconds: float, latencies: list[float]) -> None:
+    """/healthz every PROBE_EVERY for `seconds`, each on its own thread and connection: on schedule
+    whether or not earlier probes were answered, so a stalled server shows as many slow probes (a
+    probe that waits for the previous one would hide the stall)."""
+
+    def one() -> None:
+        status, _, took = get(board, "/healthz")
+        assert status == 200
+        latencies.append(took)
+
+    threads = []
+    start = time.monotonic()
+    for k in range(int(seconds / PROBE_EVERY)):
+        time.sleep(max(0.0, start + k * PROBE_EVERY - time.monotonic()))
+        threads.append(threading.Thread(target=one))
+        threads[-1].start()
+    for thread in threads:
+        thread.join()
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def summary(latencies: list[float]) -> str:
+    p50, p95, top = statistics.median(latencies), percentile(latencies, 0.95), max(latencies)
+    return (
+        f"{len(latencies)} probes, p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, max {top * 1000:.1f} ms"
+    )
+
+
 def test_wrong_passwords_neither_stall_the_server_nor_lock_out_a_signed_in_user(board: Callboard) -> None:
     assert get(board, "/api/v1/queues", basic("alice", ALICE))[0] == 200  # alice's browser, signed in
+    quiet: list[float] = []
+    probe(board, 1.5, quiet)  # the same probe without the attack: this machine's own noise, for the report
     attack = subprocess.Popen(
         [
             sys.executable,
@@ -89,20 +122,20 @@ def test_wrong_passwords_neither_stall_the_server_nor_lock_out_a_signed_in_user(
     )
     latencies: list[float] = []
     signed_in: list[int] = []
-    fresh_sign_in: list[tuple[int, dict[str, str]]] = []
+    latecomers: dict[str, tuple[int, dict[str, str]]] = {}
     started = time.monotonic()
     try:
         time.sleep(0.3)  # let the attack get going
-        while attack.poll() is None and time.monotonic() - started < ATTACK_SECONDS + 30:
-            status, _, seconds = get(board, "/healthz")
-            assert status == 200
-            latencies.append(seconds)
-            if len(latencies) % 10 == 0:
-                signed_in.append(get(board, "/api/v1/queues", basic("alice", ALICE))[0])
-            if len(latencies) == 50:
-                status, headers, _ = get(board, "/api/v1/queues", basic("bob", BOB))
-                fresh_sign_in.append((status, headers))
-            time.sleep(PROBE_EVERY)
+        probing = threading.Thread(target=probe, args=(board, ATTACK_SECONDS - 0.5, latencies))
+        probing.start()
+        for name, password in LATECOMERS.items():
+            time.sleep(0.3)
+            status, headers, _ = get(board, "/api/v1/queues", basic(name, password))
+            latecomers[name] = (status, headers)
+        while probing.is_alive():
+            signed_in.append(get(board, "/api/v1/queues", basic("alice", ALICE))[0])
+            time.sleep(0.2)
+        probing.join()
         output, _ = attack.communicate(timeout=60)
     finally:
         if attack.poll() is None:
@@ -111,14 +144,15 @@ def test_wrong_passwords_neither_stall_the_server_nor_lock_out_a_signed_in_user(
     result = json.loads(output)
     statuses = {int(k): v for k, v in result["statuses"].items()}
     figures = (
-        f"/healthz under {CLIENTS} wrong-password clients for {ATTACK_SECONDS} s: {len(latencies)} probes, "
-        f"p50 {statistics.median(latencies) * 1000:.1f} ms, p95 {percentile(latencies, 0.95) * 1000:.1f} ms, "
-        f"max {max(latencies) * 1000:.1f} ms; guesses answered {statuses} (each 401 is one scrypt run)"
+        f"/healthz under {CLIENTS} wrong-password clients for {ATTACK_SECONDS} s: {summary(latencies)}; "
+        f"without the attack: {summary(quiet)}; guesses answered {statuses} (each 401 is one scrypt run)"
     )
     print(figures)
 
-    assert statistics.median(latencies) < 0.05, figures
-    assert max(latencies) < 0.5, figures
+    # On main, every probe waited behind the queued scrypt runs: p50 1 s idle, 4-8 s on a busy machine.
+    # Bounds leave room for a shared 2-core machine, where even the quiet probe's max reached 200 ms.
+    assert statistics.median(latencies) < MAX_P50, figures
+    assert max(latencies) < MAX_LATENCY, figures
     # Throttled guesses are refused with when to come back, and no scrypt work.
     assert statuses.get(429, 0) > statuses.get(401, 0), figures
     assert set(statuses) <= {401, 429}, figures
@@ -127,33 +161,37 @@ def test_wrong_passwords_neither_stall_the_server_nor_lock_out_a_signed_in_user(
     assert statuses[401] <= BURST + REFILL * elapsed + 1, figures
     # alice's verified credentials skip the throttle: the attack does not sign her out.
     assert signed_in and set(signed_in) == {200}, signed_in
-    # bob's right password from the attacked address, never verified yet: refused unchecked, for a while.
-    ((status, headers),) = fresh_sign_in
-    assert status == 429, figures
-    # Once the window passes, a right password works again.
-    status, headers, _ = get(board, "/api/v1/queues", basic("bob", BOB))
+    # A right password never verified yet, from the attacked address: refused unchecked, for a while.
+    refused = [name for name, (status, _) in latecomers.items() if status == 429]
+    assert refused, latecomers
+    assert {status for status, _ in latecomers.values()} <= {200, 429}, latecomers
+    # Once the window passes, it works.
+    name = refused[0]
+    status, headers, _ = get(board, "/api/v1/queues", basic(name, LATECOMERS[name]))
     if status == 429:
         time.sleep(int(headers["retry-after"]))
-        status = get(board, "/api/v1/queues", basic("bob", BOB))[0]
+        status = get(board, "/api/v1/queues", basic(name, LATECOMERS[name]))[0]
     assert status == 200
 
 
 def test_scrypt_runs_off_the_event_loop(board: Callboard) -> None:
-    """Without the throttle's help (each guess from its own attempt, under the burst): /healthz answers
-    while guesses are being verified, because verification runs in worker threads."""
-    results: list[float] = []
+    """Without the throttle's help (BURST guesses, all verified): /healthz answers while they are being
+    verified, because scrypt runs in worker threads. On the loop, the ten would block it ~0.5 s."""
+    answers: list[int] = []
+    latencies: list[float] = []
 
     def guess(i: int) -> None:
-        get(board, "/", basic("bob", f"wrong-{i}"))
+        answers.append(get(board, "/", basic("bob", f"wrong-{i}"))[0])
 
-    threads = [threading.Thread(target=guess, args=(i,)) for i in range(8)]
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(BURST)]
     for thread in threads:
         thread.start()
-    time.sleep(0.05)
+    time.sleep(0.02)
     while any(t.is_alive() for t in threads):
-        results.append(get(board, "/healthz")[2])
+        latencies.append(get(board, "/healthz")[2])
         time.sleep(0.01)
     for thread in threads:
         thread.join()
-    assert results, "the guesses finished before the first probe"
-    assert max(results) < 0.15, [round(r * 1000) for r in results]
+    assert answers == [401] * BURST  # each one was verified (and failed): none was throttled
+    assert latencies, "the guesses finished before the first probe"
+    assert max(latencies) < 0.3, summary(latencies)
