@@ -17,12 +17,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from collectors.arq import ArqCollector
 from collectors.dramatiq import DramatiqCollector
 from collectors.target import TargetCollector
 from dashboard import actions, api, finder, views
 from dashboard.access import AccessGuard
+from dashboard.headers import SecurityHeaders
+from dashboard.hosts import AllowedHosts
 from dashboard.metrics import make_registry, metrics_endpoint
 from dashboard.operations import Operations
 from dashboard.poller import Poller
@@ -112,6 +115,13 @@ async def redis_error(request: Request, exc: Exception) -> Response:
     return views.render(request, "pages/error.html", {"status": 503, "message": message}, 503)
 
 
+class _App(Starlette):
+    def build_middleware_stack(self) -> ASGIApp:
+        # Around Starlette's own outer layers too (its 500 and body-limit answers), so every response
+        # carries the security headers: the guards' denials, 404s, 405s, static files, errors.
+        return SecurityHeaders(super().build_middleware_stack())
+
+
 def create_app(settings: Settings) -> Starlette:
     collectors = {t.name: _collector(t, settings) for t in settings.targets}
     history_points = max(10, int(settings.history_seconds / settings.poll_interval))
@@ -174,12 +184,20 @@ def create_app(settings: Settings) -> Starlette:
         Route("/readyz", readyz),
         Mount("/static", StaticFiles(directory=str(asset_dir("static"))), name="static"),
     ]
-    app = Starlette(
+    app = _App(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, RedisError: redis_error, OSError: redis_error},
-        # Outermost: nothing (not even a 404) is answered before access is checked.
-        middleware=[Middleware(AccessGuard, auth=settings.auth, read_only=settings.read_only)],
+        middleware=[
+            # Outermost of ours (SecurityHeaders wraps everything, see _App): nothing, not even a 404,
+            # is answered before the Host and access are checked.
+            Middleware(
+                AccessGuard,
+                auth=settings.auth,
+                read_only=settings.read_only,
+                hosts=AllowedHosts.for_server(settings.allowed_hosts, settings.host),
+            ),
+        ],
     )
     app.state.settings = settings
     app.state.store = store

@@ -31,6 +31,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="serve a non-loopback address without auth (something in front must protect it)",
     )
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="a Host name to serve under besides loopback: ops.example.com, *.example.com or * (repeatable)",
+    )
     sub.add_parser("hash-password", help="read a password, print the hash for [auth] users in the config")
     sub.add_parser("new-token", help="print a new bearer token and the hash for [auth] tokens")
     demo = sub.add_parser("demo", help="embedded Redis, real demo workers and traffic, and the dashboard")
@@ -57,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             read_only=args.read_only,
             poll_interval=args.poll_interval,
             allow_unauthenticated=args.allow_unauthenticated,
+            allowed_hosts=args.allowed_host or None,
         )
     except SettingsError as exc:
         print(f"callboard: {exc}", file=sys.stderr)

@@ -3,6 +3,7 @@
 Config file shape (every key optional):
 
     poll_interval = 2.0
+    allowed_hosts = ["ops.example.com"]    # Host names served besides loopback (see Settings)
     [[targets]]
     name = "main"
     url = "redis://localhost:6379/0"
@@ -42,6 +43,7 @@ from urllib.parse import urlsplit, urlunsplit
 from collectors.arq import SERIALIZERS, ArqConfig
 from collectors.dramatiq import DEAD_MESSAGE_TTL, DramatiqConfig, ResultsConfig
 from dashboard.access import AuthConfig, is_loopback, valid_hash
+from dashboard.hosts import normalise_entry
 
 DEFAULT_URL = "redis://localhost:6379/0"
 
@@ -84,6 +86,14 @@ class Settings:
     allow_unauthenticated: bool = False
     #: Audit entries kept per target in Redis (the dashboard's own list; oldest dropped).
     audit_keep: int = 10_000
+    #: Host names (or addresses) served besides the defaults, against DNS rebinding: a request whose
+    #: Host is not one of them gets 400 (all but /healthz). Always allowed: `localhost`, `*.localhost`,
+    #: 127.0.0.0/8, ::1, and the bind `host` when it is a specific address (not 0.0.0.0 or ::).
+    #: Entries: `ops.example.com` or `10.0.0.5` (exact, any case, no port), `*.example.com` (its
+    #: subdomains), `*` (any Host: only behind a proxy that checks it). TOML `allowed_hosts = [...]`,
+    #: env `CALLBOARD_ALLOWED_HOSTS` (comma or space separated), flag `--allowed-host` (repeatable);
+    #: the highest of these that is given replaces the others.
+    allowed_hosts: tuple[str, ...] = ()
 
     def target(self, name: str) -> TargetSettings | None:
         return next((t for t in self.targets if t.name == name), None)
@@ -136,6 +146,7 @@ def load(
         "read_only": env.get("CALLBOARD_READ_ONLY"),
         "poll_interval": env.get("CALLBOARD_POLL_INTERVAL"),
         "allow_unauthenticated": env.get("CALLBOARD_ALLOW_UNAUTHENTICATED"),
+        "allowed_hosts": env.get("CALLBOARD_ALLOWED_HOSTS"),
     }
     settings = _apply(settings, env_values)
     specs = list(redis) or env.get("CALLBOARD_REDIS", "").replace(",", " ").split()
@@ -174,6 +185,8 @@ def _apply(settings: Settings, values: Mapping[str, Any]) -> Settings:
                 )
             elif key == "host":
                 changes[key] = str(value)
+            elif key == "allowed_hosts":
+                changes[key] = _allowed_hosts(value)
             else:
                 raise SettingsError(f"unknown setting {key!r}")
         except ValueError as exc:
@@ -183,12 +196,23 @@ def _apply(settings: Settings, values: Mapping[str, Any]) -> Settings:
     return replace(settings, **changes)
 
 
+def _allowed_hosts(value: Any) -> tuple[str, ...]:
+    """A list (TOML, flags) or a comma/space separated string (environment) of allowed-host entries."""
+    items = value.replace(",", " ").split() if isinstance(value, str) else _strings(value, "allowed_hosts")
+    try:
+        return tuple(normalise_entry(item) for item in items)
+    except ValueError as exc:
+        raise SettingsError(f"allowed_hosts: {exc}") from None
+
+
 def _from_file(path: Path, settings: Settings) -> Settings:
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise SettingsError(f"config {path}: {exc}") from None
     top = {k: v for k, v in data.items() if k not in ("targets", "auth")}
+    if "allowed_hosts" in top:  # a list in the file (the environment's comma-separated form is for env)
+        top["allowed_hosts"] = list(_strings(top["allowed_hosts"], "allowed_hosts"))
     settings = _apply(settings, top)
     if "auth" in data:
         settings = replace(settings, auth=_auth(data["auth"], path))

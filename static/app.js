@@ -1,6 +1,10 @@
-// Callboard's own script: the depth chart of a queue page (uPlot), and whether live parts are paused.
-// htmx does the polling; its triggers skip hidden tabs ([!document.hidden]). The chart element sits
-// outside the swapped partial, so a poll updates its data instead of rebuilding it (hover survives).
+// Callboard's own script: the poll clock of the live parts, the depth chart of a queue page (uPlot),
+// whether live parts are paused, and the controls' helpers. The Content-Security-Policy allows no
+// inline script or handler and no eval, so everything the pages do in script lives here.
+// Live parts carry hx-trigger="callboard:poll from:body": one timer fires that event every poll_ms
+// (the body's data-poll-ms) while the tab is visible, and once as it becomes visible again; htmx then
+// refetches each part. The chart element sits outside the swapped partial, so a poll updates its data
+// instead of rebuilding it (hover survives).
 (function () {
   "use strict";
   var COLORS = ["#2f7de1", "#c98a00", "#7a5cc2", "#d1453b", "#3a9a5b"];
@@ -46,6 +50,39 @@
   }
 
   function showVisibility() { setLive(document.hidden ? "paused" : "live"); }
+
+  var pollTimer = null;
+
+  // One visibility check per tick: a hidden tab sends nothing.
+  function poll() {
+    if (!document.hidden) document.body.dispatchEvent(new CustomEvent("callboard:poll"));
+  }
+
+  function startPolling() {
+    var ms = parseInt(document.body.dataset.pollMs, 10);
+    if (!(ms > 0)) return;
+    if (pollTimer !== null) window.clearInterval(pollTimer);
+    pollTimer = window.setInterval(poll, ms);
+  }
+
+  // Back in view: refresh now, and count the next interval from here.
+  function onVisibilityChange() {
+    showVisibility();
+    if (document.hidden) return;
+    poll();
+    startPolling();
+  }
+
+  // Instead of inline handlers: a <select data-autosubmit> submits its form on change, and a
+  // <form data-no-submit> (the job selection, sent by htmx buttons) is never submitted natively.
+  document.addEventListener("change", function (evt) {
+    var el = evt.target;
+    if (el.matches && el.matches("select[data-autosubmit]") && el.form) el.form.submit();
+  });
+
+  document.addEventListener("submit", function (evt) {
+    if (evt.target.matches && evt.target.matches("form[data-no-submit]")) evt.preventDefault();
+  });
 
   // Controls: "select all on this page", and confirmations that say how many jobs they touch.
   document.addEventListener("change", function (evt) {
@@ -94,9 +131,9 @@
     }
   });
 
-  document.addEventListener("DOMContentLoaded", function () { updateChart(); showVisibility(); });
+  document.addEventListener("DOMContentLoaded", function () { updateChart(); showVisibility(); startPolling(); });
   document.addEventListener("htmx:afterSettle", updateChart);
-  document.addEventListener("visibilitychange", showVisibility);
+  document.addEventListener("visibilitychange", onVisibilityChange);
   // A failed poll (server gone) marks the indicator until the next successful swap.
   document.addEventListener("htmx:sendError", function () { setLive("offline"); });
   document.addEventListener("htmx:afterSwap", showVisibility);

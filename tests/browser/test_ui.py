@@ -169,9 +169,10 @@ def test_banner_appears_when_redis_goes_down_and_clears_when_it_is_back(page: Pa
 # Playwright keeps every page "visible" (microsoft/playwright#12099): a background tab, a minimized
 # window (CDP Browser.setWindowBounds) or a second tab brought to front all leave
 # document.visibilityState "visible" in headless Chromium. So the page's own view of visibility is
-# emulated: document.hidden/visibilityState read a flag, and each read is counted. htmx's poll timers
-# keep ticking and evaluate `[!document.hidden]` on every tick, so a growing read count proves that
-# polls came due (and were filtered) while hidden, without a fixed sleep.
+# emulated: document.hidden/visibilityState read a flag, and each read is counted. static/app.js's poll
+# timer keeps ticking and reads document.hidden on every tick, so a growing read count proves that
+# polls came due (and were held back) while hidden, without a fixed sleep. The waits pass functions,
+# not strings: the page's Content-Security-Policy forbids eval, which string predicates need.
 VISIBILITY_SHIM = """
 (() => {
   window.__hidden = false;
@@ -222,11 +223,11 @@ def test_live_parts_pause_while_the_tab_is_hidden(page: Page, callboard: Callboa
     expect(live).to_have_text("paused")
     # Let a poll that was already in flight when the tab hid finish, then count from there.
     start = page.evaluate("window.__hiddenReads")
-    page.wait_for_function(f"window.__hiddenReads >= {start} + 2", timeout=LIVE_TIMEOUT_MS)
+    page.wait_for_function("(n) => window.__hiddenReads >= n", arg=start + 2, timeout=LIVE_TIMEOUT_MS)
     before = len(polls)
     reads = page.evaluate("window.__hiddenReads")
-    # Two live elements each check visibility once per poll interval: ~4 intervals of suppressed polls.
-    page.wait_for_function(f"window.__hiddenReads >= {reads} + 8", timeout=LIVE_TIMEOUT_MS)
+    # The poll timer checks visibility once per poll interval: ~8 intervals of suppressed polls.
+    page.wait_for_function("(n) => window.__hiddenReads >= n", arg=reads + 8, timeout=LIVE_TIMEOUT_MS)
     assert polls[before:] == [], "live parts polled while the tab was hidden"
 
     with page.expect_request(lambda r: "/fragments/" in r.url, timeout=LIVE_TIMEOUT_MS):
