@@ -22,7 +22,9 @@ MAX_ENTRY_BYTES = 16_384
 
 
 async def append(redis: Redis, entry: Mapping[str, Any], keep: int) -> None:
-    body = json.dumps(entry, ensure_ascii=False, default=str)
+    # ASCII JSON: an id or queue name that is not UTF-8 (a lone surrogate here) is stored as a \u
+    # escape and read back exactly; written raw it would fail to encode, or to decode when read.
+    body = json.dumps(entry, ensure_ascii=True, default=str)
     if len(body) > MAX_ENTRY_BYTES and isinstance(entry.get("ids"), list):
         ids = entry["ids"]
         body = json.dumps({**entry, "ids": ids[:100], "ids_truncated": len(ids)}, default=str)

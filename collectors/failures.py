@@ -76,7 +76,9 @@ def split_exception(line: str | None) -> tuple[str, str]:
 
 def group_key(framework: Framework, name: str | None, exception: str, pattern: str) -> str:
     material = "\x1f".join((framework.value, name or "", exception, pattern))
-    return hashlib.blake2b(material.encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
+    # surrogatepass: any lone surrogate (a JSON "\ud800" in a message) encodes, one-to-one; with
+    # surrogateescape a "\ud800" raised and failed the whole collection (issue 11).
+    return hashlib.blake2b(material.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@ HTML, the progress of operations, and the audit log.
     POST /api/v1/jobs/{target}/{framework}/{queue}/{job_id}/{retry|delete|abort}
     POST /api/v1/queues/{target}/{framework}/{queue}/{retry|delete|abort}
          JSON {"state": "dead", "ids": [...]}; without "ids": every job in that state
-         form (htmx) state=dead&scope=selection&ids=..&ids=..  or  state=dead&scope=all
+         form (htmx) state=dead&scope=selection&ids=..&ids=..  or  state=dead&scope=all; form ids
+         are path-segment encoded (dashboard.urls.segment), so an id that is not UTF-8 round-trips
     POST /api/v1/queues/{target}/dramatiq/{queue}/recover   {"state": "orphaned"}: put back what
          workers with a stale heartbeat hold, as Dramatiq's maintenance would
     POST /api/v1/failures/{target}/{framework}/{group}/{retry|delete}: every job of a failure group
@@ -13,7 +14,10 @@ HTML, the progress of operations, and the audit log.
 
 A POST answers 200 with the counts when the operation ends within `WAIT` seconds, else 202 with
 its progress and a Location to poll. Access (auth, read-only, cross-site) is checked before any of
-this runs, by dashboard.access.
+this runs, by dashboard.access. A control acts only on a queue the target's collector knows
+(configured or discovered): anything else is a 404 before the body is read, with no audit entry.
+Bodies are read as a stream and refused with a 413 past `MAX_BODY` bytes (a declared
+Content-Length past it is refused before reading anything).
 """
 
 from __future__ import annotations
@@ -34,12 +38,24 @@ from collectors.model import Framework
 from collectors.target import TargetCollector
 from dashboard import views
 from dashboard.api import respond
-from dashboard.operations import ControlError, ControlRequest, Operation, Operations
+from dashboard.operations import (
+    ControlError,
+    ControlRequest,
+    Operation,
+    Operations,
+    UnknownQueue,
+    known_queue,
+    unknown_queue_message,
+)
+from dashboard.urls import unsegment
 
 #: Seconds a POST waits for its operation before answering 202 with progress.
 WAIT = 5.0
 ACTIONS = ("retry", "delete", "abort", "recover")
+JOB_ACTIONS = ("retry", "delete", "abort")
 GROUP_ACTIONS = ("retry", "delete")
+#: Bytes of a control's body at most: 10,000 ids of ~100 bytes each, with room to spare.
+MAX_BODY = 1024 * 1024
 #: Audit entries shown per target.
 AUDIT_PAGE = 200
 
@@ -59,11 +75,24 @@ def _user(request: Request) -> tuple[str, str]:
     return str(user), client
 
 
-def _split_action(rest: str) -> tuple[str, str]:
-    head, sep, action = rest.rpartition("/")
-    if not sep or action not in ACTIONS:
-        raise HTTPException(404, f"Expected .../{{{'|'.join(ACTIONS)}}} at the end of the path.")
-    return head, action
+async def _read_body(request: Request) -> bytes:
+    """The body, at most MAX_BODY bytes; a 413 as soon as it is known to be larger (by its declared
+    Content-Length, before reading anything; else once the stream passes the limit)."""
+    too_large = HTTPException(413, f"The body is over {MAX_BODY:,} bytes: act on the whole state instead.")
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not (declared.isascii() and declared.isdigit()):
+            raise HTTPException(400, "Bad Content-Length.")
+        if int(declared) > MAX_BODY:
+            raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _body(request: Request) -> tuple[dict[str, Any], FormData | None]:
@@ -71,7 +100,11 @@ async def _body(request: Request) -> tuple[dict[str, Any], FormData | None]:
     kind = request.headers.get("content-type", "").split(";")[0].strip()
     if kind == "application/json":
         try:
-            data = json.loads(await request.body() or b"{}")
+            data = json.loads(await _read_body(request) or b"{}")
+        except RecursionError:
+            # The C parser stops at the interpreter's recursion limit (~1,000 levels) and unwinds
+            # cleanly; a 1 MiB body cannot cost more than that. Ours is an object of depth 2.
+            raise HTTPException(400, "The body nests too deep to be a control's JSON object.") from None
         except ValueError:
             raise HTTPException(400, "The body is not valid JSON.") from None
         if not isinstance(data, dict):
@@ -80,9 +113,7 @@ async def _body(request: Request) -> tuple[dict[str, Any], FormData | None]:
     if kind in ("application/x-www-form-urlencoded", ""):
         # htmx posts urlencoded forms: parsed by the stdlib (Starlette's form parser needs an extra
         # package, python-multipart, for what we never receive). Ids are short; the body is capped.
-        body = await request.body()
-        if len(body) > 2_000_000:
-            raise HTTPException(413, "Too many ids in one request; act on the whole state instead.")
+        body = await _read_body(request)
         pairs: list[tuple[str, str | UploadFile]] = list(
             parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
         )
@@ -98,7 +129,8 @@ def _ids(data: dict[str, Any], form: FormData | None) -> tuple[str, ...] | None:
             return None
         if scope != "selection":
             raise HTTPException(400, "Form posts say scope=selection (with ids) or scope=all.")
-        ids = tuple(str(v) for v in form.getlist("ids") if isinstance(v, str) and v)
+        # The page writes each id as a path segment (any bytes survive a form that way).
+        ids = tuple(unsegment(v) for v in form.getlist("ids") if isinstance(v, str) and v)
         if not ids:
             raise HTTPException(400, "No jobs selected.")
         return ids
@@ -107,7 +139,21 @@ def _ids(data: dict[str, Any], form: FormData | None) -> tuple[str, ...] | None:
         return None
     if not isinstance(raw, list) or not all(isinstance(i, str) and i for i in raw):
         raise HTTPException(400, "`ids` must be a list of job ids (strings).")
+    if not all(_storable(i) for i in raw):
+        raise HTTPException(
+            400, "`ids` holds a string no Redis key can hold (a lone surrogate like \\ud800)."
+        )
     return tuple(raw)
+
+
+def _storable(job_id: str) -> bool:
+    # Ids that are not UTF-8 arrive as \udc80-\udcff (surrogateescape, as the pages write them);
+    # any other lone surrogate names no key Redis holds.
+    try:
+        job_id.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _flag(value: Any) -> bool:
@@ -116,38 +162,35 @@ def _flag(value: Any) -> bool:
 
 async def queue_action(request: Request) -> Response:
     p = request.path_params
-    key, action = _split_action(p["rest"])
+    target, framework, key, action = p["target"], p["framework"], p["queue"], p["action"]
+    views.require_queue(request, target, framework, key)  # a 404 before reading the body
     data, form = await _body(request)
     state = data.get("state")
     if not isinstance(state, str) or not state:
         raise HTTPException(400, 'Say which state the jobs are in: {"state": "dead", ...}.')
+    ids = _ids(data, form)
     control = ControlRequest(
-        p["target"],
-        p["framework"],
-        key,
-        state,
-        action,
-        _ids(data, form),
-        _flag(data.get("new_id")),
-        *_user(request),
+        target, framework, key, state, action, ids, _flag(data.get("new_id")), *_user(request)
     )
     return await _start(request, control)
 
 
 async def job_action(request: Request) -> Response:
     p = request.path_params
-    rest, action = _split_action(p["rest"])
-    key, job_id = views.split_job_path(rest)
+    target, framework, key, job_id, action = (
+        p[k] for k in ("target", "framework", "queue", "job_id", "action")
+    )
+    views.require_queue(request, target, framework, key)  # a queue that does not exist is not "finished"
     data, _ = await _body(request)
     state = data.get("state")
     if not isinstance(state, str) or not state:
-        detail = await views.load_job(request, p["target"], p["framework"], key, job_id)
+        detail = await views.load_job(request, target, framework, key, job_id)
         if detail is None:
             # Idempotent: a job that is gone needs nothing more; say so rather than fail.
             return _gone(request, job_id)
         state = detail.state
     control = ControlRequest(
-        p["target"], p["framework"], key, state, action, (job_id,), _flag(data.get("new_id")), *_user(request)
+        target, framework, key, state, action, (job_id,), _flag(data.get("new_id")), *_user(request)
     )
     return await _start(request, control)
 
@@ -164,6 +207,8 @@ async def _start(request: Request, control: ControlRequest) -> Response:
         raise HTTPException(404, f"Unknown framework {control.framework!r}.")
     try:
         op, joined = _operations(request).start(control)
+    except UnknownQueue as exc:
+        raise HTTPException(404, str(exc)) from None
     except ControlError as exc:
         raise HTTPException(400, str(exc)) from None
     assert op.task is not None
@@ -219,8 +264,6 @@ async def group_action(request: Request) -> Response:
     recipe's compare-and-set, so a job that changed meanwhile is reported, never acted on twice."""
     p = request.path_params
     target, framework, key, action = p["target"], p["framework"], p["group"], p["action"]
-    if action not in GROUP_ACTIONS:
-        raise HTTPException(404, f"Expected .../{{{'|'.join(GROUP_ACTIONS)}}} at the end of the path.")
     collector = views.target_collector(request, target)
     if collector is None or framework not in (Framework.DRAMATIQ, Framework.ARQ):
         raise HTTPException(404, f"No {framework} failures on target {target!r}.")
@@ -236,6 +279,9 @@ async def group_action(request: Request) -> Response:
     state = "dead" if framework == Framework.DRAMATIQ else "failed"
     user, client = _user(request)
     started: list[tuple[Operation, bool]] = []
+    unknown = [q for q in members if not known_queue(collector, framework, q)]
+    if unknown:  # checked for all first: start none rather than some
+        raise HTTPException(404, unknown_queue_message(target, framework, unknown[0]))
     try:
         for queue, ids in members.items():
             control = ControlRequest(

@@ -35,9 +35,16 @@ def to_jsonable(value: Any) -> Any:
 
 
 def respond(data: Any, status: int = 200) -> Response:
-    body = json.dumps(to_jsonable(data), ensure_ascii=False, allow_nan=False, default=repr)
+    jsonable = to_jsonable(data)
+    body = json.dumps(jsonable, ensure_ascii=False, allow_nan=False, default=repr)
+    try:
+        encoded = body.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (a non-UTF-8 key or file name, a JSON "\ud800"): as \u escapes the body
+        # is ASCII and stays exact, so a client can send the id back and reach the same key.
+        encoded = json.dumps(jsonable, ensure_ascii=True, allow_nan=False, default=repr).encode()
     return Response(
-        body, status_code=status, media_type="application/json", headers={"Cache-Control": "no-store"}
+        encoded, status_code=status, media_type="application/json", headers={"Cache-Control": "no-store"}
     )
 
 
@@ -77,7 +84,7 @@ async def jobs(request: Request) -> Response:
 
 async def job(request: Request) -> Response:
     p = request.path_params
-    key, job_id = views.split_job_path(p["rest"])
+    key, job_id = p["queue"], p["job_id"]
     detail = await views.load_job(request, p["target"], p["framework"], key, job_id)
     if detail is None:
         raise HTTPException(404, f"No job {job_id!r} in {key!r}: it finished, was deleted or never existed.")
@@ -135,45 +142,94 @@ async def failures(request: Request) -> Response:
     )
 
 
-def _post(summary: str, params: list[str], body: bool) -> dict[str, Any]:
-    parameters = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in params]
+#: Every error answer of the API is this object, with a message that says what to change.
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string", "description": "What went wrong, in words"}},
+}
+_READ_ERRORS = {
+    "400": "A parameter is invalid: not an integer, out of range, or an unknown state or framework",
+    "401": "Auth is on and no valid credentials were sent",
+    "404": "No such target, framework, queue (neither configured nor discovered), job, or path",
+    "405": "Wrong method for this path; the `Allow` header lists the right ones",
+}
+_WRITE_ERRORS = {
+    **_READ_ERRORS,
+    "400": "Bad body or parameters: not valid JSON (or nested too deep), no `state`, bad `ids`, "
+    "or the action does not apply to jobs in that state",
+    "403": "Read-only mode, or a cross-site request",
+    "413": "The body is over 1 MiB (10,000 ids fit): act on the whole state instead",
+    "415": "The body is neither JSON nor a urlencoded form",
+}
+_REDIS_ERROR = {"503": "Redis is unreachable or failed; try again once it is back"}
+
+
+def _errors(descriptions: dict[str, str]) -> dict[str, Any]:
+    schema = {"$ref": "#/components/schemas/Error"}
+    return {
+        code: {"description": text, "content": {"application/json": {"schema": schema}}}
+        for code, text in sorted(descriptions.items())
+    }
+
+
+def _path_params(params: list[str]) -> list[dict[str, Any]]:
+    return [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in params]
+
+
+_CONTROL_BODY = {
+    "type": "object",
+    "properties": {
+        "state": {"type": "string"},
+        "ids": {"type": "array", "items": {"type": "string"}, "maxItems": 10_000},
+        "new_id": {"type": "boolean"},
+    },
+}
+
+
+def _post(summary: str, params: list[str], body: bool, extra: dict[str, str] | None = None) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
-        "parameters": parameters,
+        "parameters": _path_params(params),
         "responses": {
             "200": {"description": "The operation ended: counts done, skipped, changed, per-job outcomes"},
             "202": {"description": "Still running: progress so far; poll the Location"},
-            "400": {"description": "The action does not apply to jobs in that state"},
-            "401": {"description": "Auth is on and no valid credentials were sent"},
-            "403": {"description": "Read-only mode, or a cross-site request"},
+            **_errors({**_WRITE_ERRORS, **_REDIS_ERROR, **(extra or {})}),
         },
     }
-    if body:
-        op["requestBody"] = {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["state"],
-                        "properties": {
-                            "state": {"type": "string"},
-                            "ids": {"type": "array", "items": {"type": "string"}},
-                            "new_id": {"type": "boolean"},
-                        },
-                    }
-                }
-            },
-        }
+    schema = {**_CONTROL_BODY, "required": ["state"]} if body else _CONTROL_BODY
+    op["requestBody"] = {
+        "required": body,
+        "content": {
+            "application/json": {"schema": schema},
+            "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
+        },
+    }
     return {"post": op}
 
 
-def _op(summary: str, params: list[str], query: tuple[str, ...] = ()) -> dict[str, Any]:
-    parameters = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in params]
-    parameters += [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}} for n in query]
-    return {
-        "get": {"summary": summary, "parameters": parameters, "responses": {"200": {"description": "JSON"}}}
-    }
+def _op(
+    summary: str,
+    params: list[str],
+    query: tuple[str, ...] = (),
+    redis: bool = False,
+    extra: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    parameters = _path_params(params)
+    parameters += [
+        {"name": n, "in": "query", "required": False, "schema": _QUERY.get(n, {"type": "string"})}
+        for n in query
+    ]
+    errors = {**_READ_ERRORS, **(_REDIS_ERROR if redis else {}), **(extra or {})}
+    responses = {"200": {"description": "JSON"}, **_errors(errors)}
+    return {"get": {"summary": summary, "parameters": parameters, "responses": responses}}
+
+
+_QUERY: dict[str, dict[str, Any]] = {
+    "cursor": {"type": "integer", "minimum": 0, "maximum": views.MAX_OFFSET},
+    "limit": {"type": "integer", "minimum": 1, "maximum": views.MAX_LIMIT},
+    "framework": {"type": "string", "enum": ["dramatiq", "arq"]},
+}
 
 
 OPENAPI: dict[str, Any] = {
@@ -185,10 +241,12 @@ OPENAPI: dict[str, Any] = {
             "A page of jobs in one state (ready, in_flight, delayed, dead)",
             ["target", "framework", "queue"],
             ("state", "cursor", "limit"),
+            redis=True,
         ),
         "/api/v1/jobs/{target}/{framework}/{queue}/{job_id}": _op(
             "Everything stored about one job, and `resend_code`: Python that re-sends it by hand",
             ["target", "framework", "queue", "job_id"],
+            redis=True,
         ),
         "/api/v1/workers": _op("Workers of every target", []),
         "/api/v1/failures": _op(
@@ -204,13 +262,14 @@ OPENAPI: dict[str, Any] = {
             )
             for action in ("retry", "delete")
         },
-        "/api/v1/audit": _op("The newest controls run, from every target's audit log", []),
+        "/api/v1/audit": _op("The newest controls run, from every target's audit log", [], redis=True),
         "/api/v1/operations/{op_id}": _op("Progress and outcome of a control", ["op_id"]),
         "/api/v1/search": _op(
             "Start a search of stored jobs (or join the identical one running); its id and progress. "
             "`in`: any, id, name, args or error; scope: every queue, or narrowed by target, framework, queue",
             [],
             ("q", "in", "target", "framework", "queue"),
+            extra={"429": "Too many different searches are running: stop one, or wait"},
         ),
         "/api/v1/searches/{search_id}": _op(
             "A search's progress (scanned, total, matches) and its first 1,000 matches", ["search_id"]
@@ -223,8 +282,14 @@ OPENAPI: dict[str, Any] = {
                 ],
                 "responses": {
                     "200": {"description": "The search's state"},
-                    "403": {"description": "A cross-site request"},
-                    "404": {"description": "No such search"},
+                    **_errors(
+                        {
+                            **_READ_ERRORS,
+                            "400": "A bad request (the search id is a path segment; nothing else is read)",
+                            "403": "A cross-site request",
+                            "404": "No such search (finished ones are kept for a while only)",
+                        }
+                    ),
                 },
             }
         },
@@ -245,6 +310,7 @@ OPENAPI: dict[str, Any] = {
             for action in ("retry", "delete", "abort")
         },
     },
+    "components": {"schemas": {"Error": ERROR_SCHEMA}},
 }
 
 

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from redis.asyncio import Redis
-from redis.asyncio.connection import Connection
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
@@ -29,43 +28,16 @@ from dashboard.hosts import AllowedHosts
 from dashboard.metrics import make_registry, metrics_endpoint
 from dashboard.operations import Operations
 from dashboard.poller import Poller
+from dashboard.redispool import redis_client as redis_client  # tests and benches build clients here
+from dashboard.redispool import trim_forever
 from dashboard.rendercache import RenderCache
+from dashboard.routing import SegmentRoute, Shape
 from dashboard.searches import Searches
 from dashboard.settings import Settings, TargetSettings
 from dashboard.store import SnapshotStore
 from dashboard.templating import asset_dir, make_templates
 
 log = logging.getLogger("callboard")
-
-
-def redis_client(url: str, timeout: float) -> Redis:
-    client: Redis = Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        # Key names are not always UTF-8; surrogateescape keeps them round-trippable.
-        encoding_errors="surrogateescape",
-        health_check_interval=30,
-        client_name="callboard",
-        redis_connect_func=name_connection,
-    )
-    return client
-
-
-async def name_connection(connection: Connection) -> None:
-    """redis-py's handshake, with the client name set only where the ACL allows it.
-
-    The name ("callboard" in CLIENT LIST) is a courtesy: a read-only user without
-    +client|setname would otherwise fail every connection, and the target would look down."""
-    name, connection.client_name = connection.client_name, None
-    try:
-        await connection.on_connect()
-    finally:
-        connection.client_name = name
-    if name:
-        await connection.send_command("CLIENT", "SETNAME", name)
-        with contextlib.suppress(ResponseError):
-            await connection.read_response()
 
 
 def _collector(target: TargetSettings, settings: Settings) -> TargetCollector:
@@ -97,11 +69,14 @@ def _wants_json(request: Request) -> bool:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    # exc.headers carry what the status needs: `Allow` on a 405, `Retry-After` on a 429.
     if _wants_json(request):
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
-    return views.render(
-        request, "pages/error.html", {"status": exc.status_code, "message": exc.detail}, exc.status_code
-    )
+        response = api.respond({"error": exc.detail}, exc.status_code)
+    else:
+        context = {"status": exc.status_code, "message": exc.detail}
+        response = views.render(request, "pages/error.html", context, exc.status_code)
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def redis_error(request: Request, exc: Exception) -> Response:
@@ -111,7 +86,7 @@ async def redis_error(request: Request, exc: Exception) -> Response:
     )
     log.warning("browse request %s failed: %r", request.url.path, exc)
     if _wants_json(request):
-        return JSONResponse({"error": message}, status_code=503)
+        return api.respond({"error": message}, 503)
     return views.render(request, "pages/error.html", {"status": 503, "message": message}, 503)
 
 
@@ -120,6 +95,55 @@ class _App(Starlette):
         # Around Starlette's own outer layers too (its 500 and body-limit answers), so every response
         # carries the security headers: the guards' denials, 404s, 405s, static files, errors.
         return SecurityHeaders(super().build_middleware_stack())
+
+
+#: Queue, job, fragment, job-API and control URLs: names are path segments read from the raw path.
+Q = ("target", "framework", "queue")
+J = (*Q, "job_id")
+
+
+def named_routes() -> list[BaseRoute]:
+    return [
+        SegmentRoute("/queues", [Shape(Q, "GET", views.queue_page)], "/queues/{target}/{framework}/{queue}"),
+        SegmentRoute(
+            "/jobs", [Shape(J, "GET", views.job_page)], "/jobs/{target}/{framework}/{queue}/{job_id}"
+        ),
+        SegmentRoute(
+            "/fragments/queues",
+            [Shape(Q, "GET", views.queue_fragment)],
+            "/fragments/queues/{target}/{framework}/{queue}",
+        ),
+        SegmentRoute(
+            "/fragments/jobs",
+            [Shape(Q, "GET", views.jobs_fragment)],
+            "/fragments/jobs/{target}/{framework}/{queue}",
+        ),
+        SegmentRoute(
+            "/api/v1/queues",
+            [
+                Shape(Q, "GET", api.jobs, last=("jobs",)),
+                Shape(Q, "POST", actions.queue_action, last=actions.ACTIONS),
+            ],
+            "/api/v1/queues/{target}/{framework}/{queue}/jobs, or POST .../{queue}/{action}",
+        ),
+        SegmentRoute(
+            "/api/v1/jobs",
+            [
+                Shape(J, "GET", api.job),
+                Shape(J, "POST", actions.job_action, last=actions.JOB_ACTIONS),
+            ],
+            "/api/v1/jobs/{target}/{framework}/{queue}/{job_id}, or POST .../{job_id}/{action}",
+        ),
+        SegmentRoute(
+            "/api/v1/failures",
+            [
+                Shape(
+                    ("target", "framework", "group"), "POST", actions.group_action, last=actions.GROUP_ACTIONS
+                )
+            ],
+            "POST /api/v1/failures/{target}/{framework}/{group}/{retry|delete}",
+        ),
+    ]
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -136,9 +160,14 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         poller.start()
+        pools = [c.redis for c in collectors.values()] + list(results_redis.values())
+        trimmer = asyncio.create_task(trim_forever(pools), name="redis-pool-trim")
         try:
             yield
         finally:
+            trimmer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await trimmer
             await searches.close()
             await poller.stop()
             for c in collectors.values():
@@ -146,27 +175,20 @@ def create_app(settings: Settings) -> Starlette:
             for r in results_redis.values():
                 await r.aclose()
 
-    q = "{target}/{framework}/{queue:path}"
     routes = [
         Route("/", views.overview, name="overview"),
         Route("/workers", views.workers, name="workers"),
         Route("/failures", views.failures, name="failures"),
-        Route("/queues/" + q, views.queue_page, name="queue"),
-        Route("/jobs/{target}/{framework}/{rest:path}", views.job_page, name="job"),
         Route("/audit", actions.audit_page, name="audit"),
         Route("/search", finder.search_page, name="search"),
         Route("/fragments/overview", views.overview_fragment),
         Route("/fragments/banner", views.banner_fragment),
         Route("/fragments/workers", views.workers_fragment),
         Route("/fragments/failures", views.failures_fragment),
-        Route("/fragments/queues/" + q, views.queue_fragment),
-        Route("/fragments/jobs/" + q, views.jobs_fragment),
         Route("/fragments/operations/{op_id}", actions.operation_fragment),
         Route("/fragments/searches/{search_id}", finder.search_fragment),
         Route("/api/v1/openapi.json", api.openapi),
         Route("/api/v1/queues", api.queues),
-        Route("/api/v1/queues/{target}/{framework}/{queue:path}/jobs", api.jobs),
-        Route("/api/v1/jobs/{target}/{framework}/{rest:path}", api.job),
         Route("/api/v1/workers", api.workers),
         Route("/api/v1/failures", api.failures),
         Route("/api/v1/audit", actions.audit_api),
@@ -174,11 +196,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/v1/search", finder.search_api),
         Route("/api/v1/searches/{search_id}", finder.search_state),
         Route("/api/v1/searches/{search_id}/stop", finder.search_stop, methods=["POST"]),
-        Route("/api/v1/queues/{target}/{framework}/{rest:path}", actions.queue_action, methods=["POST"]),
-        Route("/api/v1/jobs/{target}/{framework}/{rest:path}", actions.job_action, methods=["POST"]),
-        Route(
-            "/api/v1/failures/{target}/{framework}/{group}/{action}", actions.group_action, methods=["POST"]
-        ),
+        *named_routes(),
         Route("/metrics", metrics_endpoint),
         Route("/healthz", healthz),
         Route("/readyz", readyz),

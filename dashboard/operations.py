@@ -45,7 +45,34 @@ MAX_IDS = 10_000
 
 
 class ControlError(ValueError):
-    """A control that cannot be run as asked; the message says why (an HTTP 400 or 404)."""
+    """A control that cannot be run as asked; the message says why (an HTTP 400)."""
+
+
+class UnknownQueue(ControlError):
+    """The queue is not one the target's collector knows for that framework (an HTTP 404)."""
+
+
+def known_queue(collector: TargetCollector, framework: str, queue: str) -> bool:
+    """Whether `queue` is a queue of `framework` on this target: configured, or discovered with the
+    framework's own layout. Controls act on nothing else, so a key that merely looks like a queue
+    (an app's list or sorted set) is never touched. O(queues) of that target."""
+    if framework == Framework.DRAMATIQ:
+        return any(q.ready == queue for q in collector.dramatiq.queue_keys())
+    if framework == Framework.ARQ:
+        return queue in collector.arq.queue_names()
+    return False
+
+
+def unknown_queue_message(target: str, framework: str, queue: str) -> str:
+    return (
+        f"No {framework} queue {queue!r} on target {target!r}: it is not configured and has not been "
+        "discovered (yet). Callboard discovers Dramatiq queues by their keys (namespace:queue and its "
+        ".DQ/.XQ/.msgs keys) in namespaces with a heartbeat registry (namespace:__heartbeats__), and "
+        "Arq queues as sorted sets that hold Arq jobs, or that a health check or a stored result names. "
+        "Discovery scans a bounded number of keys per poll, so on a large database a new queue appears "
+        "within a few polls; to show a queue before it has keys, list it under [targets.dramatiq] or "
+        "[targets.arq] `queues` in the config file."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +182,10 @@ class Operations:
         """The operation for `request`, and whether it joined an identical one already running."""
         collector = self.collectors.get(request.target)
         if collector is None:
-            raise ControlError(f"unknown target {request.target!r}")
+            raise UnknownQueue(f"unknown target {request.target!r}")
+        if not known_queue(collector, request.framework, request.queue):
+            # Defence in depth: the HTTP layer refuses these first; nothing unknown is ever written.
+            raise UnknownQueue(unknown_queue_message(request.target, request.framework, request.queue))
         if request.action not in actions(collector, request.framework, request.state):
             allowed = ", ".join(actions(collector, request.framework, request.state)) or "none"
             hint = (

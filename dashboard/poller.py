@@ -14,6 +14,7 @@ import time
 from redis.exceptions import RedisError
 
 from collectors.target import TargetCollector
+from dashboard.redispool import POLLER
 from dashboard.store import SnapshotStore
 
 log = logging.getLogger("callboard.poller")
@@ -70,6 +71,7 @@ class Poller:
         self.store.record_error(name, reason, time.perf_counter() - started)
 
     async def _loop(self, name: str) -> None:
+        POLLER.set(True)  # this task's Redis commands may use the connection kept for the poller
         wake = self._wake[name]
         while True:
             await self.collect_once(name)

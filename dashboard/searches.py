@@ -27,7 +27,7 @@ from collectors import dramatiq
 from collectors.model import Framework
 from collectors.search import Hit, Query, Scan, sources
 from collectors.target import TargetCollector
-from dashboard.templating import job_url
+from dashboard.urls import job_url
 
 log = logging.getLogger("callboard.search")
 

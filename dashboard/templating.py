@@ -1,7 +1,10 @@
 """Jinja environment: where templates and static files live, filters, and URL helpers.
 
 Templates are autoescaped; nothing from Redis is marked safe. Static URLs carry a content hash so a
-browser never runs stale JS or CSS after an upgrade.
+browser never runs stale JS or CSS after an upgrade. Every URL is built by dashboard.urls (globals
+`queue_url`, `job_url`, ...), never by concatenation. Every value printed goes through `printable`,
+so a lone surrogate from Redis (a file name that is not UTF-8, a JSON "\ud800") shows as an
+`\udcff` escape instead of failing the page's UTF-8 encoding.
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ import time
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
+from markupsafe import Markup
 from starlette.templating import Jinja2Templates
+
+from dashboard.urls import BUILDERS, segment
+from dashboard.urls import job_url as job_url  # re-exported: templates and older callers use these
+from dashboard.urls import queue_url as queue_url
 
 _PACKAGE = Path(__file__).resolve().parent
 _REPO = _PACKAGE.parent
@@ -38,15 +45,6 @@ def _hash(path: str) -> str:
 
 def static(path: str) -> str:
     return f"/static/{path}?v={_hash(path)}"
-
-
-def queue_url(target: str, framework: str, key: str, tab: str | None = None) -> str:
-    url = f"/queues/{quote(target, safe='')}/{framework}/{quote(key, safe='')}"
-    return url + (f"?state={tab}" if tab else "")
-
-
-def job_url(target: str, framework: str, key: str, job_id: str) -> str:
-    return f"/jobs/{quote(target, safe='')}/{framework}/{quote(key, safe='')}/{quote(job_id, safe='')}"
 
 
 def ago(ts: float | None, now: float | None = None) -> str:
@@ -107,11 +105,33 @@ def bytes_(n: int | None) -> str:
     return f"{n:.1f} TiB"
 
 
+def printable(value: Any) -> Any:
+    """Jinja's `finalize`: a string that UTF-8 cannot encode gets its lone surrogates as `\\udcff`
+    escapes; anything else is unchanged. Costs one UTF-8 encode per printed string."""
+    if (
+        value is None
+        or isinstance(value, int | float)
+        or (hasattr(value, "__html__") and not isinstance(value, str))
+    ):
+        return value
+    text = value if isinstance(value, str) else str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        fixed = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        return Markup(fixed) if isinstance(value, Markup) else fixed
+    return value
+
+
 def make_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(asset_dir("templates")))
     env = templates.env
-    env.globals.update(static=static, queue_url=queue_url, job_url=job_url)
-    env.filters.update(ago=ago, duration=duration, when=when, compact=compact, pretty=pretty, bytes=bytes_)
+    env.globals.update(static=static, **BUILDERS)
+    env.filters.update(
+        ago=ago, duration=duration, when=when, compact=compact, pretty=pretty, bytes=bytes_, segment=segment
+    )
+    # Set before any template compiles (finalize is compiled into each template's output calls).
+    env.finalize = printable
     env.trim_blocks = True
     env.lstrip_blocks = True
     return templates

@@ -5,6 +5,7 @@ A fragment URL returns exactly the partial its page includes, so the markup exis
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,13 @@ HTML = "text/html; charset=utf-8"
 OVERVIEW_ROWS = 100
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_LIMIT = 50
+#: Jobs per page at most (a page is read and rendered per request).
+MAX_LIMIT = 500
+#: Highest cursor (an offset): beyond any real queue, well inside Redis' 64-bit indexes.
+MAX_OFFSET = 10**12
+#: Highest overview page asked for (clamped to the last page that exists).
+MAX_PAGE = 10**6
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 STATE_LABELS = {
     "ready": "Ready",
     "in_flight": "In flight",
@@ -130,6 +138,12 @@ def _matches(words: list[str], state: TargetState, q: QueueStats) -> bool:
     return all(w in text for w in words)
 
 
+def overview_page(request: Request) -> int:
+    """`?page=`: a number from 1 to MAX_PAGE (a 400 beyond), 1 when it is not a number at all."""
+    raw = (request.query_params.get("page") or "").strip()
+    return int_param(request, "page", 1, 1, MAX_PAGE) if _INTEGER.fullmatch(raw) else 1
+
+
 def overview_context(request: Request) -> dict[str, Any]:
     """The overview's rows: filtered by `?q=` (every word must match target, framework or queue),
     `OVERVIEW_ROWS` per `?page=`. Sparklines are computed for the shown rows only."""
@@ -138,10 +152,7 @@ def overview_context(request: Request) -> dict[str, Any]:
     words = query.casefold().split()
     found = [(s, q) for s, q in store.queues() if _matches(words, s, q)]
     pages = max(1, -(-len(found) // OVERVIEW_ROWS))
-    try:
-        page = min(max(1, int(request.query_params.get("page") or 1)), pages)
-    except ValueError:
-        page = 1
+    page = min(overview_page(request), pages)
     start = (page - 1) * OVERVIEW_ROWS
     rows = [queue_row(store, s, q) for s, q in found[start : start + OVERVIEW_ROWS]]
     params = {k: v for k, v in (("q", query), ("page", str(page) if page > 1 else "")) if v}
@@ -162,10 +173,12 @@ def overview_context(request: Request) -> dict[str, Any]:
 
 
 async def overview(request: Request) -> Response:
+    overview_page(request)  # a 400 here, not from the render thread
     return await _live(request, "pages/overview.html", lambda: overview_context(request))
 
 
 async def overview_fragment(request: Request) -> Response:
+    overview_page(request)
     return await _live(request, "partials/overview_body.html", lambda: overview_context(request))
 
 
@@ -211,10 +224,18 @@ def _bars(spark: tuple[int, ...]) -> tuple[tuple[float, float], ...]:
     return tuple((i * width, max(1.0, 22 * n / top) if n else 0.0) for i, n in enumerate(spark))
 
 
+def failures_framework(request: Request) -> str:
+    """`?framework=` of the failures page: "", dramatiq or arq (a 400 otherwise)."""
+    framework = request.query_params.get("framework") or ""
+    if framework and framework not in BROWSE_STATES:
+        raise HTTPException(400, f"Unknown framework {framework!r}: dramatiq or arq.")
+    return framework
+
+
 def failures_context(request: Request) -> dict[str, Any]:
     """Everything the failures page shows, from the store alone: groups, retention, orphans, stuck."""
     store = _store(request)
-    framework = request.query_params.get("framework") or ""
+    framework = failures_framework(request)
     groups: list[GroupRow] = []
     orphans: list[OrphanRow] = []
     stuck: list[tuple[str, StuckJob]] = []
@@ -254,24 +275,26 @@ def failures_context(request: Request) -> dict[str, Any]:
 
 
 async def failures(request: Request) -> Response:
+    failures_framework(request)  # a 400 here, not from the render thread
     return await _live(request, "pages/failures.html", lambda: failures_context(request))
 
 
 async def failures_fragment(request: Request) -> Response:
+    failures_framework(request)
     return await _live(request, "partials/failures_body.html", lambda: failures_context(request))
 
 
 def _queue_context(request: Request) -> dict[str, Any]:
     target, framework, key = (request.path_params[k] for k in ("target", "framework", "queue"))
-    if framework not in BROWSE_STATES or target_collector(request, target) is None:
-        raise HTTPException(404, f"No queue {key!r} on target {target!r} ({framework}).")
+    require_queue(request, target, framework, key)
     found = _store(request).queue(target, framework, key)
     state = _store(request).get(target)
     assert state is not None
     if found is None:
+        # Known (configured, or discovered since the last snapshot) but not collected yet.
         stats = _empty_stats(framework, key)
         if stats is None:
-            raise HTTPException(404, f"No queue {key!r} on target {target!r} ({framework}).")
+            raise HTTPException(404, operations.unknown_queue_message(target, framework, key))
     else:
         stats = found[1]
     history = _store(request).history(target, key)
@@ -286,7 +309,7 @@ def _tab_count(stats: QueueStats, state: str) -> int | None:
 
 
 def _empty_stats(framework: str, key: str) -> QueueStats | None:
-    """A queue the store does not list (yet): shown with zero counts rather than a 404."""
+    """A known queue the store does not list yet (no snapshot since it was found): zero counts."""
     if framework == Framework.ARQ:
         states = QUEUE_STATES[Framework.ARQ]
         return QueueStats(Framework.ARQ, arq.NAMESPACE, key, key, dict.fromkeys(states, 0), None)
@@ -356,8 +379,9 @@ async def queue_fragment(request: Request) -> Response:
 
 
 async def job_page(request: Request) -> Response:
-    target, framework = request.path_params["target"], request.path_params["framework"]
-    key, job_id = split_job_path(request.path_params["rest"])
+    target, framework, key, job_id = (
+        request.path_params[k] for k in ("target", "framework", "queue", "job_id")
+    )
     detail = await load_job(request, target, framework, key, job_id)
     if detail is None:
         return render(
@@ -384,13 +408,25 @@ def target_collector(request: Request, target: str) -> TargetCollector | None:
     return collectors.get(target)
 
 
+def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """The query parameter `name` as an integer in [low, high]; a 400 that says so otherwise.
+
+    Checked here, before Redis sees it: a cursor of 10**32 is not "Redis is unreachable"."""
+    raw = (request.query_params.get(name) or "").strip()
+    if not raw:
+        return default
+    if len(raw) > 20 or not _INTEGER.fullmatch(raw):
+        raise HTTPException(400, f"`{name}` must be an integer from {low:,} to {high:,}.")
+    value = int(raw)
+    if not low <= value <= high:
+        raise HTTPException(400, f"`{name}` must be an integer from {low:,} to {high:,}; got {value:,}.")
+    return value
+
+
 def _paging(request: Request) -> tuple[int, int]:
-    try:
-        offset = max(0, int(request.query_params.get("cursor") or 0))
-        limit = int(request.query_params.get("limit") or DEFAULT_LIMIT)
-    except ValueError:
-        raise HTTPException(400, "cursor and limit must be integers") from None
-    return offset, min(max(limit, 1), 500)
+    offset = int_param(request, "cursor", 0, 0, MAX_OFFSET)
+    limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    return offset, limit
 
 
 def resend(request: Request, target: str, detail: JobDetail) -> snippets.Snippet:
@@ -399,17 +435,21 @@ def resend(request: Request, target: str, detail: JobDetail) -> snippets.Snippet
     return snippets.resend_snippet(detail, settings.safe_url if settings else DEFAULT_URL)
 
 
-def split_job_path(rest: str) -> tuple[str, str]:
-    key, sep, job_id = rest.rpartition("/")
-    if not sep or not key or not job_id:
-        raise HTTPException(404, "Expected /jobs/{target}/{framework}/{queue}/{job_id}.")
-    return key, job_id
+def require_queue(request: Request, target: str, framework: str, key: str) -> TargetCollector:
+    """The target's collector when `key` is a queue it knows for `framework`; else a 404 that says
+    what is unknown (and how queues are discovered)."""
+    collector = target_collector(request, target)
+    if collector is None:
+        raise HTTPException(404, f"Unknown target {target!r}.")
+    if framework not in BROWSE_STATES:
+        raise HTTPException(404, f"Unknown framework {framework!r}: dramatiq or arq.")
+    if not operations.known_queue(collector, framework, key):
+        raise HTTPException(404, operations.unknown_queue_message(target, framework, key))
+    return collector
 
 
 async def list_jobs(request: Request, target: str, framework: str, key: str, state: str) -> JobPage:
-    collector = target_collector(request, target)
-    if collector is None or framework not in BROWSE_STATES:
-        raise HTTPException(404, f"No queue {key!r} on target {target!r} ({framework}).")
+    collector = require_queue(request, target, framework, key)
     if state not in BROWSE_STATES[framework]:
         raise HTTPException(400, f"Unknown state {state!r}; one of {', '.join(BROWSE_STATES[framework])}.")
     offset, limit = _paging(request)
@@ -422,13 +462,9 @@ async def list_jobs(request: Request, target: str, framework: str, key: str, sta
 
 
 async def load_job(request: Request, target: str, framework: str, key: str, job_id: str) -> JobDetail | None:
-    collector = target_collector(request, target)
-    if collector is None:
-        raise HTTPException(404, f"Unknown target {target!r}.")
+    collector = require_queue(request, target, framework, key)
     if framework == Framework.ARQ:
         return await arq.get_job(collector.redis, collector.arq, key, job_id)
-    if framework != Framework.DRAMATIQ:
-        raise HTTPException(404, f"Unknown framework {framework!r}.")
     q = dramatiq.queue_keys(key)
     if q is None:
         raise HTTPException(404, f"{key!r} is not a Dramatiq queue key (namespace:queue).")

@@ -18,6 +18,7 @@ import redis
 from tests.integration import dramatiq_app
 from tests.integration.support import (
     PREFETCH,
+    api_counts,
     api_json,
     control_int,
     open_gate,
@@ -133,6 +134,8 @@ def test_deleting_pending_messages_reports_those_a_worker_already_holds(
     listed = [r.decode() for r in control.lrange(KEY, 0, -1)]  # type: ignore[union-attr]
     fetched = sorted({r.decode() for r in control.hkeys(f"{KEY}.msgs")} - set(listed))  # type: ignore[union-attr]
     assert listed and fetched
+    # Controls act on known queues only (issue 11): this one appeared just now, so let discovery see it.
+    wait_until(lambda: (NS, QUEUE) in api_counts(board, "main"), timeout=10, what="the queue discovered")
 
     status, body = post_json(board, API + "/delete", {"state": "ready", "ids": [fetched[0], *listed]})
     assert status == 200
