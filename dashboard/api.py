@@ -158,7 +158,7 @@ _WRITE_ERRORS = {
     **_READ_ERRORS,
     "400": "Bad body or parameters: not valid JSON (or nested too deep), no `state`, bad `ids`, "
     "or the action does not apply to jobs in that state",
-    "403": "Read-only mode, or a cross-site request",
+    "403": "Read-only mode, a cross-site request, or the Redis user's ACL refused the write",
     "413": "The body is over 1 MiB (10,000 ids fit): act on the whole state instead",
     "415": "The body is neither JSON nor a urlencoded form",
 }

@@ -76,6 +76,16 @@ class SnapshotMetrics(Collector):
         yield from (up, duration, errors, last, build, messages, oldest, workers, results)
 
 
+def label(value: str) -> str:
+    """A label value the exposition can encode: a key that is not UTF-8 (read with surrogateescape)
+    shows its bytes as `\\udcff` escapes instead of failing the whole /metrics answer."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 def _queue_samples(
     t: str,
     snap: TargetSnapshot,
@@ -84,7 +94,7 @@ def _queue_samples(
     results: GaugeMetricFamily,
 ) -> None:
     for q in snap.queues:
-        labels = [t, q.framework.value, q.namespace, q.name]
+        labels = [t, q.framework.value, label(q.namespace), label(q.name)]
         for name in QUEUE_STATES[q.framework]:
             messages.add_metric([*labels, name], q.counts.get(name, 0))
         if q.oldest_ready_age is not None:
@@ -112,7 +122,7 @@ def _worker_samples(t: str, snap: TargetSnapshot, workers: GaugeMetricFamily) ->
             counts["alive" if q.name in checked else "stale"] += 1
     for (fw, ns), counts in sorted(by_ns.items()):
         for name, n in counts.items():
-            workers.add_metric([t, fw, ns, name], n)
+            workers.add_metric([t, fw, label(ns), name], n)
 
 
 def make_registry(store: SnapshotStore) -> CollectorRegistry:

@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 import pytest
 import redis
-from arq.jobs import serialize_result
+from arq.jobs import serialize_job, serialize_result
 
 from tests.conftest import flushed
 from tests.hostile.http_support import (
@@ -46,6 +46,8 @@ GONE_RID = b"\xfa\xfb"  # deleted through its page's control
 DEAD_RID = b"\xfd\xfc"  # a dead letter: /failures
 DEAD_GONE_RID = b"\xf0\xf1"  # a dead letter deleted through the tab's selection form
 ODD_ARGS = ["\ud800", "file-\udcff.txt"]
+#: An Arq queue (a sorted set) whose name is not UTF-8, holding one job.
+ODD_QUEUE = b"queue-\xff"
 
 
 def text(rid: bytes) -> str:
@@ -112,10 +114,14 @@ def seeded(one_redis: RedisServer) -> Iterator[Board]:
     )
     assert result is not None
     control.set("arq:result:arq-failed-odd", result, px=3_600_000)
+    # arq's own layout, written by hand: its client cannot name a queue with bytes that are not UTF-8.
+    control.set("arq:job:in-odd-queue", serialize_job("odd_task", (), {}, None, now_ms), px=3_600_000)
+    control.zadd(ODD_QUEUE, {"in-odd-queue": now_ms})
     board = Callboard([f"t={url}"]).start(poll_interval=0.2)
     try:
         wait_for_queue(board, "dramatiq", KEY)
         wait_for_queue(board, "arq", "arq:queue")
+        wait_for_queue(board, "arq", text(ODD_QUEUE))
         yield Board(board, control, sent.decode())
     finally:
         board.stop()
@@ -251,6 +257,25 @@ def test_controls_reach_exactly_the_message_whose_id_is_not_utf8(seeded: Board) 
     assert {text(GONE_RID), text(DEAD_GONE_RID)} <= logged
     audit_page = get_ok(board, "/audit")
     assert "<code>\\udcfa\\udcfb</code>" in audit_page and "<code>\\udcf0\\udcf1</code>" in audit_page
+
+
+def test_a_queue_whose_name_is_not_utf8_is_listed_linked_and_exported(seeded: Board) -> None:
+    board, control = seeded.board, seeded.control
+    overview = get_ok(board, "/")
+    assert "queue-\\udcff" in overview
+    assert "/queues/t/arq/queue-%FF" in attribute_values(overview, "href")  # its bytes, one segment
+    page = get_ok(board, "/queues/t/arq/queue-%FF")
+    assert "in-odd-queue" in page
+    status, metrics = board.get("/metrics")
+    assert status == 200 and 'queue="queue-\\\\udcff"' in metrics, metrics[-1500:]
+    # Its "Delete all" reaches exactly that sorted set.
+    [delete_all] = [
+        html.unescape(u)
+        for u in re.findall(r'data-action="delete" data-scope="all"[^>]*?hx-post="([^"]+)"', page, re.S)
+    ]
+    status, answer = post_json(board, delete_all, {"state": "ready"})
+    assert status == 200 and answer["done"] == 1, answer
+    assert control.zcard(ODD_QUEUE) == 0
 
 
 def test_nothing_failed_on_the_way(seeded: Board) -> None:

@@ -86,7 +86,8 @@ def test_search_start_join_progress_and_stop(redis_url: str, control: redis.Redi
         hit = done["hits"][0]
         rid = control.lindex(KEY, 54321)
         assert rid is not None and hit["job_id"] == rid.decode()  # type: ignore[union-attr]
-        assert hit["url"] == f"/jobs/{TARGET}/dramatiq/{quote(KEY, safe=':@')}/{hit['job_id']}"  # ':' and '@' stay
+        # Each name is one path segment; ':' and '@' stay readable (dashboard.urls.segment).
+        assert hit["url"] == f"/jobs/{TARGET}/dramatiq/{quote(KEY, safe=':@')}/{hit['job_id']}"
         assert http.get(hit["url"]).status_code == 200
 
         fragment = http.get(f"/fragments/searches/{search_id}")
