@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -65,9 +66,16 @@ def _raw(board: Callboard, head: str, chunks: Iterator[bytes], timeout: float = 
             while b"\r\n\r\n" not in answer:
                 data = sock.recv(65536)
                 if not data:
-                    break
+                    return answer
                 answer += data
-            answer += sock.recv(65536)
+            top, _, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", top)
+            while length and len(body) < int(length.group(1)):
+                data = sock.recv(65536)
+                if not data:
+                    break
+                body += data
+            answer = top + b"\r\n\r\n" + body
         except TimeoutError:
             pass
         return answer
