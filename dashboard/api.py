@@ -234,7 +234,16 @@ _QUERY: dict[str, dict[str, Any]] = {
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
-    "info": {"title": "Callboard API", "version": "1"},
+    "info": {
+        "title": "Callboard API",
+        "version": "1",
+        "description": (
+            "Each path parameter is exactly one path segment: percent-encode its UTF-8 bytes (a key "
+            "that is not UTF-8: its raw bytes), everything outside A-Za-z0-9-._~:@ included, so "
+            "`report/2024/07` is `report%2F2024%2F07`. A name that is empty, `.` or `..` (after any "
+            'leading tildes) takes one more leading `~`: `..` is `~..`. Errors are JSON {"error": ...}.'
+        ),
+    },
     "paths": {
         "/api/v1/queues": _op("Every queue of every target with counts by state, and target health", []),
         "/api/v1/queues/{target}/{framework}/{queue}/jobs": _op(
