@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
+from collectors import decoding
 from collectors.arq import ArqCollector
 from collectors.dramatiq import DramatiqCollector
 from collectors.target import TargetCollector
@@ -135,12 +136,14 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        decoding.start()
         poller.start()
         try:
             yield
         finally:
             await searches.close()
             await poller.stop()
+            decoding.close()
             for c in collectors.values():
                 await c.redis.aclose()
             for r in results_redis.values():
