@@ -30,8 +30,10 @@ hostile payloads takes a few seconds, not one per payload. A payload over budget
 STRIKE_TTL seconds (by digest): shown again, it costs nothing.
 
 Costs: the zygote is one more process (~35 MB, ~0.5 s of CPU at start); a decoder ~40 MB of address
-space, mostly shared with the zygote, and ~5 ms to fork; a call ~15-30 µs more than decoding in
-process (pickling both ways, a pipe write per reply, a thread hop per run): bench/decode.py measures it.
+space, mostly shared with the zygote, and ~5 ms to fork; a call ~20 µs (idle box) to ~100 µs (loaded
+2-core box) more than decoding in process: pickling both ways, a pipe write per reply, a thread hop
+per run. bench/decode.py measures it: 3-6x in-process time for small payloads, while the event loop
+stays free (in process, it is blocked for the whole batch).
 """
 
 from __future__ import annotations
