@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bench import arqsnapshot, bulk, redisinfo, report, search, snapshot, web
+from bench import arqsnapshot, bulk, decode, redisinfo, report, search, snapshot, web
 from bench.arqseed import seed_arq
 from bench.scenarios import ArqScenario, Scenario, arq_scenarios, scenarios
 from bench.seed import seed
@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--small", action="store_true", help="CI size (well under a minute)")
     parser.add_argument(
         "--only",
-        choices=("snapshot", "arq", "http", "bulk", "search"),
+        choices=("snapshot", "arq", "http", "bulk", "search", "decode"),
         help="run one part (all by default)",
         default=None,
     )
@@ -119,7 +119,7 @@ async def _run(url: str, sizes: Sizes, only: str | None, data: dict[str, Any]) -
     probe_client = Redis.from_url(url)
     try:
         data["redis"] |= await redisinfo.server_facts(probe_client)
-        data["seed"] = await _seed_all(url, plan) if only not in ("arq", "search") else []
+        data["seed"] = await _seed_all(url, plan) if only not in ("arq", "search", "decode") else []
         checks: list[report.Check] = []
         if only in (None, "snapshot"):
             results = []
@@ -144,6 +144,10 @@ async def _run(url: str, sizes: Sizes, only: str | None, data: dict[str, Any]) -
             log(f"search: {sizes.search_jobs:,} Dramatiq jobs, 3 needles, the overview measured meanwhile")
             data["search"] = await search.bench_search(url, sizes.search_jobs, sizes.search_window_seconds)
             checks += search.search_checks(data["search"])
+        if only in (None, "decode"):
+            log(f"decode budget: {sizes.decode_payloads:,} payloads in process vs in decoder processes")
+            data["decode"] = await decode.bench_decode(sizes.decode_payloads)
+            checks += decode.decode_checks(data["decode"])
         return checks
     finally:
         await probe_client.aclose()
@@ -224,6 +228,9 @@ def print_report(data: dict[str, Any], checks: list[report.Check]) -> None:
     if "search" in data:
         print("\n== Search of a queue's stored jobs through the API, while the overview is measured ==")
         print(search.search_text(data["search"]))
+    if "decode" in data:
+        print("\n== Decode budget: the same payloads decoded in process (main) and in decoder processes ==")
+        print(decode.decode_text(data["decode"]))
     print(f"\nChecks ({data['elapsed_seconds']:.1f} s):")
     print(report.checks_text(checks))
 

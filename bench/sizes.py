@@ -37,6 +37,8 @@ class Sizes:
     #: Jobs in the searched queue, and the length of the idle and the searching measurement windows.
     search_jobs: int
     search_window_seconds: float
+    #: Payloads decoded per workload by the decode-budget bench (in process, then in decoder processes).
+    decode_payloads: int
 
 
 FULL = Sizes(
@@ -61,6 +63,7 @@ FULL = Sizes(
     bulk_drain_seconds=600.0,
     search_jobs=1_000_000,
     search_window_seconds=5.0,
+    decode_payloads=20_000,
 )
 
 SMALL = Sizes(
@@ -85,4 +88,5 @@ SMALL = Sizes(
     bulk_drain_seconds=60.0,
     search_jobs=20_000,
     search_window_seconds=2.0,
+    decode_payloads=2_000,
 )

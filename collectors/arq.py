@@ -15,17 +15,20 @@
 Job, result, retry and in-progress keys are shared by every queue of the database. Arq keeps no index
 of results (failures are just `arq:result:*` keys with s=False that expire), so a background index
 is built by the shared SCAN, read in MGET batches with a budget per cycle. Payloads are pickles by
-default: they are decoded only by the restricted unpickler. See shared/redis-layouts.md §2-3.
+default: they are decoded only by the restricted unpickler, and every decode runs in a budgeted decoder
+process (collectors/decoding.py): the builders below are pure functions of the raw bytes that the
+async entry points hand to `decoding.run`. See shared/redis-layouts.md §2-3.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +36,8 @@ import msgpack
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from collectors import payloads, unpickler
+from collectors import decoding, payloads, transport, unpickler
+from collectors.decoding import Lane, decoder
 from collectors.failures import UNDECODABLE, Failure, FailureIndex, split_exception
 from collectors.keyspace import text
 from collectors.model import (
@@ -43,6 +47,7 @@ from collectors.model import (
     JobPage,
     JobResult,
     JobSummary,
+    Parser,
     QueueStats,
     StoredCall,
     StuckJob,
@@ -117,6 +122,7 @@ _OWN_PREFIXES = (JOB_PREFIX, IN_PROGRESS_PREFIX, RETRY_PREFIX, RESULT_PREFIX)
 # -- decoding ----------------------------------------------------------------------------------------
 
 
+@decoder
 def decode(raw: bytes | None, serializer: str = "auto") -> Any | Undecodable:
     """Decode a job or result payload with the configured serializer, or sniff it. Never raises."""
     refused = payloads.unreadable(raw)
@@ -162,34 +168,49 @@ def exception_parts(value: Any) -> tuple[str, str, Any]:
     """(type, message, attributes) of a stored exception: a real builtin one or a placeholder."""
     if isinstance(value, BaseException):
         attrs = {k: v for k, v in vars(value).items()} if hasattr(value, "__dict__") else {}
-        message = str(value.args[0]) if len(value.args) == 1 else (str(value.args) if value.args else "")
+        args = value.args
+        message = payloads.safe_str(args[0]) if len(args) == 1 else (payloads.safe_str(args) if args else "")
         return type(value).__qualname__, message, attrs or None
     if isinstance(value, unpickler.Placeholder):
         args = value.args
-        message = str(args[0]) if len(args) == 1 else (", ".join(map(repr, args)) if args else "")
+        shown = ", ".join(map(payloads.safe_repr, args))
+        message = payloads.safe_str(args[0]) if len(args) == 1 else shown
         return value.qualified_name, message, value.state
-    return type(value).__name__, str(value)[:500], None
+    return type(value).__name__, payloads.safe_str(value)[:500], None
 
 
-def display(value: Any, depth: int = 0) -> Any:
-    """A JSON-able rendering of decoded data: placeholders as `module.Class(args) {state}` text."""
-    if depth > 20:
+#: Containers nested deeper than this are shown as "…".
+DISPLAY_DEPTH = 20
+#: What a one-line preview (payloads.call_preview) can show of args: 4 levels, 8 items and a "…".
+_PREVIEW = (DISPLAY_DEPTH - 4, 9)
+
+
+def display(value: Any, depth: int = 0, width: int | None = None) -> Any:
+    """A JSON-able rendering of decoded data: placeholders as `module.Class(args) {state}` text.
+
+    `width` keeps only the first items of each container (previews: a list holding one list many
+    times over is then not walked exponentially)."""
+    if depth > DISPLAY_DEPTH:
         return "…"
     if isinstance(value, unpickler.Placeholder):
         return {"__class__": value.qualified_name, "repr": unpickler.placeholder_text(value)}
     if isinstance(value, type):
         return f"<class {getattr(value, '__module_name__', value.__module__)}.{value.__name__}>"
     if isinstance(value, BaseException):
-        return f"{type(value).__qualname__}{value.args!r}"
+        return f"{type(value).__qualname__}{payloads.safe_repr(value.args)}"
     if isinstance(value, dict):
-        return {str(k): display(v, depth + 1) for k, v in value.items()}
+        pairs = value.items() if width is None else itertools.islice(value.items(), width)
+        return {payloads.safe_str(k): display(v, depth + 1, width) for k, v in pairs}
     if isinstance(value, list | tuple | set | frozenset):
-        return [display(v, depth + 1) for v in value]
+        items = value if width is None else itertools.islice(value, width)
+        return [display(v, depth + 1, width) for v in items]
+    if isinstance(value, int) and not isinstance(value, bool) and not payloads.fits(value):
+        return payloads.int_text(value)  # str() or json.dumps() of it would raise (or take quadratic time)
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     if isinstance(value, bytes | bytearray):
         return repr(bytes(value[:200]))
-    return str(value) if hasattr(value, "isoformat") else repr(value)
+    return payloads.safe_str(value) if hasattr(value, "isoformat") else payloads.safe_repr(value)
 
 
 # -- results index -----------------------------------------------------------------------------------
@@ -402,6 +423,10 @@ class ArqCollector:
             replies = await pipe.execute()
         stuck: list[StuckJob] = []
         width = 3 + len(queues)
+        raws = [replies[i * width + 2] for i in range(len(old))]
+        calls = [(raw, self.config.serializer) for raw in raws if raw is not None]
+        decoded = iter(await decoding.run(function_name, calls, _no_name, lane=Lane.BACKGROUND, partial=True))
+        names = [next(decoded, None) if raw is not None else None for raw in raws]
         for i, (seen, job_id) in enumerate(old):
             pttl, tries, raw, *scores = replies[i * width : (i + 1) * width]
             tries = text(tries) if tries is not None else None
@@ -413,8 +438,7 @@ class ArqCollector:
             queue = next((q for q, score in zip(queues, scores, strict=True) if score is not None), None)
             if int(pttl) == -2 or queue is None:  # finished, or a cron claim kept after the run
                 continue
-            job = decode_record(raw, self.config.serializer) if raw is not None else None
-            name = payloads.as_text(job.get("f")) if isinstance(job, dict) else None
+            name = names[i]
             stuck.append(
                 StuckJob(
                     framework=Framework.ARQ,
@@ -469,14 +493,24 @@ class ArqCollector:
                 raws, *ttls = await pipe.execute()
             trips += 1
             now = time.time()
-            for job_id, raw, ttl in zip(chunk, raws, ttls, strict=True):
+            present = [(job_id, raw, int(ttl)) for job_id, raw, ttl in zip(chunk, raws, ttls, strict=True)]
+            for job_id, raw, _ in present:
+                if raw is None:  # expired or deleted since SCAN found it
+                    del self.results.pending[job_id]
+            present = [p for p in present if p[1] is not None]
+            calls = [(raw, self.config.serializer, ttl, now) for _, raw, ttl in present]
+            # A prefix when a payload went over the decode budget: the rest stay pending for the next
+            # cycle, so a cycle pays for at most one hostile payload (and never twice for the same).
+            entries = await decoding.run(
+                result_entry_of, calls, _unreadable_result, lane=Lane.BACKGROUND, partial=True
+            )
+            for (job_id, _, _), entry in zip(present, entries, strict=False):
                 del self.results.pending[job_id]
-                if raw is None:
-                    continue
-                entry = result_entry(decode_record(raw, self.config.serializer), int(ttl), now)
                 self.results.add(job_id, entry)
                 if entry.queue != UNKNOWN_QUEUE:  # an unreadable result names no queue: invent none
                     self._queues.setdefault(entry.queue, now)
+            if len(entries) < len(calls):
+                break
         return trips
 
     def queue_names(self) -> list[str]:
@@ -487,7 +521,7 @@ class ArqCollector:
 
     # -- snapshot ----------------------------------------------------------------------------------
 
-    def stage(self, pipe: Pipeline, sha: Mapping[str, str]) -> Callable[[Any], CollectedPart]:
+    def stage(self, pipe: Pipeline, sha: Mapping[str, str]) -> Parser:
         queues = self.queue_names()
         keys = queues + [health_key(q) for q in queues]
         now_ms = int(time.time() * 1000)
@@ -496,7 +530,7 @@ class ArqCollector:
         pipe.evalsha(sha[SNAPSHOT_LUA], len(keys), *keys, *args)
         return lambda reply: self._parse(reply, queues, now_ms / 1000.0)
 
-    async def read_plain(self, redis: Redis) -> tuple[Any, Callable[[Any], CollectedPart], int]:
+    async def read_plain(self, redis: Redis) -> tuple[Any, Parser, int]:
         """What SNAPSHOT_LUA returns, read with plain commands, for a user whose ACL refuses scripts.
 
         Two pipelined round trips: the counters, the head window of each queue, the known claims'
@@ -617,6 +651,28 @@ class ArqCollector:
                 del self._queues[name]
 
 
+@decoder
+def function_name(raw: bytes | None, serializer: str) -> str | None:
+    """The function a job payload names (the stuck check)."""
+    job = decode_record(raw, serializer)
+    return payloads.as_text(job.get("f")) if isinstance(job, dict) else None
+
+
+def _no_name(call: decoding.Call, reason: str) -> str | None:
+    return None
+
+
+@decoder
+def result_entry_of(raw: bytes, serializer: str, pttl: int, now: float) -> ResultEntry:
+    """The results index's entry for a stored result (run in a decoder process)."""
+    return result_entry(decode_record(raw, serializer), pttl, now)
+
+
+def _unreadable_result(call: decoding.Call, reason: str) -> ResultEntry:
+    raw, _, pttl, now = call
+    return result_entry(payloads.undecodable(raw, reason), pttl, now)
+
+
 def result_entry(value: dict[str, Any] | Undecodable, pttl: int, now: float) -> ResultEntry:
     if isinstance(value, Undecodable):
         reason = value.reason
@@ -637,7 +693,7 @@ def result_entry(value: dict[str, Any] | Undecodable, pttl: int, now: float) -> 
     queue = value.get("q")
     return ResultEntry(
         queue=queue if isinstance(queue, str) else DEFAULT_QUEUE,
-        function=str(value.get("f", "?")),
+        function=payloads.safe_str(value.get("f", "?"))[:300],
         ok=ok,
         finished_at=payloads.ms_to_seconds(value.get("ft")),
         expires_at=now + pttl / 1000.0 if pttl >= 0 else None,
@@ -669,10 +725,11 @@ async def list_jobs(
             total, rows = await pipe.execute()
         ids = [text(m) for m, _ in rows]
         raws, running = await _jobs_and_running(redis, ids)
-        items = [
-            job_summary(i, "in_progress" if run else state, raw, score / 1000.0, serializer)
+        calls = [
+            (i, "in_progress" if run else state, raw, score / 1000.0, serializer)
             for i, raw, run, (_, score) in zip(ids, raws, running, rows, strict=True)
         ]
+        items = await decoding.run(job_summary, calls, _unreadable_job)
         order = "due time, oldest first" if state == "ready" else "due time, soonest first"
         note = "Due jobs that a worker is running are marked in progress." if state == "ready" else None
         return page_of(state, items, int(total), offset, limit, order, note)
@@ -684,10 +741,8 @@ async def list_jobs(
         ids = [j for j, s in zip(collector.in_progress_ids(), scores, strict=True) if s is not None]
         page_ids = ids[offset : offset + limit]
         raws, _ = await _jobs_and_running(redis, page_ids)
-        items = [
-            job_summary(i, "in_progress", raw, None, serializer)
-            for i, raw in zip(page_ids, raws, strict=True)
-        ]
+        calls = [(i, "in_progress", raw, None, serializer) for i, raw in zip(page_ids, raws, strict=True)]
+        items = await decoding.run(job_summary, calls, _unreadable_job)
         return page_of(
             state, items, len(ids), offset, limit, "by job id", "From in-progress keys found by discovery."
         )
@@ -699,7 +754,8 @@ async def list_jobs(
         entries.sort(key=lambda je: -(je[1].finished_at or 0.0))
         page = entries[offset : offset + limit]
         raws = await redis.mget([result_key(j) for j, _ in page]) if page else []
-        items = [result_summary(j, state, raw, serializer) for (j, _), raw in zip(page, raws, strict=True)]
+        results = [(j, state, raw, serializer) for (j, _), raw in zip(page, raws, strict=True)]
+        items = await decoding.run(result_summary, results, _unreadable_result_summary)
         note = (
             None if collector.results.complete else "The results index is still being built: more may appear."
         )
@@ -718,6 +774,7 @@ async def _jobs_and_running(redis: Redis, ids: list[str]) -> tuple[list[bytes | 
     return list(raws), [bool(r) for r in running]
 
 
+@decoder
 def job_summary(job_id: str, state: str, raw: bytes | None, due: float | None, serializer: str) -> JobSummary:
     value = decode_record(raw, serializer)
     if isinstance(value, Undecodable):
@@ -727,13 +784,22 @@ def job_summary(job_id: str, state: str, raw: bytes | None, due: float | None, s
         job_id=job_id,
         state=state,
         name=function,
-        call_preview=payloads.call_preview(function, display(value.get("a")), display(value.get("k"))),
+        call_preview=payloads.call_preview(
+            function, display(value.get("a"), *_PREVIEW), display(value.get("k"), *_PREVIEW)
+        ),
         enqueued_at=payloads.ms_to_seconds(value.get("et")),
         eta=due,
         retries=payloads.as_int(value.get("t")),
     )
 
 
+def _unreadable_job(call: decoding.Call, reason: str) -> JobSummary:
+    job_id, state, raw, due = call[:4]
+    undecodable = payloads.undecodable(raw or b"", reason)
+    return JobSummary(job_id, state, None, "undecodable payload", eta=due, undecodable=undecodable)
+
+
+@decoder
 def result_summary(job_id: str, state: str, raw: bytes | None, serializer: str) -> JobSummary:
     value = decode_record(raw, serializer)
     if isinstance(value, Undecodable):
@@ -747,7 +813,9 @@ def result_summary(job_id: str, state: str, raw: bytes | None, serializer: str) 
         job_id=job_id,
         state=state,
         name=function,
-        call_preview=payloads.call_preview(function, display(value.get("a")), display(value.get("k"))),
+        call_preview=payloads.call_preview(
+            function, display(value.get("a"), *_PREVIEW), display(value.get("k"), *_PREVIEW)
+        ),
         enqueued_at=payloads.ms_to_seconds(value.get("et")),
         failed_at=payloads.ms_to_seconds(value.get("ft")) if error else None,
         retries=payloads.as_int(value.get("t")),
@@ -766,42 +834,75 @@ async def get_job(redis: Redis, collector: ArqCollector, queue: str, job_id: str
         job_raw, result_raw, running, retry, score, result_ttl = await pipe.execute()
     if job_raw is None and result_raw is None:
         return None
-    serializer = collector.config.serializer
+    # The payload a page shows: the result when there is one (it holds the call too), else the job.
     raw = result_raw if result_raw is not None else job_raw
+    stored = Stored(result_raw is not None, bool(running), retry, score, int(result_ttl))
+    call = (queue, job_id, raw, stored, collector.config.serializer, time.time())
+    [detail] = await decoding.run(detail_of, [call], _unreadable_detail)
+    return detail
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What else Redis holds about a job id (besides its payload): the input of `detail_of`."""
+
+    has_result: bool
+    running: bool
+    retry: bytes | None
+    score: float | None
+    result_ttl: int
+
+
+def _unreadable_detail(call: decoding.Call, reason: str) -> JobDetail:
+    queue, job_id, raw = call[:3]
+    ids = (("job id", job_id),)
+    gone = payloads.undecodable(raw, reason)
+    return JobDetail(Framework.ARQ, queue, job_id, "unknown", None, ids, size=len(raw), undecodable=gone)
+
+
+@decoder
+def detail_of(queue: str, job_id: str, raw: bytes, stored: Stored, serializer: str, now: float) -> JobDetail:
+    """Everything stored about one job, decoded (run in a decoder process)."""
     value = decode_record(raw, serializer)
     ids = (("job id", job_id),)
     if isinstance(value, Undecodable):
         return JobDetail(Framework.ARQ, queue, job_id, "unknown", None, ids, size=len(raw), undecodable=value)
-    due = float(score) / 1000.0 if score is not None else None
-    if result_raw is not None:
+    due = float(stored.score) / 1000.0 if stored.score is not None else None
+    if stored.has_result:
         state = "succeeded" if value.get("s") else "failed"
-    elif running:
+    elif stored.running:
         state = "in_progress"
     else:
-        state = "ready" if due is not None and due <= time.time() else "deferred"
+        state = "ready" if due is not None and due <= now else "deferred"
     enqueued = payloads.ms_to_seconds(value.get("et"))
     started = payloads.ms_to_seconds(value.get("st"))
     finished = payloads.ms_to_seconds(value.get("ft"))
     stamps = [("enqueued", enqueued), ("due", due), ("started", started), ("finished", finished)]
-    options: dict[str, Any] = {"try": value.get("t"), "retry counter": _int(text(retry)) if retry else None}
+    retry = _int(text(stored.retry)) if stored.retry else None
+    options: dict[str, Any] = {"try": display(value.get("t")), "retry counter": retry}
     if started is not None:
         options["queue wait (s)"] = round(started - (due or enqueued or started), 3)
     if started is not None and finished is not None:
         options["run time (s)"] = round(finished - started, 3)
     if value.get("q"):
-        options["queue (from result)"] = value.get("q")
+        options["queue (from result)"] = display(value.get("q"))
     result = None
     notes: list[str] = []
-    if result_raw is not None:
-        ttl = int(result_ttl) / 1000.0 if int(result_ttl) >= 0 else None
+    if stored.has_result:
+        key = result_key(job_id)
+        ttl = stored.result_ttl / 1000.0 if stored.result_ttl >= 0 else None
         if value.get("s"):
-            result = JobResult(result_key(job_id), True, display(value.get("r")), ttl_seconds=ttl)
+            result = JobResult(key, True, display(value.get("r")), ttl_seconds=ttl)
         else:
             kind, message, attrs = exception_parts(value.get("r"))
-            result = JobResult(result_key(job_id), False, display(attrs), kind, message, ttl)
+            result = JobResult(key, False, display(attrs), kind, message, ttl)
             notes.append(
                 "Arq stores the exception (type, arguments, attributes), no traceback: see the worker's log."
             )
+    call = stored_call(value, serializer_of(raw, serializer))
+    if call is not None and not transport.transportable(call.args, call.kwargs):
+        call = None
+        notes.append("Copy as code is not offered: the arguments contain themselves or nest too deeply.")
     return JobDetail(
         framework=Framework.ARQ,
         queue_key=queue,
@@ -818,8 +919,14 @@ async def get_job(redis: Redis, collector: ArqCollector, queue: str, job_id: str
         notes=tuple(notes),
         size=len(raw),
         raw=display(value),
-        call=stored_call(value, serializer_of(raw, serializer)),
+        call=call,
     )
+
+
+def _unreadable_result_summary(call: decoding.Call, reason: str) -> JobSummary:
+    job_id, state, raw = call[:3]
+    undecodable = payloads.undecodable(raw or b"", reason)
+    return JobSummary(job_id, state, None, "undecodable or expired result", undecodable=undecodable)
 
 
 def stored_call(record: Mapping[str, Any], serializer: str) -> StoredCall | None:

@@ -2,9 +2,11 @@
 
 Every control is one transaction per job id (a few round trips, O(1) server work), so a 500-id batch
 never blocks Redis. Key names come from collectors/arq.py only. Payloads are read with the restricted
-decoder (`collectors.arq.decode`), never `pickle.loads`; a re-run writes back a pickle of builtin data
-only, and refuses args holding placeholders (§3: never re-pickle them). Recipes and races:
-shared/redis-layouts.md §2.6 (A1-A3) and §5.
+decoder (`collectors.arq.decode`), never `pickle.loads`, and decoded and re-encoded in a budgeted
+decoder process (`_rebuild`, collectors/decoding.py): a hostile result is skipped after its budget.
+A re-run writes back a pickle of builtin data only (exact, big ints included), and refuses args
+holding placeholders (§3: never re-pickle them), or that its serializer cannot write (JSON or msgpack).
+Recipes and races: shared/redis-layouts.md §2.6 (A1-A3) and §5.
 
     retry, failed/succeeded   A1 (re-run under the same id). WATCH result, job and in-progress keys; the
                               result must exist and the job must be neither queued nor running again;
@@ -46,7 +48,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
-from collectors import unpickler
+from collectors import decoding, unpickler
 from collectors.arq import (
     ABORT_KEY,
     ArqCollector,
@@ -58,6 +60,7 @@ from collectors.arq import (
     retry_key,
     serializer_of,
 )
+from collectors.decoding import decoder
 from collectors.keyspace import text
 from collectors.model import JobOutcome, Outcome, Selection, Undecodable
 
@@ -133,7 +136,7 @@ async def _rerun(redis: Redis, collector: ArqCollector, queue: str, job_id: str)
             if queued is not None:
                 return _skip(job_id, "queued again: nothing to re-run")
             now_ms = _now_ms()
-            built = _rebuild(job_id, raw, collector.config.serializer, queue, now_ms)
+            built = await _rebuilt(job_id, raw, collector.config.serializer, queue, now_ms)
             if isinstance(built, JobOutcome):
                 return built
             _multi(pipe)
@@ -160,7 +163,7 @@ async def _copy(redis: Redis, collector: ArqCollector, queue: str, job_id: str) 
             if any(v is not None for v in taken):
                 return _changed(job_id, f"the fresh id {fresh} is taken: try again")
             now_ms = _now_ms()
-            built = _rebuild(job_id, raw, collector.config.serializer, queue, now_ms)
+            built = await _rebuilt(job_id, raw, collector.config.serializer, queue, now_ms)
             if isinstance(built, JobOutcome):
                 return built
             _multi(pipe)
@@ -172,6 +175,17 @@ async def _copy(redis: Redis, collector: ArqCollector, queue: str, job_id: str) 
     return JobOutcome(job_id, Outcome.DONE, f"re-queued as {fresh} on {built.queue}", new_id=fresh)
 
 
+async def _rebuilt(job_id: str, raw: bytes, serializer: str, queue: str, now_ms: int) -> _Rerun | JobOutcome:
+    """`_rebuild`, in a decoder process (a hostile result costs its decode budget, then is skipped)."""
+    [built] = await decoding.run(_rebuild, [(job_id, raw, serializer, queue, now_ms)], _unreadable)
+    return built
+
+
+def _unreadable(call: decoding.Call, reason: str) -> _Rerun | JobOutcome:
+    return _skip(call[0], f"the result is not readable ({reason}): re-send it from your app")
+
+
+@decoder
 def _rebuild(job_id: str, raw: bytes, serializer: str, queue: str, now_ms: int) -> _Rerun | JobOutcome:
     """The job payload arq's enqueue_job would write for this result's call, or why we refuse."""
     value = decode_record(raw, serializer)

@@ -18,22 +18,27 @@
 
 Redis deletes empty keys, so an idle queue has no keys at all: queues are found by a bounded SCAN
 (see keyspace.py) and kept visible for a while after they go empty. See shared/redis-layouts.md §1.
+Payloads are decoded in budgeted decoder processes (collectors/decoding.py), never on the event loop:
+the builders here are pure functions of the raw bytes, which the async entry points hand to
+`decoding.run`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from collectors import payloads
+from collectors import decoding, payloads
+from collectors.decoding import Lane, decoder
 from collectors.failures import UNDECODABLE, Failure, FailureIndex, split_exception
 from collectors.keyspace import text as _text
 from collectors.model import (
@@ -43,6 +48,7 @@ from collectors.model import (
     JobPage,
     JobResult,
     JobSummary,
+    Parser,
     QueueStats,
     Undecodable,
     WorkerStats,
@@ -382,11 +388,18 @@ class DramatiqCollector:
                 pipe.zmscore(q.dead, rids)
             replies = await pipe.execute()
         ttl = self.config.dead_message_ttl
-        for i, (q, fresh) in enumerate(wanted):
-            before, raws, after = replies[3 * i : 3 * i + 3]
-            for (rid, score), was, raw, still in zip(fresh, before, raws, after, strict=True):
-                if was is not None and still is not None:
-                    self.failures.add(dead_failure(rid, q.ready, raw, score / 1000.0, ttl))
+        calls = [
+            (rid, q.ready, raw, score / 1000.0, ttl)
+            for i, (q, fresh) in enumerate(wanted)
+            for (rid, score), was, raw, still in zip(fresh, *replies[3 * i : 3 * i + 3], strict=True)
+            if was is not None and still is not None
+        ]
+        # A prefix when a payload went over the decode budget; the walk re-reads what it skipped
+        # once it has caught up (see `behind` above).
+        for failure in await decoding.run(
+            dead_failure, calls, _unreadable_dead, lane=Lane.BACKGROUND, partial=True
+        ):
+            self.failures.add(failure)
         return 2
 
     def _forget_dead(self, name: str) -> None:
@@ -395,8 +408,9 @@ class DramatiqCollector:
 
     # -- snapshot ----------------------------------------------------------------------------------
 
-    def stage(self, pipe: Pipeline, sha: Mapping[str, str]) -> Callable[[Any], CollectedPart]:
-        """Queue the snapshot script on `pipe`; return the parser for its reply."""
+    def stage(self, pipe: Pipeline, sha: Mapping[str, str]) -> Parser:
+        """Queue the snapshot script on `pipe`; return the parser for its reply (it decodes the head
+        messages for the oldest ages in a decoder process: await it)."""
         queues = self.queue_keys()
         namespaces = sorted({q.namespace for q in queues} | set(self._seen.namespaces))
         acks = self.ack_keys()
@@ -409,7 +423,7 @@ class DramatiqCollector:
         pipe.evalsha(sha[SNAPSHOT_LUA], len(keys), *keys, *args)
         return lambda reply: self._parse(reply, queues, namespaces, acks)
 
-    async def read_plain(self, redis: Redis) -> tuple[Any, Callable[[Any], CollectedPart], int]:
+    async def read_plain(self, redis: Redis) -> tuple[Any, Parser, int]:
         """What SNAPSHOT_LUA returns, read with plain commands, for a user whose ACL refuses scripts.
 
         The same reads, pipelined: one round trip for every counter, heartbeat and ack set, then
@@ -464,11 +478,14 @@ class DramatiqCollector:
         reply = [rows, beats, sizes]
         return reply, lambda r: self._parse(r, queues, namespaces, acks), trips
 
-    def _parse(
+    async def _parse(
         self, reply: Any, queues: list[QueueKeys], namespaces: list[str], acks: list[AckKey]
     ) -> CollectedPart:
         now = time.time()
         q_rows, beat_rows, ack_sizes = reply
+        heads = [(i, row[5]) for i, row in enumerate(q_rows) if int(row[0]) and row[5]]
+        found = await decoding.run(runnable_since, [(h,) for _, h in heads], _unknown, lane=Lane.BACKGROUND)
+        since: dict[int, float | None] = dict(zip((i for i, _ in heads), found, strict=True))
         beats: dict[tuple[str, str], float] = {}
         for ns, (_, members) in zip(namespaces, beat_rows, strict=True):
             for member, score in zip(members[::2], members[1::2], strict=True):
@@ -487,8 +504,8 @@ class DramatiqCollector:
                 ready_key = QueueKeys(ack.namespace, ack.queue).ready
                 orphaned[ready_key] = orphaned.get(ready_key, 0) + size
         stats = tuple(
-            self._queue_stats(q, row, orphaned.get(q.ready, 0), now)
-            for q, row in zip(queues, q_rows, strict=True)
+            self._queue_stats(q, row, orphaned.get(q.ready, 0), now, since.get(i))
+            for i, (q, row) in enumerate(zip(queues, q_rows, strict=True))
         )
         workers = tuple(
             self._worker(ns, w, last, held.get((ns, w), []), now) for (ns, w), last in beats.items()
@@ -500,15 +517,16 @@ class DramatiqCollector:
             stats, workers, failures=self.failures.report(now), failures_missing=max(0, missing)
         )
 
-    def _queue_stats(self, q: QueueKeys, row: list[Any], orphaned: int, now: float) -> QueueStats:
+    def _queue_stats(
+        self, q: QueueKeys, row: list[Any], orphaned: int, now: float, since: float | None
+    ) -> QueueStats:
         ready, stored, delay_list, delayed, dead, head, oldest_dead = row
         ready, stored, delayed, dead = int(ready), int(stored), int(delayed), int(dead)
         if ready or stored or delayed or dead or int(delay_list):
             self._seen.queues[q.ready] = now
         oldest: float | None = 0.0
         if ready:
-            since = runnable_since(payloads.decode_json_object(head)) if head else None
-            oldest = max(0.0, now - since) if since else None
+            oldest = max(0.0, now - since) if head and since else None
         return QueueStats(
             framework=Framework.DRAMATIQ,
             namespace=q.namespace,
@@ -569,6 +587,12 @@ def _advance(walk: _DeadWalk, rows: list[tuple[str, float]], backward: bool, siz
         walk.top = last
 
 
+def _unreadable_dead(call: decoding.Call, reason: str) -> Failure:
+    rid, queue, _, dead_at, ttl = call
+    return Failure(rid, queue, None, UNDECODABLE, reason, dead_at, dead_at + ttl)
+
+
+@decoder
 def dead_failure(rid: str, queue: str, raw: bytes | None, dead_at: float, ttl: float) -> Failure:
     """A dead letter as a failure: its actor and the last line of the stored traceback.
 
@@ -585,12 +609,16 @@ def dead_failure(rid: str, queue: str, raw: bytes | None, dead_at: float, ttl: f
     return Failure(rid, queue, name, exception, text, dead_at, dead_at + ttl)
 
 
-def runnable_since(message: dict[str, Any] | Undecodable) -> float | None:
-    """When a ready message became runnable: its send time, or its last failure when it was retried.
+@decoder
+def runnable_since(message: bytes | dict[str, Any] | Undecodable) -> float | None:
+    """When a ready message (raw or decoded) became runnable: its send time, or its last failure when
+    it was retried.
 
     After a retry the worker strips `eta` when it moves the message back to the queue, so the last
     failure time is the best bound Redis keeps (it overstates the wait by the backoff).
     """
+    if isinstance(message, bytes):
+        message = payloads.decode_json_object(message)
     if isinstance(message, Undecodable):
         return None
     options = message.get("options")
@@ -602,6 +630,10 @@ def runnable_since(message: dict[str, Any] | Undecodable) -> float | None:
     ]
     known = [t for t in times if t is not None]
     return max(known) if known else None
+
+
+def _unknown(call: decoding.Call, reason: str) -> None:
+    return None
 
 
 # -- browse ----------------------------------------------------------------------------------------
@@ -617,7 +649,7 @@ async def list_jobs(
     if state == "ready":
         total, ids = await _range(redis, "llen", q.ready, "lrange", q.ready, offset, offset + limit - 1)
         raws = await _hmget(redis, q.msgs, ids)
-        items = [summary(rid, "ready", raw) for rid, raw in zip(ids, raws, strict=True)]
+        items = await _summaries([(rid, "ready", raw) for rid, raw in zip(ids, raws, strict=True)])
         return page_of(state, items, total, offset, limit, "FIFO: next to run first")
     if state == "dead":
         async with redis.pipeline(transaction=False) as pipe:
@@ -626,10 +658,12 @@ async def list_jobs(
             total, rows = await pipe.execute()
         ids = [_text(m) for m, _ in rows]
         raws = await _hmget(redis, q.dead_msgs, ids)
-        items = [
-            summary(rid, "dead", raw, dead_at=score / 1000.0)
-            for (rid, raw), (_, score) in zip(zip(ids, raws, strict=True), rows, strict=True)
-        ]
+        items = await _summaries(
+            [
+                (rid, "dead", raw, score / 1000.0)
+                for (rid, raw), (_, score) in zip(zip(ids, raws, strict=True), rows, strict=True)
+            ]
+        )
         return page_of(state, items, int(total), offset, limit, "newest dead letter first")
     if state == "delayed":
         return await _delayedpage_of(redis, q, offset, limit)
@@ -641,9 +675,10 @@ async def list_jobs(
 async def _delayedpage_of(redis: Redis, q: QueueKeys, offset: int, limit: int) -> JobPage:
     total = int(await redis.hlen(q.delay_msgs))  # type: ignore[misc]  # redis-py's async stubs
     if total <= SORTABLE_DELAYED:
-        # O(delayed) with a bounded size: HGETALL of at most 10k payloads (~10 ms), sorted by eta.
+        # O(delayed) with a bounded size: HGETALL of at most 10k payloads (~10 ms), summarised in a
+        # decoder process (~0.3 s for 10k), sorted by eta.
         entries = await redis.hgetall(q.delay_msgs)  # type: ignore[misc]
-        items = [summary(_text(rid), "delayed", raw) for rid, raw in entries.items()]
+        items = await _summaries([(_text(rid), "delayed", raw) for rid, raw in entries.items()])
         items.sort(key=lambda s: (s.eta is None, s.eta or 0.0, s.job_id))
         return page_of(
             "delayed", items[offset : offset + limit], total, offset, limit, "by eta, soonest first"
@@ -653,7 +688,7 @@ async def _delayedpage_of(redis: Redis, q: QueueKeys, offset: int, limit: int) -
     cursor = 0
     while len(items) < offset + limit:
         cursor, chunk = await redis.hscan(q.delay_msgs, cursor=cursor, count=max(limit, 100))
-        items += [summary(_text(rid), "delayed", raw) for rid, raw in chunk.items()]
+        items += await _summaries([(_text(rid), "delayed", raw) for rid, raw in chunk.items()])
         if cursor == 0:
             break
     note = f"More than {SORTABLE_DELAYED:,} delayed messages: shown in storage order, not sorted by eta."
@@ -674,7 +709,7 @@ async def _in_flightpage_of(
         held += sorted((_text(m), ack.worker) for m in members)
     page = held[offset : offset + limit]
     raws = await _hmget(redis, q.msgs, [rid for rid, _ in page])
-    items = [summary(rid, "in_flight", raw) for (rid, _), raw in zip(page, raws, strict=True)]
+    items = await _summaries([(rid, "in_flight", raw) for (rid, _), raw in zip(page, raws, strict=True)])
     return page_of(
         "in_flight",
         items,
@@ -726,13 +761,35 @@ async def _detail(
     results: ResultsConfig | None,
     results_redis: Redis | None,
 ) -> JobDetail:
+    [detail] = await decoding.run(
+        detail_of, [(q.ready, rid, state, raw, holder, dead_score)], _unreadable_detail
+    )
+    message_id = next((value for label, value in detail.ids if label == "message id"), None)
+    if results is None or detail.undecodable is not None or not message_id or not detail.name:
+        return detail
+    result = await read_result(results_redis or redis, results, q.queue, detail.name, message_id)
+    return dataclasses.replace(detail, result=result)
+
+
+def _unreadable_detail(call: decoding.Call, reason: str) -> JobDetail:
+    queue_key, rid, state, raw, holder = call[:5]
+    ids = (("redis message id", rid),) + ((("held by worker", holder),) if holder else ())
+    gone = payloads.undecodable(raw, reason)
+    return JobDetail(Framework.DRAMATIQ, queue_key, rid, state, None, ids, size=len(raw), undecodable=gone)
+
+
+@decoder
+def detail_of(
+    queue_key: str, rid: str, state: str, raw: bytes, holder: str | None, dead_score: float | None
+) -> JobDetail:
+    """Everything a message says about itself, decoded (run in a decoder process); no stored result."""
     message = payloads.decode_json_object(raw)
     ids: list[tuple[str, str]] = [("redis message id", rid)]
     if holder:
         ids.append(("held by worker", holder))
     if isinstance(message, Undecodable):
         return JobDetail(
-            Framework.DRAMATIQ, q.ready, rid, state, None, tuple(ids), size=len(raw), undecodable=message
+            Framework.DRAMATIQ, queue_key, rid, state, None, tuple(ids), size=len(raw), undecodable=message
         )
     options = message.get("options") if isinstance(message.get("options"), dict) else {}
     assert isinstance(options, dict)
@@ -759,12 +816,9 @@ async def _detail(
             else "No traceback stored: the message failed on its first attempt (max_retries=0, a `throws` "
             "exception, max_age or an unknown actor); the error is only in the worker's log."
         )
-    result = None
-    if results is not None and message_id and actor:
-        result = await read_result(results_redis or redis, results, q.queue, actor, message_id)
     return JobDetail(
         framework=Framework.DRAMATIQ,
-        queue_key=q.ready,
+        queue_key=queue_key,
         job_id=rid,
         state=state,
         name=actor,
@@ -775,7 +829,6 @@ async def _detail(
         retries=payloads.as_int(options.get("retries")),
         traceback=traceback,
         timestamps=tuple((label, t) for label, t in stamps if t is not None),
-        result=result,
         notes=tuple(notes),
         size=len(raw),
         raw=message,
@@ -793,6 +846,18 @@ async def read_result(
     if raw is None:
         return None
     ttl = int(pttl) / 1000.0 if int(pttl) >= 0 else None
+    [result] = await decoding.run(result_of, [(key, raw, ttl)], _unreadable_result)
+    return result
+
+
+def _unreadable_result(call: decoding.Call, reason: str) -> JobResult:
+    key, raw, ttl = call
+    return JobResult(key, False, exception_type="undecodable", exception_message=reason, ttl_seconds=ttl)
+
+
+@decoder
+def result_of(key: str, raw: bytes, ttl: float | None) -> JobResult:
+    """A stored result (dramatiq's RedisBackend writes JSON), decoded in a decoder process."""
     try:
         value = json.loads(raw)
     except (ValueError, RecursionError):
@@ -812,6 +877,20 @@ async def read_result(
     return JobResult(key=key, ok=True, value=value, ttl_seconds=ttl)
 
 
+async def _summaries(
+    calls: list[tuple[str, str, bytes | None] | tuple[str, str, bytes | None, float]],
+) -> list[JobSummary]:
+    return await decoding.run(summary, calls, _unreadable_summary)
+
+
+def _unreadable_summary(call: decoding.Call, reason: str) -> JobSummary:
+    rid, state, raw = call[:3]
+    dead_at = call[3] if len(call) > 3 else None
+    gone = payloads.undecodable(raw or b"", reason)
+    return JobSummary(rid, state, None, "undecodable payload", failed_at=dead_at, undecodable=gone)
+
+
+@decoder
 def summary(rid: str, state: str, raw: bytes | None, dead_at: float | None = None) -> JobSummary:
     message = payloads.decode_json_object(raw)
     if isinstance(message, Undecodable):

@@ -22,7 +22,8 @@ builds one. Dramatiq's own dispatch script is never called: it would register th
                       then DEL the ack set: what Dramatiq's maintenance does
 
 Cost: a batch is one read (HMGET of the payloads, for rewrites) and one script; LREM is
-O(position), cheap for ids near the head, which is where bulk runs take them from.
+O(position), cheap for ids near the head, which is where bulk runs take them from. Rewrites decode
+and encode in a budgeted decoder process (`rewritten`, collectors/decoding.py).
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
-from collectors import payloads
+from collectors import decoding, payloads
+from collectors.decoding import decoder
 from collectors.dramatiq import AckKey, QueueKeys, heartbeats_key
 from collectors.failures import FailureIndex
 from collectors.keyspace import text
@@ -224,7 +226,7 @@ async def _apply(
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     if state == "dead" and action == "retry":
         keys = [q.dead, q.dead_msgs, q.msgs, q.ready]
-        return await _move(redis, REQUEUE_LUA, keys, ids, lambda m: requeued(m, q.queue, now_ms), HELD)
+        return await _move(redis, REQUEUE_LUA, keys, ids, ("requeue", q.queue, now_ms), HELD)
     if state == "dead":
         codes = await _eval(redis, DELETE_DEAD_LUA, [q.dead, q.dead_msgs], ids)
         return [_outcome(i, c, "deleted") for i, c in zip(ids, codes, strict=True)]
@@ -235,7 +237,7 @@ async def _apply(
         codes = await _eval(redis, DELETE_LISTED_LUA, [q.delay, q.delay_msgs], ids)
         return [_outcome(i, c, "deleted", held=HELD_DELAYED) for i, c in zip(ids, codes, strict=True)]
     keys = [q.delay, q.delay_msgs, q.msgs, q.ready]
-    return await _move(redis, RUN_NOW_LUA, keys, ids, lambda m: run_now(m, q.queue), HELD_DELAYED)
+    return await _move(redis, RUN_NOW_LUA, keys, ids, ("run now", q.queue, now_ms), HELD_DELAYED)
 
 
 async def recover(
@@ -267,29 +269,31 @@ async def recover(
     return outcomes
 
 
-Rewrite = Callable[[dict[str, Any]], tuple[str | None, dict[str, Any]]]
+#: How a moved message is rewritten: ("requeue" | "run now", queue name, now in ms).
+Rewrite = tuple[str, str, int]
 
 
 async def _move(
     redis: Redis, script: str, keys: list[str], ids: list[str], rewrite: Rewrite, held: str
 ) -> list[JobOutcome]:
-    """Move messages out of `keys[1]` (the source hash) into the ready queue, rewritten by `rewrite`
-    (which returns a new rid, or None to keep it, and the new message), compare-and-set per id."""
+    """Move messages out of `keys[1]` (the source hash) into the ready queue, rewritten (`rewritten`,
+    in a decoder process: a new rid or the same, and the new message), compare-and-set per id."""
     raws: list[bytes | None] = await redis.hmget(keys[1], ids)  # type: ignore[misc]
     argv: list[str | bytes] = []
     moved_to: dict[str, str] = {}
-    early: dict[str, JobOutcome] = {}
-    for rid, raw in zip(ids, raws, strict=True):
-        message = payloads.decode_json_object(raw)
-        if raw is None:
-            early[rid] = JobOutcome(rid, Outcome.CHANGED, GONE)
-        elif isinstance(message, Undecodable):
+    early = {
+        rid: JobOutcome(rid, Outcome.CHANGED, GONE) for rid, raw in zip(ids, raws, strict=True) if raw is None
+    }
+    present = [(rid, raw) for rid, raw in zip(ids, raws, strict=True) if raw is not None]
+    built = await decoding.run(rewritten, [(raw, *rewrite) for _, raw in present], _unreadable)
+    for (rid, raw), message in zip(present, built, strict=True):
+        if isinstance(message, Undecodable):
             why = f"its payload is not a JSON message ({message.reason}): it cannot be rewritten safely"
             early[rid] = JobOutcome(rid, Outcome.SKIPPED, why, in_place=True)
         else:
-            new_rid, rewritten = rewrite(message)
+            new_rid, payload = message
             moved_to[rid] = new_rid or rid
-            argv += [rid, raw, moved_to[rid], _encode(rewritten)]
+            argv += [rid, raw, moved_to[rid], payload]
     codes = iter(await _eval(redis, script, keys, argv))
     out = []
     for rid in ids:
@@ -304,6 +308,21 @@ async def _move(
         else:
             out.append(JobOutcome(rid, Outcome.DONE, "moved to the ready queue"))
     return out
+
+
+@decoder
+def rewritten(raw: bytes, how: str, queue: str, now_ms: int) -> tuple[str | None, str] | Undecodable:
+    """A stored message rewritten for `how` ("requeue" or "run now") and encoded: (new rid or None to
+    keep it, the payload); or why it cannot be (run in a decoder process)."""
+    message = payloads.decode_json_object(raw)
+    if isinstance(message, Undecodable):
+        return message
+    new_rid, changed = requeued(message, queue, now_ms) if how == "requeue" else run_now(message, queue)
+    return new_rid, _encode(changed)
+
+
+def _unreadable(call: decoding.Call, reason: str) -> Undecodable:
+    return payloads.undecodable(call[0], reason)
 
 
 def requeued(message: dict[str, Any], queue: str, now_ms: int) -> tuple[str, dict[str, Any]]:

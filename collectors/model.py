@@ -7,7 +7,7 @@ Times are epoch seconds (float); ages and durations are seconds.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -149,6 +149,11 @@ class CollectedPart:
     #: Failures the counters know of that the groups do not cover yet (index still filling, or full).
     failures_missing: int = 0
     stuck: tuple[StuckJob, ...] = ()
+
+
+#: A framework's parser of its part of the snapshot pipeline's replies; one that decodes payloads does
+#: it in a decoder process (collectors/decoding.py) and returns an awaitable.
+Parser = Callable[[Any], "CollectedPart | Awaitable[CollectedPart]"]
 
 
 @dataclass(frozen=True, slots=True)

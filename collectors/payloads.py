@@ -2,7 +2,9 @@
 
 Payloads come from other people's processes: they may be truncated, not JSON, huge, deeply nested,
 or hostile. Decoding never raises; it returns the value or an `Undecodable` with the size and the
-first bytes, so a page can show what is there instead of failing.
+first bytes, so a page can show what is there instead of failing. The decoders run in budgeted
+decoder processes (collectors/decoding.py). Integers too long to write in decimal are shown as
+`<int of N bits>` (`safe_repr`, `safe_str`), never converted: that would raise, or take quadratic time.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ MAX_PAYLOAD_BYTES = 1_000_000
 MAX_DEPTH = 100
 #: First bytes shown for an undecodable payload.
 HEAD_BYTES = 64
+#: Integers with more decimal digits than this are shown as `<int of N bits>`: Python refuses to turn
+#: them into text (`sys.get_int_max_str_digits()`, 4,300 by default), because doing so is quadratic.
+MAX_INT_DIGITS = 4300
+#: The most bits an integer of MAX_INT_DIGITS - 1 decimal digits can have (log2(10) = 3.3219...).
+MAX_INT_BITS = int((MAX_INT_DIGITS - 1) * math.log2(10))
 
 
 def head_of(raw: bytes) -> str:
@@ -127,7 +134,38 @@ def _short(value: Any, depth: int) -> str:
         return ("[" + body + more + "]") if isinstance(value, list) else ("(" + body + more + ")")
     if isinstance(value, str):
         return repr(value if len(value) <= 60 else value[:59] + "…")
-    return repr(value)
+    return safe_repr(value)
+
+
+def int_text(value: int) -> str:
+    """`<int of 13,290 bits>`: an integer too long to show in decimal, described in O(1)."""
+    sign = "negative " if value < 0 else ""
+    return f"<{sign}int of {value.bit_length():,} bits>"
+
+
+def fits(value: int) -> bool:
+    """True when `value` can be written in decimal (at most MAX_INT_DIGITS - 1 digits), in O(1)."""
+    return value.bit_length() <= MAX_INT_BITS
+
+
+def safe_repr(value: Any) -> str:
+    """`repr(value)`, or a description when Python refuses it (an int over 4,300 digits inside)."""
+    if type(value) is int and not fits(value):
+        return int_text(value)
+    try:
+        return repr(value)
+    except (ValueError, RecursionError) as exc:
+        return f"<{type(value).__name__} that cannot be shown: {str(exc)[:80]}>"
+
+
+def safe_str(value: Any) -> str:
+    """`str(value)`, or a description when Python refuses it (see safe_repr)."""
+    if type(value) is int and not fits(value):
+        return int_text(value)
+    try:
+        return str(value)
+    except (ValueError, RecursionError) as exc:
+        return f"<{type(value).__name__} that cannot be shown: {str(exc)[:80]}>"
 
 
 def last_line(text: str | None) -> str | None:

@@ -15,7 +15,9 @@ caller (dashboard/searches.py) decides how many steps to run before yielding to 
 Key names come from the layout modules (`dramatiq.QueueKeys`, `arq.job_key`, `arq.result_key`).
 Payloads are first checked on their raw bytes (cheap: every ASCII word of the query must occur in
 the lower-cased bytes) and only candidates are decoded, Arq's pickles by the restricted unpickler
-alone. Then the field asked for is matched exactly, case-insensitively (`str.casefold`):
+alone, each candidate in the `search` lane's decoder process (collectors/decoding.py: a hostile payload
+costs its decode budget, then it is matched by its id only). Then the field asked for is matched
+exactly, case-insensitively (`str.casefold`):
 
     id     Dramatiq redis message id and message_id; Arq job id
     name   actor (Dramatiq) or function (Arq)
@@ -35,6 +37,7 @@ Arq ids by GET of the job and result keys and ZSCORE in each queue, in one round
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -46,8 +49,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from collectors import arq, dramatiq, payloads, unpickler
+from collectors import arq, decoding, dramatiq, payloads, unpickler
 from collectors.arq import job_summary, result_summary
+from collectors.decoding import Lane, decoder
 from collectors.keyspace import text
 from collectors.model import Framework, JobSummary, Undecodable
 from collectors.target import TargetCollector
@@ -251,6 +255,8 @@ def leaves(value: Any, limit: int = LEAF_LIMIT) -> Iterator[str]:
             yield item
         elif isinstance(item, bool) or item is None:
             continue
+        elif isinstance(item, int) and not payloads.fits(item):
+            yield payloads.int_text(item)  # repr() would raise: over 4,300 digits
         elif isinstance(item, int) or (isinstance(item, float) and math.isfinite(item)):
             yield repr(item)
         elif isinstance(item, bytes | bytearray):
@@ -388,7 +394,7 @@ class Scan:
             self.position += len(ids)
             self.scanned += len(ids)
             raws = await self.redis.mget([arq.result_key(i) for i in ids]) if ids else []
-            hits = _result_hits(self.query, self.filter, source, ids, raws)
+            hits = await _result_hits(self.query, self.filter, source, ids, raws)
             if self.position >= len(source.ids):
                 self._advance(0)
         return self.fresh(hits)
@@ -426,7 +432,7 @@ class Scan:
             [raw for _, raw in stored],
         )
         if queues:
-            hits += _arq_lookup(job_id, queues, replies[len(hashes) :])
+            hits += await _arq_lookup(job_id, queues, replies[len(hashes) :])
         return self.fresh(hits)
 
 
@@ -440,29 +446,42 @@ async def _hash_hits(
 ) -> list[Hit]:
     """Dramatiq payloads that match; then, for hits only, in flight or ready and when dead (one trip).
     The message_id is inside the payload, so the raw check applies to an id search too."""
-    found: list[tuple[Source, str, bytes, str]] = []
-    for i in sorted(id_matches(keys, query) | candidates(raws, words)):
-        src, rid, raw = srcs[i], text(keys[i]), raws[i]
-        matched = match(query, Framework.DRAMATIQ, rid, payloads.decode_json_object(raw))
-        if matched:
-            found.append((src, rid, raw, matched))
+    picked = sorted(id_matches(keys, query) | candidates(raws, words))
+    calls = [(query, text(keys[i]), raws[i]) for i in picked]
+    matches = await decoding.run(dramatiq_hit, calls, _dramatiq_by_id, lane=Lane.SEARCH)
+    found = [(srcs[i], job) for i, job in zip(picked, matches, strict=True) if job is not None]
     if not found:
         return []
     async with redis.pipeline(transaction=False) as pipe:
-        for src, rid, _, _ in found:
+        for src, (_, job) in found:
             for ack in src.acks:
-                pipe.sismember(ack, rid)
+                pipe.sismember(ack, job.job_id)
             if src.dead_times:
-                pipe.zscore(src.dead_times, rid)
+                pipe.zscore(src.dead_times, job.job_id)
         replies = iter(await pipe.execute())
     hits = []
-    for src, rid, raw, matched in found:
+    for src, (matched, job) in found:
         held = [bool(next(replies)) for _ in src.acks]
         dead_at = next(replies) if src.dead_times else None
         state = "in_flight" if any(held) else src.state
-        job = dramatiq.summary(rid, state, raw, dead_at=float(dead_at) / 1000.0 if dead_at else None)
+        failed_at = float(dead_at) / 1000.0 if dead_at else job.failed_at
+        job = dataclasses.replace(job, state=state, failed_at=failed_at)
         hits.append(Hit(src.target, Framework.DRAMATIQ, src.queue, matched, job))
     return hits
+
+
+@decoder
+def dramatiq_hit(query: Query, rid: str, raw: bytes) -> tuple[str, JobSummary] | None:
+    """(field matched, summary) when the message matches, else None (run in a decoder process)."""
+    matched = match(query, Framework.DRAMATIQ, rid, payloads.decode_json_object(raw))
+    return (matched, dramatiq.summary(rid, "?", raw)) if matched else None
+
+
+def _dramatiq_by_id(call: decoding.Call, reason: str) -> tuple[str, JobSummary] | None:
+    query, rid, raw = call
+    gone = payloads.undecodable(raw, reason)
+    matched = match(query, Framework.DRAMATIQ, rid, gone)
+    return (matched, JobSummary(rid, "?", None, "undecodable payload", undecodable=gone)) if matched else None
 
 
 async def _queue_hits(
@@ -475,69 +494,126 @@ async def _queue_hits(
     if query.field == "id":
         ids = [i for i in ids if query.needle in i.casefold()]
     raws: list[bytes | None] = list(await redis.mget([arq.job_key(i) for i in ids])) if ids else []
-    found = _arq_matches(query, words, source, ids, raws, result=False)
+    found = await _arq_matches(query, words, source, ids, raws, due)
     if not found:
         return []
     async with redis.pipeline(transaction=False) as pipe:
-        for job_id, _, _ in found:
-            pipe.exists(arq.in_progress_key(job_id))
+        for _, job in found:
+            pipe.exists(arq.in_progress_key(job.job_id))
         running = await pipe.execute()
     now = _now()
     hits = []
-    for (job_id, raw, matched), run in zip(found, running, strict=True):
-        state = "in_progress" if run else ("ready" if due[job_id] <= now else "deferred")
-        job = job_summary(job_id, state, raw, due[job_id], source.serializer)
-        hits.append(Hit(source.target, Framework.ARQ, source.queue, matched, job))
+    for (matched, job), run in zip(found, running, strict=True):
+        state = "in_progress" if run else ("ready" if due[job.job_id] <= now else "deferred")
+        hits.append(
+            Hit(source.target, Framework.ARQ, source.queue, matched, dataclasses.replace(job, state=state))
+        )
     return hits
 
 
-def _result_hits(
+async def _result_hits(
     query: Query, words: Prefilter, source: Source, ids: list[str], raws: list[bytes | None]
 ) -> list[Hit]:
-    hits = []
-    for job_id, raw, matched in _arq_matches(query, words, source, ids, raws, result=True):
-        value = arq.decode_record(raw, source.serializer)
-        state = "unknown" if isinstance(value, Undecodable) else ("succeeded" if value.get("s") else "failed")
-        job = result_summary(job_id, state, raw, source.serializer)
-        hits.append(Hit(source.target, Framework.ARQ, source.queue, matched, job))
-    return hits
+    found = await _arq_matches(query, words, source, ids, raws, None)
+    return [Hit(source.target, Framework.ARQ, source.queue, matched, job) for matched, job in found]
 
 
-def _arq_matches(
-    query: Query, words: Prefilter, source: Source, ids: list[str], raws: list[bytes | None], result: bool
-) -> list[tuple[str, bytes, str]]:
-    """(id, raw, field matched) of the Arq payloads that match; expired ones (None) are skipped."""
+async def _arq_matches(
+    query: Query,
+    words: Prefilter,
+    source: Source,
+    ids: list[str],
+    raws: list[bytes | None],
+    due: dict[str, float] | None,
+) -> list[tuple[str, JobSummary]]:
+    """(field matched, summary) of the Arq payloads that match: queued jobs (with their due times) or,
+    without `due`, results. Expired ones (None) are skipped."""
     present = [(job_id, raw) for job_id, raw in zip(ids, raws, strict=True) if raw is not None]
     picked = id_matches([job_id for job_id, _ in present], query)
     if query.field != "id":
         picked |= candidates([raw for _, raw in present], words)
-    out = []
-    for job_id, raw in (present[i] for i in sorted(picked)):
-        matched = match(query, Framework.ARQ, job_id, arq.decode_record(raw, source.serializer), result)
-        if matched:
-            out.append((job_id, raw, matched))
-    return out
+    calls = [
+        (query, job_id, raw, source.serializer, None if due is None else due[job_id])
+        for job_id, raw in (present[i] for i in sorted(picked))
+    ]
+    matches = await decoding.run(arq_hit, calls, _arq_by_id, lane=Lane.SEARCH)
+    return [m for m in matches if m is not None]
 
 
-def _arq_lookup(job_id: str, queues: list[Source], replies: list[Any]) -> list[Hit]:
+@decoder
+def arq_hit(
+    query: Query, job_id: str, raw: bytes, serializer: str, due: float | None
+) -> tuple[str, JobSummary] | None:
+    """(field matched, summary) when an Arq job (with its `due` time) or result (without) matches."""
+    result = due is None
+    value = arq.decode_record(raw, serializer)
+    matched = match(query, Framework.ARQ, job_id, value, result)
+    if not matched:
+        return None
+    if not result:
+        return matched, job_summary(job_id, "?", raw, due, serializer)
+    state = "unknown" if isinstance(value, Undecodable) else ("succeeded" if value.get("s") else "failed")
+    return matched, result_summary(job_id, state, raw, serializer)
+
+
+def _arq_by_id(call: decoding.Call, reason: str) -> tuple[str, JobSummary] | None:
+    query, job_id, raw, _, due = call
+    gone = payloads.undecodable(raw, reason)
+    matched = match(query, Framework.ARQ, job_id, gone, due is None)
+    if not matched:
+        return None
+    state = "?" if due is not None else "unknown"
+    return matched, JobSummary(job_id, state, None, "undecodable payload", eta=due, undecodable=gone)
+
+
+async def _arq_lookup(job_id: str, queues: list[Source], replies: list[Any]) -> list[Hit]:
     job_raw, result_raw, running, *scores = replies
-    hits = []
     in_queue = [(s, score) for s, score in zip(queues, scores, strict=True) if score is not None]
+    job_state, due, src = None, None, None
     if job_raw is not None and in_queue:
         src, score = in_queue[0]
         due = float(score) / 1000.0
-        state = "in_progress" if running else ("ready" if due <= _now() else "deferred")
-        job = job_summary(job_id, state, job_raw, due, src.serializer)
+        job_state = "in_progress" if running else ("ready" if due <= _now() else "deferred")
+    call = (job_id, job_raw if src else None, job_state, due, result_raw, queues[0].serializer)
+    [(job, result)] = await decoding.run(lookup_arq, [call], _lookup_undecodable, lane=Lane.SEARCH)
+    hits = []
+    if job is not None and src is not None:
         hits.append(Hit(src.target, Framework.ARQ, src.queue, "id", job))
-    if result_raw is not None:
-        value = arq.decode_record(result_raw, queues[0].serializer)
-        queue = value.get("q") if isinstance(value, dict) else None
-        src_of = {s.queue: s for s in queues}
-        if isinstance(queue, str) and queue in src_of:
-            state = "succeeded" if isinstance(value, dict) and value.get("s") else "failed"
-            job = result_summary(job_id, state, result_raw, src_of[queue].serializer)
-            hits.append(Hit(src_of[queue].target, Framework.ARQ, queue, "id", job))
+    src_of = {s.queue: s for s in queues}
+    if result is not None and result[0] in src_of:
+        hits.append(Hit(src_of[result[0]].target, Framework.ARQ, result[0], "id", result[1]))
     return hits
+
+
+@decoder
+def lookup_arq(
+    job_id: str,
+    job_raw: bytes | None,
+    job_state: str | None,
+    due: float | None,
+    result_raw: bytes | None,
+    serializer: str,
+) -> tuple[JobSummary | None, tuple[str, JobSummary] | None]:
+    """An exact id's queued job (when in a queue) and result (with the queue it names), summarised."""
+    job = None
+    if job_raw is not None and job_state is not None:
+        job = job_summary(job_id, job_state, job_raw, due, serializer)
+    result = None
+    if result_raw is not None:
+        value = arq.decode_record(result_raw, serializer)
+        queue = value.get("q") if isinstance(value, dict) else None
+        if isinstance(queue, str):
+            state = "succeeded" if isinstance(value, dict) and value.get("s") else "failed"
+            result = queue, result_summary(job_id, state, result_raw, serializer)
+    return job, result
+
+
+def _lookup_undecodable(call: decoding.Call, reason: str) -> tuple[JobSummary | None, None]:
+    job_id, job_raw, job_state, due = call[:4]
+    if job_raw is None or job_state is None:
+        return None, None
+    gone = payloads.undecodable(job_raw, reason)
+    return JobSummary(job_id, job_state, None, "undecodable payload", eta=due, undecodable=gone), None
 
 
 def _now() -> float:

@@ -9,8 +9,8 @@ cycle and is the only part that grows with the keyspace, by design bounded.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import time
-from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -20,8 +20,8 @@ from collectors.arq import ArqCollector
 from collectors.dramatiq import DramatiqCollector
 from collectors.keyspace import KeyspaceScanner
 from collectors.model import (
-    CollectedPart,
     FailureGroup,
+    Parser,
     QueueStats,
     ServerInfo,
     StuckJob,
@@ -82,7 +82,8 @@ class TargetCollector:
         missing = 0
         stuck: list[StuckJob] = []
         for parse, reply in parts:
-            part: CollectedPart = parse(reply)
+            parsed = parse(reply)  # Dramatiq's decodes the head messages off the loop: awaited
+            part = await parsed if inspect.isawaitable(parsed) else parsed
             queues += part.queues
             workers += part.workers
             notes += part.notes
@@ -187,7 +188,6 @@ class TargetCollector:
         return notes
 
 
-Parser = Callable[[Any], CollectedPart]
 #: Seconds before commands an ACL refused are tried again (the ACL may have been widened).
 ACL_RECHECK = 600.0
 _CLUSTER_ERRORS = ("MOVED ", "ASK ", "CROSSSLOT", "CLUSTERDOWN")

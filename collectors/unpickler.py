@@ -11,6 +11,9 @@ BUILD-ing it only records args, kwargs and state. Nothing is imported, so no use
 Placeholders are for display only and refuse to be pickled again.
 
 Cost: about the same as `pickle.loads` (0-25 % slower on 100k real Arq results, shared/redis-layouts.md §3).
+What it cannot refuse without refusing real payloads is cost: a few bytes can ask for minutes of CPU
+or gigabytes (`int(Decimal('1e1000000'))`, a huge memo index). So it runs only inside the budgeted
+decoder processes of collectors/decoding.py, where a MemoryError is the budget speaking (re-raised).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import uuid
 from typing import Any, ClassVar
 
 from collectors.model import Undecodable
-from collectors.payloads import MAX_PAYLOAD_BYTES, undecodable
+from collectors.payloads import MAX_PAYLOAD_BYTES, safe_repr, undecodable
 
 _SAFE_BUILTINS = {
     "dict", "list", "tuple", "set", "frozenset", "bytes", "bytearray", "str", "int", "float",
@@ -117,14 +120,14 @@ def placeholder_class(module: str, name: str) -> type[Placeholder]:
 
 def placeholder_text(p: Placeholder, limit: int = 400) -> str:
     """`module.Class(args) {state}`: how a placeholder is shown."""
-    parts = [repr(a) for a in p._args] + [f"{k}={v!r}" for k, v in p._kwargs.items()]
+    parts = [safe_repr(a) for a in p._args] + [f"{k}={safe_repr(v)}" for k, v in p._kwargs.items()]
     text = f"{p.qualified_name}({', '.join(parts)})"
     if p._state is not None:
-        text += f" {p._state!r}"
+        text += f" {safe_repr(p._state)}"
     if p._items:
-        text += f" items={p._items!r}"
+        text += f" items={safe_repr(p._items)}"
     if p._dictitems:
-        text += f" {p._dictitems!r}"
+        text += f" {safe_repr(p._dictitems)}"
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -202,6 +205,8 @@ def decode(raw: bytes) -> Any | Undecodable:
         return loads(raw)
     except RecursionError:
         return undecodable(raw, "pickle nested too deeply")
+    except MemoryError:
+        raise  # the decoder process's budget (collectors/decoding.py) says so, not a malformed pickle
     except Exception as exc:  # malformed pickles raise many types; all mean "cannot show it"
         return undecodable(raw, f"not a readable pickle: {type(exc).__name__}: {str(exc)[:120]}")
 

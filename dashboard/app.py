@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
+from collectors import decoding
 from collectors.arq import ArqCollector
 from collectors.dramatiq import DramatiqCollector
 from collectors.target import TargetCollector
@@ -159,6 +160,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        decoding.start()
         poller.start()
         pools = [c.redis for c in collectors.values()] + list(results_redis.values())
         trimmer = asyncio.create_task(trim_forever(pools), name="redis-pool-trim")
@@ -170,6 +172,7 @@ def create_app(settings: Settings) -> Starlette:
                 await trimmer
             await searches.close()
             await poller.stop()
+            decoding.close()
             for c in collectors.values():
                 await c.redis.aclose()
             for r in results_redis.values():

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from collectors.payloads import safe_repr
 from collectors.unpickler import Placeholder, placeholder_text
 
 #: Containers nested deeper than this are not written out (Python's parser stops at 200 brackets).
@@ -128,4 +129,4 @@ def _describe(value: Any) -> str:
     if isinstance(value, type):
         name = getattr(value, "__class_name__", value.__name__)
         return f"the class {getattr(value, '__module_name__', value.__module__)}.{name}"
-    return f"a {type(value).__qualname__} ({repr(value)[:100]})"
+    return f"a {type(value).__qualname__} ({safe_repr(value)[:100]})"
