@@ -97,6 +97,9 @@ IDLE_SECONDS = 60.0
 KILL_CAP = 2
 LOSS_CAP = 8
 PARTIAL_LOSS_CAP = 4
+#: Fresh decoders a call gets when its decoder dies under it without a kill of ours: an outside
+#: kill (the OOM killer, an operator) of an idle decoder is only seen when a call is sent to it.
+DIED_RETRIES = 2
 #: How long a payload over budget is remembered (then it is tried again), and how many are.
 STRIKE_TTL = 600.0
 STRIKE_KEEP = 4096
@@ -224,7 +227,8 @@ class Pool:
         frames = {i: frame(pickle.dumps(calls[i], protocol=5)) for i in todo}
         kills = losses = 0
         kill_cap, loss_cap = (1, PARTIAL_LOSS_CAP) if partial else (KILL_CAP, LOSS_CAP)
-        retried = -1
+        #: Second decoders given to a call whose decoder died under it (maybe killed from outside).
+        retries: collections.Counter[int] = collections.Counter()
         while todo:
             child = self._checkout()
             if child is None:
@@ -242,8 +246,8 @@ class Pool:
                 break
             self._retire(child)
             losses += 1
-            if why == DIED and todo and todo[0] != retried:
-                retried = todo[0]  # killed from outside, maybe: that call gets a second decoder
+            if why == DIED and todo and retries[todo[0]] < DIED_RETRIES:
+                retries[todo[0]] += 1  # killed from outside, maybe: that call gets another decoder
             elif why != OVER_MEMORY and todo:  # the call it was on when it was killed or died
                 i, todo = todo[0], todo[1:]
                 out[i], done[i] = fallback(calls[i], why), True

@@ -113,6 +113,8 @@ async def test_a_killed_decoder_is_replaced_and_none_is_left_behind() -> None:
     assert before
     for pid in before:
         os.kill(pid, signal.SIGKILL)  # from outside (the OOM killer, an operator): the pool forks anew
+    # Both the decoder and its spare are dead when the call is sent, whether or not their exit has
+    # been seen yet: the call gets fresh decoders and its result.
     assert await decoding.run(arq.decode, [(pickle.dumps(2), "auto")], fallback) == [2]
     after = decoding.pids(decoding.Lane.INTERACTIVE)
     assert after and not set(after) & set(before)
