@@ -15,7 +15,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,12 +130,15 @@ def api_json(base: str, path: str) -> Any:
     return json.loads(got.body)
 
 
-def wait_for_corpus(base: str, manifest: Manifest, timeout: float = 30.0) -> str | None:
-    """None once /api/v1/queues lists every corpus queue, else what it said instead (after `timeout`)."""
+def wait_for_corpus(
+    base: str, manifest: Manifest, timeout: float = 30.0, give_up: Callable[[], bool] = lambda: False
+) -> str | None:
+    """None once /api/v1/queues lists every corpus queue, else what it said instead (after `timeout`,
+    or as soon as `give_up()`)."""
     wanted = {(q.framework, q.key) for q in manifest.queues}
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
     last = ""
-    while time.monotonic() < deadline:
+    while time.monotonic() - started < timeout and not give_up():
         try:
             listed = {(q["framework"], q["key"]) for q in api_json(base, "/api/v1/queues")["queues"]}
             missing = wanted - listed
@@ -145,7 +148,7 @@ def wait_for_corpus(base: str, manifest: Manifest, timeout: float = 30.0) -> str
         except (AssertionError, ValueError, KeyError, TypeError) as exc:
             last = str(exc)
         time.sleep(0.5)
-    return f"discovery did not list every corpus queue within {timeout:.0f} s: {last}"
+    return f"discovery did not list every corpus queue within {time.monotonic() - started:.0f} s: {last}"
 
 
 def browser_resolves(path: str) -> str:
