@@ -5,10 +5,11 @@ Once discovery has found the corpus queues, the crawl follows every same-origin 
 from `/` (plus a few searches over the corpus), and asks every GET route of /api/v1/openapi.json.
 Nothing may answer 5xx or time out, nothing may leak a stack trace, every job the UI lists must open,
 no URL the UI builds may be rewritten by a browser (dot segments, raw newlines), no page may carry an
-unescaped script, and no code-executing payload may run. Chromium then opens every crawled page:
-no dialog, no `window.__pwned`, no console error but the expected 404s.
+unescaped script, and no code-executing payload may run. Chromium then opens every crawled page that
+carries a script-bearing corpus string: no dialog, no `window.__pwned`, no console error but the
+expected 404s.
 
-The crawl only reads (GET): the corpus must be byte-for-byte unchanged afterwards.
+The crawl only reads (GET): every corpus key must hold what was written afterwards.
 """
 
 from __future__ import annotations
@@ -138,10 +139,12 @@ def browser_path(page: str, link: str, base: str) -> str | None:
 
 
 def canonical(path: str) -> str:
-    """One name per page: query parameters sorted, default paging dropped."""
+    """One name per page: query parameters sorted, default paging dropped (bytes kept as they are)."""
     base, _, query = path.partition("?")
-    pairs = [p for p in parse_qsl(query, keep_blank_values=True) if p not in DEFAULT_PAGING]
-    return base + (f"?{urlencode(sorted(pairs))}" if pairs else "")
+    pairs = [
+        p for p in parse_qsl(query, keep_blank_values=True, encoding="latin-1") if p not in DEFAULT_PAGING
+    ]
+    return base + (f"?{urlencode(sorted(pairs), encoding='latin-1')}" if pairs else "")
 
 
 def contents(client: redis.Redis, keys: list[bytes]) -> dict[bytes, Any]:

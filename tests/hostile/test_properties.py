@@ -56,7 +56,7 @@ from tests.servers import RedisServer
 MARKER_DIR = Path(tempfile.mkdtemp(prefix="callboard-hostile-pwned-"))
 PROTOCOLS = st.integers(0, pickle.HIGHEST_PROTOCOL)
 #: Examples for the properties that cost microseconds each (the profile's default suits decoders).
-CHEAP_EXAMPLES = 400
+CHEAP_EXAMPLES = 200
 
 # -- strategies ---------------------------------------------------------------------------------------
 
@@ -202,6 +202,20 @@ def same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def canon(value: Any, depth: int = 0) -> Any:
+    """A comparable form of a decoded value, the same in every process (set order follows hashes,
+    and hash(None) differs between processes)."""
+    if depth > 60:
+        return "…"
+    if isinstance(value, set | frozenset):
+        return type(value).__name__, sorted(repr(canon(v, depth + 1)) for v in value)
+    if isinstance(value, dict):
+        return type(value).__name__, [(canon(k, depth + 1), canon(v, depth + 1)) for k, v in value.items()]
+    if isinstance(value, list | tuple):
+        return type(value).__name__, [canon(v, depth + 1) for v in value]
+    return repr(value)
+
+
 class OverBudget:
     """What an in-process decode ended with when it asked for more memory than the cap: the decoder
     processes of collectors/decoding.py turn that MemoryError into "exceeds decode budget (memory)"."""
@@ -320,7 +334,7 @@ fingerprint_text = st.one_of(
 )
 
 
-@settings(max_examples=CHEAP_EXAMPLES)
+@settings(max_examples=400)  # the non-idempotent inputs are a few in a hundred
 @given(fingerprint_text)
 def test_normalise_is_idempotent(message: str) -> None:
     once = normalise(message)
@@ -480,7 +494,7 @@ payloads_to_decode = st.lists(
 )
 
 
-@settings(max_examples=8)
+@settings(max_examples=5)
 @given(payloads_to_decode)
 def test_budgeted_decoding_answers_in_order_like_decoding_in_process(items: list[tuple[bytes, bool]]) -> None:
     """Each answer is the payload's own, in order: what decoding in process gives, or for a hostile
@@ -494,7 +508,7 @@ def test_budgeted_decoding_answers_in_order_like_decoding_in_process(items: list
         if isinstance(value, tuple) and value[:1] == ("fallback",):
             assert not plain and value[1], (data, value)
         else:
-            assert not isinstance(want, OverBudget) and repr(value) == repr(want), data
+            assert not isinstance(want, OverBudget) and canon(value) == canon(want), data
     assert not any(MARKER_DIR.iterdir())
 
 

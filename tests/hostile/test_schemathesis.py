@@ -34,7 +34,7 @@ from tests.hostile.conftest import CappedBoard, new_redis, start_board, wait_for
 from tests.hostile.corpus import TARGET, Manifest, write_corpus
 
 #: Examples per operation and kind of data (free valid, free invalid, with corpus parameters).
-EXAMPLES = 12
+EXAMPLES = 8
 REQUEST_TIMEOUT = 20
 
 
