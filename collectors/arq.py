@@ -691,8 +691,12 @@ def result_entry(value: dict[str, Any] | Undecodable, pttl: int, now: float) -> 
         kind, message, _ = exception_parts(value.get("r"))
         error = f"{kind}: {message}" if message else kind
     queue = value.get("q")
+    if not isinstance(queue, str):
+        queue = DEFAULT_QUEUE
+    elif not payloads.is_key(queue):  # no Redis key has this name: a hand-written result, no queue
+        queue = UNKNOWN_QUEUE
     return ResultEntry(
-        queue=queue if isinstance(queue, str) else DEFAULT_QUEUE,
+        queue=queue,
         function=payloads.safe_str(value.get("f", "?"))[:300],
         ok=ok,
         finished_at=payloads.ms_to_seconds(value.get("ft")),

@@ -48,7 +48,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
-from collectors import decoding, unpickler
+from collectors import decoding, payloads, unpickler
 from collectors.arq import (
     ABORT_KEY,
     ArqCollector,
@@ -209,7 +209,8 @@ def _rebuild(job_id: str, raw: bytes, serializer: str, queue: str, now_ms: int) 
     except (TypeError, ValueError, OverflowError, pickle.PicklingError) as exc:
         return _skip(job_id, f"cannot write the args back as {kind}: {type(exc).__name__}: {str(exc)[:120]}")
     stored_queue = value.get("q")
-    return _Rerun(stored_queue if isinstance(stored_queue, str) and stored_queue else queue, payload)
+    named = isinstance(stored_queue, str) and stored_queue and payloads.is_key(stored_queue)
+    return _Rerun(stored_queue if named and isinstance(stored_queue, str) else queue, payload)
 
 
 def _encode(data: dict[str, Any], kind: str) -> bytes:

@@ -281,23 +281,26 @@ class Pool:
         return fallback(call, reason)
 
     def _checkout(self) -> Decoder | None:
-        with self._lock:
-            for dead in [c for c in self._idle if not c.alive()]:
-                self._idle.remove(dead)
-                dead.close()
-            self._idle.sort(key=lambda c: c.poll_ready())  # one that said it is ready first
-            try:
-                child = self._idle.pop() if self._idle else Decoder()
-            except OSError:
-                log.error("no decoder process could be started")
-                return None
-            self._busy.add(child)
-        self.warm()
-        if child.wait_ready(STARTUP_SECONDS):
-            child.used_at = time.monotonic()
-            return child
-        log.error("a decoder process did not answer within %.0f s", STARTUP_SECONDS)
-        self._retire(child)
+        # An idle decoder killed from outside may not look dead yet: it then fails wait_ready at
+        # once (its pipe is closed), and the next one is tried; a fresh fork is the last resort.
+        for _ in range(self.spec.size + self.spec.spares + 1):
+            with self._lock:
+                for dead in [c for c in self._idle if not c.alive()]:
+                    self._idle.remove(dead)
+                    dead.close()
+                self._idle.sort(key=lambda c: c.poll_ready())  # one that said it is ready first
+                try:
+                    child = self._idle.pop() if self._idle else Decoder()
+                except OSError:
+                    log.error("no decoder process could be started")
+                    return None
+                self._busy.add(child)
+            self.warm()
+            if child.wait_ready(STARTUP_SECONDS):
+                child.used_at = time.monotonic()
+                return child
+            self._retire(child)
+        log.error("no decoder process answered within %.0f s", STARTUP_SECONDS)
         return None
 
     def _checkin(self, child: Decoder) -> None:

@@ -56,11 +56,14 @@ _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s?(.*))?$", re.DOTALL)
 
 def normalise(message: str) -> str:
     """The message with what varies between occurrences of one failure replaced by markers."""
-    text = _QUOTED.sub("<str>", message[:1000])
+    # Whitespace first: a quoted value spanning a newline is one value once the newline is a space
+    # (the other way round, a second pass would find a quote the first did not: not idempotent).
+    text = _SPACE.sub(" ", message[:1000])
+    text = _QUOTED.sub("<str>", text)
     text = _UUID.sub("<id>", text)
     text = _HEX.sub("<id>", text)
     text = _NUMBER.sub("<n>", text)
-    return _SPACE.sub(" ", text).strip()[:300]
+    return text.strip()[:300]
 
 
 def split_exception(line: str | None) -> tuple[str, str]:

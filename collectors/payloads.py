@@ -158,6 +158,18 @@ def safe_repr(value: Any) -> str:
         return f"<{type(value).__name__} that cannot be shown: {str(exc)[:80]}>"
 
 
+def is_key(name: str) -> bool:
+    """Whether `name` can be a Redis key as the clients encode it (UTF-8, surrogateescape).
+
+    Every name read from Redis can; a name taken from inside a payload (an Arq result's queue) may
+    hold a surrogate that cannot (`"\\ud800"`): used as a key, it would fail the whole pipeline."""
+    try:
+        name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def safe_str(value: Any) -> str:
     """`str(value)`, or a description when Python refuses it (see safe_repr)."""
     if type(value) is int and not fits(value):

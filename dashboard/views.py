@@ -271,6 +271,8 @@ def failures_context(request: Request) -> dict[str, Any]:
         "stuck": stuck,
         "rows": failure_rows(store),
         "controls": not request.app.state.settings.read_only,
+        # Queues with a page: a failure of an unreadable result names no queue ("?"), so no link.
+        "listed": {(s.name, q.framework.value, q.key) for s, q in store.queues()},
     }
 
 

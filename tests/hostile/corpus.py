@@ -519,14 +519,14 @@ def _arq(w: _Writer, marker_dir: Path, with_bombs: bool) -> None:
         "succeeded-big-int": arq_result_record("succeeded-big-int", queue, True, 3 * 10**5000),
         "succeeded-xss": arq_result_record("succeeded-xss", queue, True, {x0: [x1, x3]}),
         "failed-odd-queue": arq_result_record("failed-odd-queue", "results/../q\n%", False, KeyError(x1)),
-        # A queue named by a payload, not a key: it can hold any string, a lone surrogate too.
-        "failed-surrogate-queue": arq_result_record(
-            "failed-surrogate-queue", "q\ud800", False, KeyError("k")
-        ),
     }
     for job_id, record in results.items():
         state = "succeeded" if record["s"] else "failed"
         w.arq_result(record["q"], job_id, pickle.dumps(record, protocol=4), state, kind=f"result: {job_id}")
+    # A queue named by a payload, not a key: it can hold any string, a lone surrogate too. No Redis
+    # key can have that name (it once failed every collection): the index files it under no queue.
+    odd = arq_result_record("failed-surrogate-queue", "q\ud800", False, KeyError("k"))
+    w.arq_result(queue, "failed-surrogate-queue", pickle.dumps(odd, protocol=4), None, kind="result: no key")
     w.arq_result(queue, "result-garbage", b"\x80\x04garbage", None, kind="undecodable result")
 
     if with_bombs:

@@ -250,10 +250,10 @@ def cluster_node() -> Iterator[str]:
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"redis://127.0.0.1:{port}/0"
-        wait_until(lambda: redis.Redis.from_url(url).ping(), timeout=10, what="cluster node")
+        wait_until(lambda: redis.Redis.from_url(url).ping(), timeout=30, what="cluster node")
         with redis.Redis.from_url(url) as client:
             client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-            wait_until(lambda: client.cluster("info")["cluster_state"] == "ok", what="cluster ok")
+            wait_until(lambda: client.cluster("info")["cluster_state"] == "ok", timeout=30, what="cluster ok")
             client.set("dramatiq:default.msgs", "x")  # a key of this node
         yield url
     finally:

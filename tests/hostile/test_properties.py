@@ -361,8 +361,22 @@ def _urls() -> Any:
     return importlib.import_module("dashboard.urls")
 
 
+#: Names as Callboard holds them: read from Redis (any bytes, decoded with surrogateescape) or from the
+#: config. A str with a surrogate surrogateescape cannot encode (`\ud800`) names no key and reaches no
+#: URL: the results index files a result naming such a queue under no queue. Its canonical form does.
+url_name = any_text.map(lambda t: urls_key_bytes(t).decode("utf-8", "surrogateescape"))
+
+
+def urls_key_bytes(name: str) -> bytes:
+    """The bytes a name stands for (dashboard.urls.key_bytes: surrogatepass where escape fails)."""
+    try:
+        return name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogatepass")
+
+
 @settings(max_examples=CHEAP_EXAMPLES)
-@given(any_text)
+@given(url_name)
 def test_a_name_is_one_segment_that_reads_back_as_itself(name: str) -> None:
     urls = _urls()
     seg = urls.segment(name)
@@ -372,7 +386,7 @@ def test_a_name_is_one_segment_that_reads_back_as_itself(name: str) -> None:
 
 
 @settings(max_examples=CHEAP_EXAMPLES)
-@given(any_text, st.sampled_from(["dramatiq", "arq"]), any_text, any_text)
+@given(url_name, st.sampled_from(["dramatiq", "arq"]), url_name, url_name)
 def test_every_url_the_ui_builds_resolves_to_exactly_its_names(
     target: str, framework: str, queue: str, job_id: str
 ) -> None:
