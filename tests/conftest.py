@@ -45,6 +45,21 @@ def flushed(server: RedisServer) -> str:
 
 
 @pytest.fixture
+def redis_url(one_redis: RedisServer) -> str:
+    """The session's shared server (ours), emptied for this test; tests/collectors/ overrides it with
+    every server kind in turn."""
+    return flushed(one_redis)
+
+
+@pytest.fixture
+def control(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain client on the test's database, for the truth and for steering the test actors."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
 async def aredis(redis_url: str) -> AsyncIterator[Redis]:
     """An asyncio client on the test's `redis_url` (each test folder says which server that is)."""
     client = Redis.from_url(redis_url)

@@ -151,22 +151,6 @@ def wait_for_corpus(
     return f"discovery did not list every corpus queue within {time.monotonic() - started:.0f} s: {last}"
 
 
-def browser_resolves(path: str) -> str:
-    """The path a browser requests for `path` (WHATWG: `.`/`..` segments, also as %2e, removed)."""
-    out: list[str] = []
-    segments = path.split("/")[1:]
-    for i, seg in enumerate(segments):
-        last = i == len(segments) - 1
-        low = seg.lower()
-        if low in ("..", ".%2e", "%2e.", "%2e%2e"):
-            out = out[:-1] + ([""] if last else [])
-        elif low in (".", "%2e"):
-            out += [""] if last else []
-        else:
-            out.append(seg)
-    return "/" + "/".join(out)
-
-
 @contextmanager
 def address_space_cap(headroom: int = 768 * 1024**2) -> Iterator[None]:
     """Lower this process's soft RLIMIT_AS to what it uses now plus `headroom`, then restore it.

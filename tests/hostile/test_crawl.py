@@ -34,13 +34,13 @@ from tests.hostile.conftest import (
     CappedBoard,
     Fetched,
     api_json,
-    browser_resolves,
     fetch,
     new_redis,
     start_board,
     wait_for_corpus,
 )
 from tests.hostile.corpus import TARGET, XSS, Manifest, write_corpus
+from tests.hostile.http_support import whatwg_path
 from tests.servers import RedisServer
 
 #: Safety bounds: the crawl of the corpus is ~1,000 requests; a stalled server ends it early.
@@ -133,7 +133,7 @@ def browser_path(page: str, link: str, base: str) -> str | None:
     absolute = urlsplit(urljoin(base + page, link))
     if f"{absolute.scheme}://{absolute.netloc}" != base:
         return None
-    path = browser_resolves(quote(absolute.path, safe="/%:@!$&'()*+,;=-._~"))
+    path = whatwg_path(quote(absolute.path, safe="/%:@!$&'()*+,;=-._~"))
     query = quote(absolute.query, safe="/%:@!$&'()*+,;=-._~?")
     return canonical(path + (f"?{query}" if query else ""))
 

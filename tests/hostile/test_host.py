@@ -14,7 +14,6 @@ import asyncio
 import http.client
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
@@ -29,9 +28,8 @@ from bench.seed import Layout, QueueSeed, seed
 from dashboard.access import AccessGuard, AuthConfig
 from dashboard.hosts import AllowedHosts, split_host
 from dashboard.settings import SettingsError, load
-from tests.conftest import flushed
 from tests.monitoring.files import PROMETHEUS, load_yaml
-from tests.servers import REPO, Callboard, RedisServer, wait_until
+from tests.servers import REPO, Callboard, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -39,18 +37,6 @@ TARGET = "main"
 KEY = "dramatiq:default"
 QUEUE_API = f"/api/v1/queues/{TARGET}/dramatiq/{quote(KEY, safe='')}"
 REBIND = "rebind.example"
-
-
-@pytest.fixture
-def redis_url(one_redis: RedisServer) -> str:
-    return flushed(one_redis)
-
-
-@pytest.fixture
-def control(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 def seed_dead(url: str, n: int) -> None:

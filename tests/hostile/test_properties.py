@@ -44,12 +44,12 @@ from collectors.model import Framework, Undecodable
 from tests.hostile.conftest import (
     CappedBoard,
     address_space_cap,
-    browser_resolves,
     fetch,
     new_redis,
     start_board,
 )
 from tests.hostile.corpus import TARGET, bombs, now_ms, raw
+from tests.hostile.http_support import whatwg_path
 from tests.servers import RedisServer
 
 #: Where a payload that ran code would leave a file (it must stay empty).
@@ -404,7 +404,7 @@ def test_every_url_the_ui_builds_resolves_to_exactly_its_names(
     ]
     for url, skip, names in built:
         path, _, query = url.partition("?")
-        assert browser_resolves(path) == path, url
+        assert whatwg_path(path) == path, url
         # As uvicorn builds the scope: `path` decoded, `raw_path` the bytes as sent.
         scope = {
             "type": "http",
