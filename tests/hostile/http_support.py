@@ -59,16 +59,6 @@ def api(board: Callboard, path: str) -> Any:
     return json.loads(get_ok(board, path))
 
 
-def wait_for_queue(board: Callboard, framework: str, key: str, timeout: float = 20) -> None:
-    """Until /api/v1/queues lists the queue (discovered and collected)."""
-
-    def listed() -> bool:
-        queues = api(board, "/api/v1/queues")["queues"]
-        return any(q["framework"] == framework and q["key"] == key for q in queues)
-
-    wait_until(listed, timeout=timeout, what=f"{framework} queue {key!r} to be discovered")
-
-
 def attribute_values(page: str, attribute: str) -> list[str]:
     """Every value of `attribute` in the HTML, unescaped (as a browser reads it)."""
     return [html.unescape(v) for v in re.findall(rf'{attribute}="([^"]*)"', page)]

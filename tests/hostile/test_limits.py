@@ -24,7 +24,8 @@ import pytest
 import redis
 
 from tests.conftest import flushed
-from tests.hostile.http_support import api, dramatiq_actor, dramatiq_broker, request, wait_for_queue
+from tests.hostile.http_support import api, dramatiq_actor, dramatiq_broker, request
+from tests.integration.support import wait_for_queue
 from tests.servers import Callboard, RedisServer, wait_until
 
 QUEUE = "/api/v1/queues/t/dramatiq/dramatiq:default"

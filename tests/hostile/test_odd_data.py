@@ -36,8 +36,8 @@ from tests.hostile.http_support import (
     get_ok,
     post_json,
     request,
-    wait_for_queue,
 )
+from tests.integration.support import wait_for_queue
 from tests.servers import Callboard, RedisServer
 
 KEY = "dramatiq:odd"

@@ -26,9 +26,9 @@ from tests.hostile.http_support import (
     dramatiq_broker,
     get_ok,
     post_json,
-    wait_for_queue,
     whatwg_path,
 )
+from tests.integration.support import wait_for_queue
 from tests.servers import Callboard, RedisServer
 
 # -- segment / unsegment -------------------------------------------------------------------------------

@@ -108,6 +108,17 @@ def api_json(board: Callboard, path: str) -> Any:
     return json.loads(body)
 
 
+def wait_for_queue(board: Callboard, framework: str, key: str, timeout: float = 20) -> None:
+    """Until /api/v1/queues lists the queue (discovered and collected): pages and controls answer 404
+    for a queue Callboard does not know yet."""
+
+    def listed() -> bool:
+        queues = api_json(board, "/api/v1/queues")["queues"]
+        return any(q["framework"] == framework and q["key"] == key for q in queues)
+
+    wait_until(listed, timeout=timeout, what=f"{framework} queue {key!r} to be discovered")
+
+
 def api_counts(board: Callboard, target: str) -> Counts:
     data = api_json(board, "/api/v1/queues")
     return {

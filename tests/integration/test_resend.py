@@ -24,6 +24,7 @@ from arq.connections import RedisSettings
 from collectors.arq import result_key
 from collectors.unpickler import loads
 from tests.integration import resend_app as app
+from tests.integration.support import wait_for_queue
 from tests.servers import Callboard, Process, RedisServer, child_env, wait_until
 
 pytestmark = pytest.mark.integration
@@ -56,6 +57,7 @@ class CodeBlock(HTMLParser):
 
 def page_snippet(board: Callboard, framework: str, queue: str, job_id: str) -> str:
     """The snippet from the job page, checked to equal the JSON API's `resend_code`."""
+    wait_for_queue(board, framework, queue)
     path = f"{framework}/{urllib.parse.quote(queue, safe='')}/{urllib.parse.quote(job_id, safe='')}"
     status, body = board.get(f"/jobs/main/{path}")
     assert status == 200, body[:500]
