@@ -247,6 +247,8 @@ def cluster_node() -> Iterator[str]:
     binary = SERVERS[PREFERRED]
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     args += ["--dir", workdir, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    # The cluster bus defaults to port + 10000, past 65535 for a high free port: name a free one.
+    args += ["--cluster-port", str(free_port())]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"redis://127.0.0.1:{port}/0"
