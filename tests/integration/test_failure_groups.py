@@ -27,6 +27,7 @@ from tests.integration import arq_controls_app, dramatiq_app
 from tests.integration.support import (
     api_json,
     control_int,
+    finished_operation,
     open_gate,
     post_json,
     runs,
@@ -169,18 +170,6 @@ async def test_three_causes_make_three_groups_and_retrying_one_leaves_the_others
         timeout=10,
         what=f"only the doomed group left: {counts(board)}",
     )
-
-
-def finished_operation(board: Callboard, op_id: str) -> dict[str, Any]:
-    """The operation's view once it has ended (polled at its Location)."""
-    state: dict[str, Any] = {}
-
-    def ended() -> bool:
-        state.update(api_json(board, f"/api/v1/operations/{op_id}"))
-        return bool(state["status"] != "running")
-
-    wait_until(ended, timeout=30, interval=0.1, what=f"operation {op_id} to end")
-    return state
 
 
 def test_recover_now_puts_back_what_a_killed_worker_held(
