@@ -16,8 +16,11 @@ import json
 import sys
 import time
 import urllib.request
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, cast
 
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
 from redis.asyncio import Redis
 
 from bench import worker_app
@@ -50,6 +53,30 @@ def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
         return answer
 
 
+async def _barrier(redis: Redis, url: str, index: int) -> None:
+    """Send a message behind everything queued and wait until it ran and nothing is held: by then the
+    worker has fetched, run and acked whatever was queued before it (what would run twice has)."""
+    broker = RedisBroker(url=url, namespace=worker_app.NAMESPACE)  # type: ignore[no-untyped-call]
+    try:
+        broker.declare_queue("default")
+        message: dramatiq.Message[Any] = dramatiq.Message(
+            queue_name="default", actor_name="bench_actor", args=(index, "barrier"), kwargs={}, options={}
+        )
+        broker.enqueue(message)
+    finally:
+        broker.client.close()
+
+    async def done() -> bool:
+        ran = await cast("Awaitable[bytes | None]", redis.hget(worker_app.RUNS, str(index)))
+        return ran is not None and await cast("Awaitable[int]", redis.hlen(f"{QUEUE}.msgs")) == 0
+
+    deadline = time.perf_counter() + 30
+    while not await done():
+        assert time.perf_counter() < deadline, f"barrier message {index} not run within 30 s"
+        await asyncio.sleep(0.05)
+    await cast("Awaitable[int]", redis.hdel(worker_app.RUNS, str(index)))
+
+
 def _get(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=60) as response:
         answer: dict[str, Any] = json.loads(response.read())
@@ -73,9 +100,10 @@ async def bench_bulk(server_url: str, count: int, drain_seconds: float) -> dict[
     ).start()
     board = Callboard([f"bulk={url}"]).start(poll_interval=0.5)
     try:
-        # The worker is up (its heartbeat) and idle: nothing is ready until the requeue starts.
+        # The worker is up and consuming (a barrier message ran), and idle: nothing is ready until
+        # the requeue starts.
         wait_until(lambda: worker.process is not None and worker.process.poll() is None, timeout=5)
-        await asyncio.sleep(1.0)
+        await _barrier(redis, url, -1)
         stop = asyncio.Event()
         idle: list[float] = []
         probing = asyncio.create_task(_probe(probe_client, idle, stop))
@@ -108,7 +136,7 @@ async def bench_bulk(server_url: str, count: int, drain_seconds: float) -> dict[
         # Which commands (if any) took ≥ 10 ms in the server, read before our own HVALS below.
         slow = await redis.slowlog_get(20)
         latency_events = await redis.execute_command("LATENCY", "LATEST")
-        await asyncio.sleep(1.0)  # anything that would run twice has had its chance
+        await _barrier(redis, url, -2)  # anything that would run twice has run by now
         runs = [int(v) for v in await redis.hvals(worker_app.RUNS)]
         dead_left = int(await redis.zcard(f"{QUEUE}.XQ"))
     finally:

@@ -220,8 +220,8 @@ def print_report(data: dict[str, Any], checks: list[report.Check]) -> None:
             f"{load['poll_rounds_per_s']:.2f} poll rounds/s, "
             f"{report.fmt(load['commands_per_round'])} commands/round"
         )
-        for path, why in h["skipped"].items():
-            print(f"   WARNING: {path} answered {why} before the load; not measured")
+        for path, why in h["not_ok"].items():
+            print(f"   FAILED: {path} answered {why} before the load (see the checks)")
     if "bulk" in data:
         print("\n== Bulk requeue of a queue's dead letters while a real worker runs them ==")
         print(bulk.bulk_text(data["bulk"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,6 +12,8 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from redis.asyncio import Redis
 
+from collectors import arq as arq_module
+from collectors import dramatiq as dramatiq_module
 from collectors.dramatiq import DramatiqCollector, DramatiqConfig
 from collectors.target import TargetCollector
 from tests.conftest import flushed
@@ -60,6 +63,31 @@ async def collectors(aredis: Redis) -> CollectorFactory:
         )
 
     return make
+
+
+class FrozenTime:
+    """The `time` module as the collector modules see it: `time()` answers `now`, the rest is real."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FrozenTime:
+    """A clock the test moves: the Dramatiq and Arq collectors read `clock.now` as the time.
+
+    It starts at a whole second near the real time, so ages computed from scores the test seeds in
+    whole milliseconds are exact."""
+    frozen = FrozenTime(float(int(time.time())))
+    monkeypatch.setattr(dramatiq_module, "time", frozen)
+    monkeypatch.setattr(arq_module, "time", frozen)
+    return frozen
 
 
 def noop(*args: Any, **kwargs: Any) -> None:

@@ -25,6 +25,7 @@ from collectors import arq as arq_mod
 from collectors.arq import ArqCollector, ArqConfig
 from collectors.model import QueueStats, TargetSnapshot, Undecodable
 from collectors.target import TargetCollector
+from tests.collectors.conftest import FrozenTime
 from tests.servers import RedisServer
 
 CUSTOM = "custom"
@@ -108,7 +109,7 @@ async def run_worker(pool: ArqRedis, queue_name: str = arq_mod.DEFAULT_QUEUE, **
     return worker
 
 
-async def test_counts_results_workers_and_browse(pool: ArqRedis, aredis: Redis) -> None:
+async def test_counts_results_workers_and_browse(pool: ArqRedis, aredis: Redis, clock: FrozenTime) -> None:
     # Finished jobs: 2 succeed, 1 ValueError, 1 CustomError on the default queue; 1 success on "custom".
     ok1 = await pool.enqueue_job("succeed", 3)
     ok2 = await pool.enqueue_job("succeed", 4, mult=10)
@@ -126,13 +127,16 @@ async def test_counts_results_workers_and_browse(pool: ArqRedis, aredis: Redis) 
     await pool.enqueue_job("succeed", 99, _queue_name=CUSTOM, _defer_by=600)
     running = due[0]
     await aredis.set(arq_mod.in_progress_key(running.job_id), b"1", px=310_000)
+    # Due 50, 40 and 20 s before the collector's clock; the oldest is claimed: the oldest ready waited 40 s.
+    for job, ago in zip(due, (50, 40, 20), strict=True):
+        await aredis.zadd(arq_mod.DEFAULT_QUEUE, {job.job_id: (clock.now - ago) * 1000})
 
     tc = target(aredis, health_check_interval=10)
     snap = await settle(tc)
     default = queue(snap, "arq:queue")
     assert default.counts == {"ready": 2, "deferred": 2, "in_progress": 1}
     assert default.results == {"succeeded": 2, "failed": 2}
-    assert default.oldest_ready_age is not None and 0 <= default.oldest_ready_age < 30
+    assert default.oldest_ready_age == 40.0
     mine = queue(snap, CUSTOM)  # discovered: not configured
     assert mine.counts == {"ready": 0, "deferred": 1, "in_progress": 0}
     assert mine.results == {"succeeded": 1, "failed": 0}

@@ -72,6 +72,18 @@ def post_json(board: Callboard, path: str, body: dict[str, Any] | None = None) -
         return exc.code, json.loads(exc.read())
 
 
+def finished_operation(board: Callboard, op_id: str) -> dict[str, Any]:
+    """The operation's view once it has ended (polled at the Location a 202 names)."""
+    state: dict[str, Any] = {}
+
+    def ended() -> bool:
+        state.update(api_json(board, f"/api/v1/operations/{op_id}"))
+        return bool(state["status"] != "running")
+
+    wait_until(ended, timeout=30, interval=0.1, what=f"operation {op_id} to end")
+    return state
+
+
 def runs(control: redis.Redis, tags: list[str]) -> list[int]:
     """How often tests.integration.dramatiq_app's `flaky` ran for each tag."""
     return [control_int(control, dramatiq_app.runs_key(t)) for t in tags]

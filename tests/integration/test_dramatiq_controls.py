@@ -7,10 +7,12 @@ posts to the JSON API as a script would and checks the truth in Redis and in the
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
 
 import pytest
 import redis
@@ -21,11 +23,13 @@ from tests.integration.support import (
     api_counts,
     api_json,
     control_int,
+    finished_operation,
     open_gate,
     post_json,
     runs,
     start_worker,
     stop_worker,
+    wait_for_queue,
 )
 from tests.servers import Callboard, Process, wait_until
 
@@ -35,6 +39,7 @@ NS = "ctl"
 QUEUE = "default"
 KEY = f"{NS}:{QUEUE}"
 API = f"/api/v1/queues/main/dramatiq/{NS}%3A{QUEUE}"
+JOBS = f"/api/v1/jobs/main/dramatiq/{NS}%3A{QUEUE}"
 
 
 @pytest.fixture
@@ -150,3 +155,89 @@ def test_deleting_pending_messages_reports_those_a_worker_already_holds(
     wait_until(lambda: control.hlen(f"{KEY}.msgs") == 0, timeout=20, what="held messages finished")
     barrier(control, redis_url)
     assert control_int(control, started) == len(fetched)
+
+
+def dead_letters(control: redis.Redis) -> dict[str, str]:
+    """rid -> tag of each dead letter of the queue, read from its stored payload."""
+    stored = cast(dict[bytes, bytes], control.hgetall(f"{KEY}.XQ.msgs"))
+    return {rid.decode(): json.loads(raw)["args"][0] for rid, raw in stored.items()}
+
+
+def ended(board: Callboard, answer: tuple[int, dict[str, Any]]) -> dict[str, Any]:
+    """An operation's final view: the answer itself (200), or followed to its end (a 202)."""
+    status, body = answer
+    assert status in (200, 202), answer
+    assert body["status"] == ("running" if status == 202 else "finished"), answer
+    return body if status == 200 else finished_operation(board, body["id"])
+
+
+def done_ids(op: dict[str, Any]) -> set[str]:
+    assert len(op["outcomes"]) == op["visited"], "every outcome is kept (fewer than KEEP_OUTCOMES)"
+    return {o["job_id"] for o in op["outcomes"] if o["outcome"] == "done"}
+
+
+def test_requeue_all_against_single_requeues_of_the_same_letters(
+    worker: Process, board: Callboard, control: redis.Redis, redis_url: str
+) -> None:
+    tags = [f"race-{i}" for i in range(30)]
+    make_dead(control, redis_url, tags)
+    letters = dead_letters(control)
+    assert sorted(letters.values()) == sorted(tags)
+    contested = sorted(letters)[:10]
+    wait_for_queue(board, "dramatiq", KEY)
+
+    def post(path: str) -> tuple[int, dict[str, Any]]:
+        return post_json(board, path, {"state": "dead"})
+
+    # "Requeue all" and a requeue of each of ten of the same letters, all sent at the same moment.
+    paths = [API + "/retry"] + [f"{JOBS}/{rid}/retry" for rid in contested]
+    with ThreadPoolExecutor(len(paths)) as pool:
+        answers = list(pool.map(post, paths))
+    every, singles = ended(board, answers[0]), [ended(board, a) for a in answers[1:]]
+    assert (every["scope"], every["skipped"]) == ("all", 0)
+    assert [(s["scope"], s["done"] + s["changed"], s["skipped"]) for s in singles] == [
+        ("selection", 1, 0)
+    ] * 10
+    # Each letter was requeued by exactly one of them; the other found it gone.
+    by_single = {rid for rid, s in zip(contested, singles, strict=True) if s["done"] == 1}
+    assert done_ids(every) | by_single == set(letters)
+    assert done_ids(every) & by_single == set()
+    assert every["done"] + sum(s["done"] for s in singles) == len(letters)
+    # What "requeue all" visited and did not requeue, a single requeue had taken: changed, not skipped.
+    assert every["changed"] == every["visited"] - every["done"]
+
+    wait_until(lambda: runs(control, tags) == [2] * 30, timeout=30, what="every requeued letter run")
+    wait_until(lambda: control.zcard(f"{KEY}.XQ") == 0 and control.hlen(f"{KEY}.msgs") == 0, timeout=10)
+    barrier(control, redis_url)
+    assert runs(control, tags) == [2] * 30, "a letter was requeued twice"
+
+
+def test_requeue_all_against_delete_all_of_the_same_letters(
+    worker: Process, board: Callboard, control: redis.Redis, redis_url: str
+) -> None:
+    tags = [f"duel-{i}" for i in range(60)]
+    make_dead(control, redis_url, tags)
+    letters = dead_letters(control)
+    wait_for_queue(board, "dramatiq", KEY)
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(
+            pool.map(lambda a: post_json(board, f"{API}/{a}", {"state": "dead"}), ("retry", "delete"))
+        )
+    requeued, deleted = (ended(board, a) for a in answers)
+    assert (requeued["skipped"], deleted["skipped"]) == (0, 0)
+    # Each letter was either requeued or deleted: never both, never twice.
+    assert done_ids(requeued) & done_ids(deleted) == set()
+    assert done_ids(requeued) | done_ids(deleted) == set(letters)
+    assert requeued["done"] + deleted["done"] == len(letters)
+    assert requeued["changed"] + deleted["changed"] == (requeued["visited"] + deleted["visited"]) - len(
+        letters
+    )
+
+    ran_again = sorted(letters[rid] for rid in done_ids(requeued))
+    expected = [2 if tag in ran_again else 1 for tag in tags]
+    wait_until(lambda: runs(control, tags) == expected, timeout=30, what="the requeued letters run")
+    wait_until(lambda: control.zcard(f"{KEY}.XQ") == 0 and control.hlen(f"{KEY}.msgs") == 0, timeout=10)
+    barrier(control, redis_url)
+    assert runs(control, tags) == expected, "a deleted letter ran, or a requeued one ran twice"
+    assert control.hlen(f"{KEY}.XQ.msgs") == 0

@@ -56,7 +56,11 @@ def test_pages_of_one_hundred_rows_cover_every_queue_once(board: Callboard) -> N
     assert len(seen) == QUEUES and len(set(seen)) == QUEUES
     # Past the end clamps to the last page rather than showing nothing.
     assert rows(board.get("/?page=99")[1]) == rows(board.get("/?page=3")[1])
-    assert board.get("/?page=abc")[0] == 200
+    # A page that is not a number is the first page.
+    status, html = board.get("/?page=abc")
+    assert status == 200
+    assert rows(html) == rows(board.get("/?page=1")[1]) == [f"paging:q{i:03d}" for i in range(100)]
+    assert f"Showing 1–100 of {QUEUES} queues" in html
 
 
 def test_filter_matches_every_word_and_the_fragment_keeps_it(board: Callboard) -> None:

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 import redis
+from markupsafe import escape
 from redis.asyncio import Redis as AsyncRedis
 
 from bench.seed import Layout, QueueSeed, seed
@@ -88,7 +89,11 @@ def test_search_start_join_progress_and_stop(redis_url: str, control: redis.Redi
         assert rid is not None and hit["job_id"] == rid.decode()  # type: ignore[union-attr]
         # Each name is one path segment; ':' and '@' stay readable (dashboard.urls.segment).
         assert hit["url"] == f"/jobs/{TARGET}/dramatiq/{quote(KEY, safe=':@')}/{hit['job_id']}"
-        assert http.get(hit["url"]).status_code == 200
+        job_page = http.get(hit["url"])
+        assert job_page.status_code == 200
+        assert f"› {hit['job_id']}</nav>" in job_page.text  # the page of that very message
+        assert 'data-field="actor">bench_actor</span>' in job_page.text
+        assert str(escape('"item-54321"')) in job_page.text  # its args
 
         fragment = http.get(f"/fragments/searches/{search_id}")
         assert fragment.status_code == 200

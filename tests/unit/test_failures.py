@@ -24,6 +24,9 @@ from collectors.model import Framework
         ("object at 0x7f3a2b1c gone", "object at <id> gone"),
         ("sha deadbeef12345678 mismatch", "sha <id> mismatch"),
         ("query for rpt_a9ff3f1 exceeded", "query for rpt_<id> exceeded"),
+        # Six hex digits are the shortest id; five are not one (their digits are numbers).
+        ("token a1b2c3 rejected", "token <id> rejected"),
+        ("token a1b2c rejected", "token a<n>b<n>c rejected"),
         ("refund for ord_123 refused", "refund for ord_<n> refused"),
         ("took 12.5s, limit 10s", "took <n>s, limit <n>s"),
         ("at 10:04:54 on 2026-11-21", "at <n> on <n>-<n>-<n>"),
