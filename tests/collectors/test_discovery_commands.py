@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import redis
 from arq.constants import default_queue_name, in_progress_key_prefix, job_key_prefix, result_key_prefix
@@ -58,7 +58,7 @@ def seed(brokers: BrokerFactory, sync_redis: redis.Redis) -> str:
 
 def command_calls(sync_redis: redis.Redis) -> dict[str, int]:
     """{command: calls} from INFO commandstats (`cmdstat_scan` -> `scan`)."""
-    stats = sync_redis.info("commandstats")
+    stats = cast(dict[str, dict[str, Any]], sync_redis.info("commandstats"))
     return {name.removeprefix("cmdstat_"): int(entry["calls"]) for name, entry in stats.items()}
 
 
