@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 from tests.servers import RedisServer, redis_binaries
 
 SERVERS = redis_binaries()
-#: The server for tests that need only one: redis-server when present, else Valkey.
+#: The server for tests that need only one: redis-server when present, else Valkey (always present).
 PREFERRED = "redis" if "redis" in SERVERS else "valkey"
 
 

@@ -6,6 +6,9 @@ A real `dramatiq` worker (tests/browser/failures_worker_app.py) dead-letters thr
 actor (CardDeclined, ValueError), one in another (CarrierTimeout). A real `arq` worker
 (tests/browser/arq_worker_app.py) fails `parse_amount` twice with ValueError. Both share one Redis, so
 one target shows four groups. Waits are Playwright's `expect` or `wait_until`, all bounded.
+
+Each test has its own Redis, workers, failures and Callboard (the fixtures below are per test), so
+each stands alone and in any order: two of them change the groups they act on.
 """
 
 from __future__ import annotations
@@ -26,7 +29,15 @@ from playwright.sync_api import Locator, Page, expect
 
 from tests.browser import arq_worker_app
 from tests.browser import failures_worker_app as app
-from tests.browser.conftest import POLL_SECONDS, TARGET, answer_next_dialog, start_callboard
+from tests.browser.conftest import (
+    POLL_SECONDS,
+    TARGET,
+    answer_next_dialog,
+    close_broker,
+    new_broker,
+    new_redis,
+    start_callboard,
+)
 from tests.servers import Callboard, Process, RedisServer, child_env, wait_until
 
 pytestmark = pytest.mark.browser
@@ -128,7 +139,23 @@ async def _enqueue_arq(port: int) -> list[str]:
         await pool.aclose()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
+def browser_redis() -> Iterator[RedisServer]:
+    """This test's own Redis (the module-scoped one of conftest would carry one test's controls into
+    the next)."""
+    server = new_redis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def broker(browser_redis: RedisServer) -> Iterator[RedisBroker]:
+    broker = new_broker(browser_redis.url)
+    yield broker
+    close_broker(broker)
+
+
+@pytest.fixture
 def arq_failed(browser_redis: RedisServer) -> Iterator[list[str]]:
     """The ids of ARQ_VALUE's failed results, made by a real arq worker that is stopped once both exist."""
     # Playwright's sync API keeps an event loop running on this thread: asyncio.run needs another one.
@@ -146,7 +173,7 @@ def arq_failed(browser_redis: RedisServer) -> Iterator[list[str]]:
         worker.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def worker(browser_redis: RedisServer, broker: RedisBroker, arq_failed: list[str]) -> Iterator[Process]:
     """A real dramatiq worker that has dead-lettered every job it was sent, and keeps running."""
     actors = app.declare_actors(broker)
@@ -179,7 +206,7 @@ def worker(browser_redis: RedisServer, broker: RedisBroker, arq_failed: list[str
         process.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def board(browser_redis: RedisServer, worker: Process) -> Iterator[Callboard]:
     """The dashboard under test, started after the failures exist (discovery then finds them at once)."""
     started = start_callboard(TARGET, browser_redis)
@@ -192,7 +219,7 @@ def test_failures_page_groups_each_cause_with_its_count(
 ) -> None:
     """Four causes, four rows: each with its exact count, framework, actor or function, exception
     type and the message with numbers and quoted values normalised; the same exception type in two
-    frameworks is two groups. Nothing else is listed. (Runs first: the tests below change groups.)"""
+    frameworks is two groups. Nothing else is listed."""
     page.goto(f"{board.url}/failures")
     expect_group(page, DECLINED, timeout=PAGE_TIMEOUT_MS)
     for cause in (INVALID, TIMEOUT, ARQ_VALUE):
