@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from collectors.model import Undecodable
@@ -150,10 +150,14 @@ def fits(value: int) -> bool:
 
 def safe_repr(value: Any) -> str:
     """`repr(value)`, or a description when Python refuses it (an int over 4,300 digits inside)."""
+    return _shown(value, repr)
+
+
+def _shown(value: Any, show: Callable[[Any], str]) -> str:
     if type(value) is int and not fits(value):
         return int_text(value)
     try:
-        return repr(value)
+        return show(value)
     except (ValueError, RecursionError) as exc:
         return f"<{type(value).__name__} that cannot be shown: {str(exc)[:80]}>"
 
@@ -172,12 +176,7 @@ def is_key(name: str) -> bool:
 
 def safe_str(value: Any) -> str:
     """`str(value)`, or a description when Python refuses it (see safe_repr)."""
-    if type(value) is int and not fits(value):
-        return int_text(value)
-    try:
-        return str(value)
-    except (ValueError, RecursionError) as exc:
-        return f"<{type(value).__name__} that cannot be shown: {str(exc)[:80]}>"
+    return _shown(value, str)
 
 
 def last_line(text: str | None) -> str | None:

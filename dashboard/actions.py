@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from collectors import audit
+from collectors import audit, payloads
 from collectors.model import Framework
 from collectors.target import TargetCollector
 from dashboard import views
@@ -139,21 +139,11 @@ def _ids(data: dict[str, Any], form: FormData | None) -> tuple[str, ...] | None:
         return None
     if not isinstance(raw, list) or not all(isinstance(i, str) and i for i in raw):
         raise HTTPException(400, "`ids` must be a list of job ids (strings).")
-    if not all(_storable(i) for i in raw):
+    if not all(payloads.is_key(i) for i in raw):
         raise HTTPException(
             400, "`ids` holds a string no Redis key can hold (a lone surrogate like \\ud800)."
         )
     return tuple(raw)
-
-
-def _storable(job_id: str) -> bool:
-    # Ids that are not UTF-8 arrive as \udc80-\udcff (surrogateescape, as the pages write them);
-    # any other lone surrogate names no key Redis holds.
-    try:
-        job_id.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _flag(value: Any) -> bool:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,7 +28,6 @@ from dashboard.metrics import make_registry, metrics_endpoint
 from dashboard.operations import Operations
 from dashboard.poller import Poller
 from dashboard.redispool import redis_client as redis_client  # tests and benches build clients here
-from dashboard.redispool import trim_forever
 from dashboard.rendercache import RenderCache
 from dashboard.routing import SegmentRoute, Shape
 from dashboard.searches import Searches
@@ -151,10 +148,15 @@ def create_app(settings: Settings) -> Starlette:
     collectors = {t.name: _collector(t, settings) for t in settings.targets}
     history_points = max(10, int(settings.history_seconds / settings.poll_interval))
     store = SnapshotStore(((t.name, t.safe_url) for t in settings.targets), history_points)
-    poller = Poller(store, collectors, settings.poll_interval, timeout=max(settings.redis_timeout * 2, 1.0))
     results_redis = {
         t.name: redis_client(t.results_url, settings.redis_timeout) for t in settings.targets if t.results_url
     }
+    pools = {
+        name: [c.redis, *([results_redis[name]] if name in results_redis else [])]
+        for name, c in collectors.items()
+    }
+    timeout = max(settings.redis_timeout * 2, 1.0)
+    poller = Poller(store, collectors, settings.poll_interval, timeout=timeout, pools=pools)
 
     searches = Searches(collectors)
 
@@ -162,14 +164,9 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         decoding.start()
         poller.start()
-        pools = [c.redis for c in collectors.values()] + list(results_redis.values())
-        trimmer = asyncio.create_task(trim_forever(pools), name="redis-pool-trim")
         try:
             yield
         finally:
-            trimmer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await trimmer
             await searches.close()
             await poller.stop()
             decoding.close()

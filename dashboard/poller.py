@@ -10,11 +10,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping, Sequence
 
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from collectors.target import TargetCollector
-from dashboard.redispool import POLLER
+from dashboard.redispool import POLLER, trim_pools
 from dashboard.store import SnapshotStore
 
 log = logging.getLogger("callboard.poller")
@@ -22,13 +24,21 @@ log = logging.getLogger("callboard.poller")
 
 class Poller:
     def __init__(
-        self, store: SnapshotStore, collectors: dict[str, TargetCollector], interval: float, timeout: float
+        self,
+        store: SnapshotStore,
+        collectors: dict[str, TargetCollector],
+        interval: float,
+        timeout: float,
+        pools: Mapping[str, Sequence[Redis]] | None = None,
     ) -> None:
         self.store = store
         self.collectors = collectors
         self.interval = interval
         #: A whole cycle may take this long before it counts as failed.
         self.timeout = timeout
+        #: Clients of each target whose idle connections are closed after every cycle: the poll loop
+        #: is the app's one timer, so no second loop exists for this.
+        self.pools = pools or {}
         self._wake = {name: asyncio.Event() for name in collectors}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -75,6 +85,7 @@ class Poller:
         wake = self._wake[name]
         while True:
             await self.collect_once(name)
+            await trim_pools(self.pools.get(name, ()))
             wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=self.interval)

@@ -4,7 +4,7 @@ One client per target is shared by the poller, the pages and the controls. redis
 opens a connection per concurrent command and keeps every one forever: 50 page requests at once
 left 39 connections open (issue 11). Here a target gets at most `MAX_CONNECTIONS`; a request that
 finds them all busy waits (up to `WAIT_SECONDS`) for one instead of failing (redis-py's
-BlockingConnectionPool), and `trim()`, run every second by the app, closes connections idle for
+BlockingConnectionPool), and `trim()`, run by the poller after every cycle, closes connections idle for
 `IDLE_SECONDS` beyond the `FLOOR` kept open for the poller and the next page.
 
 `RESERVED` connections are the poller's alone (its task sets `POLLER`): a burst of page requests
@@ -15,7 +15,6 @@ O(waiters) wake-up per release.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -35,8 +34,6 @@ MAX_CONNECTIONS = 8
 FLOOR = 2
 #: A connection idle this long, beyond the floor, is closed.
 IDLE_SECONDS = 5.0
-#: How often the app trims the pools.
-TRIM_EVERY = 1.0
 #: Connections only the poller may take.
 RESERVED = 1
 #: How long a page or control waits for a free connection before a 503 (the poller never waits).
@@ -130,15 +127,12 @@ async def name_connection(connection: Connection) -> None:
             await connection.read_response()
 
 
-async def trim_forever(clients: Iterable[Redis], every: float = TRIM_EVERY) -> None:
-    """Trim every client's pool every `every` seconds, until cancelled (the app's lifespan)."""
-    clients = list(clients)
-    while True:
-        await asyncio.sleep(every)
-        for client in clients:
-            pool = client.connection_pool
-            if isinstance(pool, ShrinkingPool):
-                try:
-                    await pool.trim()
-                except Exception:  # a trim that fails leaves connections open, nothing worse
-                    log.exception("trimming a Redis connection pool failed")
+async def trim_pools(clients: Iterable[Redis]) -> None:
+    """Trim each client's pool once (the poller does it after every cycle of their target)."""
+    for client in clients:
+        pool = client.connection_pool
+        if isinstance(pool, ShrinkingPool):
+            try:
+                await pool.trim()
+            except Exception:  # a trim that fails leaves connections open, nothing worse
+                log.exception("trimming a Redis connection pool failed")

@@ -30,10 +30,9 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture
-def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
+def sync_redis(control: redis.Redis) -> redis.Redis:
+    """tests/conftest.py's `control`, on this folder's server (Redis and Valkey in turn)."""
+    return control
 
 
 @pytest.fixture

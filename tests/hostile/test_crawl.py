@@ -41,7 +41,7 @@ from tests.hostile.conftest import (
 )
 from tests.hostile.corpus import TARGET, XSS, Manifest, write_corpus
 from tests.hostile.http_support import whatwg_path
-from tests.servers import RedisServer
+from tests.servers import RedisServer, wait_until
 
 #: Safety bounds: the crawl of the corpus is ~1,000 requests; a stalled server ends it early.
 MAX_FETCHES = 3000
@@ -301,14 +301,12 @@ def test_api_routes_without_parameters_answer_json(corpus_board: Board) -> None:
         asked[path] = got = fetch(base, path)
         if got.status == 200:
             state = f"/api/v1/searches/{quote(json.loads(got.body)['id'], safe='')}"
-            deadline = time.monotonic() + 60
-            while True:
+
+            def ended(state: str = state) -> bool:
                 asked[state] = polled = fetch(base, state)
-                if polled.status != 200 or json.loads(polled.body)["status"] != "running":
-                    break
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"search {q!r} still running after 60 s: {polled.text[:300]}")
-                time.sleep(0.2)
+                return polled.status != 200 or json.loads(polled.body)["status"] != "running"
+
+            wait_until(ended, timeout=60, interval=0.2, what=f"search {q!r} to end")
     asked["/api/v1/operations/no-such-op"] = fetch(base, "/api/v1/operations/no-such-op")
     asked["/api/v1/searches/no-such-search"] = fetch(base, "/api/v1/searches/no-such-search")
     problems = _problems(asked)

@@ -268,7 +268,13 @@ def test_the_redis_pool_is_capped_under_load_and_shrinks_when_idle(own_server: R
             timeout=20,
             what=f"idle connections to close (down to {FLOOR})",
         )
-        time.sleep(1.0)  # and it stays there while only the poller runs
+        # And it stays there while only the poller runs: five more polls (0.2 s each).
+        first = api(board, "/api/v1/queues")["targets"][0]["collected_at"]
+        wait_until(
+            lambda: api(board, "/api/v1/queues")["targets"][0]["collected_at"] >= first + 1.0,
+            timeout=20,
+            what="five more polls",
+        )
         assert _callboard_connections(control) <= FLOOR
     finally:
         stop.set()

@@ -50,7 +50,7 @@ from tests.hostile.conftest import (
 )
 from tests.hostile.corpus import TARGET, bombs, now_ms, raw
 from tests.hostile.http_support import whatwg_path
-from tests.servers import RedisServer
+from tests.servers import RedisServer, wait_until
 
 #: Where a payload that ran code would leave a file (it must stay empty).
 MARKER_DIR = Path(tempfile.mkdtemp(prefix="callboard-hostile-pwned-"))
@@ -462,14 +462,13 @@ def test_urls_route_back_to_exactly_their_queue_and_job(
             client.set(
                 b"arq:job:" + raw(job_id), pickle.dumps({"t": 1, "f": token, "a": (), "k": {}, "et": 1})
             )
-        deadline = time.monotonic() + 20
-        while True:
+
+        def discovered() -> bool:
             listed = fetch(board.url, "/api/v1/queues")
             known = {q["key"] for q in json.loads(listed.body)["queues"]} if listed.status == 200 else set()
-            if {q for q, _ in pairs} <= known:
-                break
-            assert time.monotonic() < deadline, f"not discovered: {[q for q, _ in pairs if q not in known]!r}"
-            time.sleep(0.2)
+            return {q for q, _ in pairs} <= known
+
+        wait_until(discovered, timeout=20, interval=0.2, what=f"discovery of {[q for q, _ in pairs]!r}")
         for (queue, job_id), token in written.items():
             page = fetch(board.url, urls.queue_url(TARGET, "arq", queue, "ready"))
             assert page.status == 200 and token in html.unescape(page.text), (queue, page.status)

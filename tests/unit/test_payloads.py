@@ -175,3 +175,11 @@ def test_last_line_of_a_traceback() -> None:
     assert payloads.last_line(None) is None
     assert payloads.last_line("\n\n") is None
     assert len(payloads.last_line("E" * 10_000) or "") == 300
+
+
+def test_a_msgpack_map_keyed_by_a_map_is_undecodable() -> None:
+    """Found by Hypothesis: {{}: 0} packed is legal msgpack, and Python cannot hash the key."""
+    from collectors import arq
+
+    value = arq.decode(b"\x81\x80\x00", "msgpack")
+    assert isinstance(value, Undecodable) and value.reason == "not readable as msgpack: TypeError"
