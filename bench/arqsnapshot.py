@@ -26,9 +26,9 @@ from bench.scenarios import ArqScenario
 from bench.sizes import Sizes
 from bench.snapshot import WARM_CYCLES, db_url, make_collector, steady_cycles
 from bench.stats import summary
-from collectors.model import Framework, TargetSnapshot
-from collectors.target import TargetCollector
-from dashboard.settings import Settings
+from callboard.collectors.model import Framework, TargetSnapshot
+from callboard.collectors.target import TargetCollector
+from callboard.dashboard.settings import Settings
 
 #: Cycles a full index pass may take beyond what its budgets imply (reads plus SCAN calls).
 PASS_SLACK_CYCLES = 5

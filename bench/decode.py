@@ -28,11 +28,11 @@ from bench.arqseed import result_payload
 from bench.report import Check
 from bench.seed import payload
 from bench.stats import percentile
-from collectors import arq, decoding, dramatiq
-from collectors.arq import ResultEntry
-from collectors.decoding import Lane
-from collectors.model import JobSummary, Undecodable
-from collectors.payloads import undecodable
+from callboard.collectors import arq, decoding, dramatiq
+from callboard.collectors.arq import ResultEntry
+from callboard.collectors.decoding import Lane
+from callboard.collectors.model import JobSummary, Undecodable
+from callboard.collectors.payloads import undecodable
 from tests.hostile.test_decode_budget import decimal_int, huge_list, huge_memo
 
 ROUNDS = 3

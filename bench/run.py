@@ -22,7 +22,7 @@ from bench.arqseed import seed_arq
 from bench.scenarios import ArqScenario, Scenario, arq_scenarios, scenarios
 from bench.seed import seed
 from bench.sizes import FULL, SMALL, Sizes
-from collectors.arq import HEAD_WINDOW
+from callboard.collectors.arq import HEAD_WINDOW
 from tests.servers import RedisServer, redis_binaries
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,7 +132,7 @@ async def _run(url: str, sizes: Sizes, only: str | None, data: dict[str, Any]) -
         if only in (None, "arq"):
             checks += await _arq(url, arq_scenarios(sizes), sizes, data)
         if only in (None, "http"):
-            log("HTTP: starting `python -m dashboard serve` on the seeded databases")
+            log("HTTP: starting `python -m callboard serve` on the seeded databases")
             result = await web.bench_http(url, probe_client, plan, sizes)
             data["http"] = result
             checks += report.http_checks(result, web.REQUIRED, web.REDIS_MARGIN)
@@ -201,7 +201,7 @@ def print_report(data: dict[str, Any], checks: list[report.Check]) -> None:
     if "http" in data:
         h = data["http"]
         print(
-            f"\n== HTTP: python -m dashboard serve, {h['targets']} targets, "
+            f"\n== HTTP: python -m callboard serve, {h['targets']} targets, "
             f"poll every {h['poll_interval']:g} s, ready after {h['startup_seconds']:.1f} s =="
         )
         print(

@@ -19,10 +19,10 @@ from bench import redisinfo
 from bench.scenarios import Scenario
 from bench.sizes import Sizes
 from bench.stats import ratio, summary
-from collectors.model import TargetSnapshot
-from collectors.target import TargetCollector
-from dashboard.app import _collector as build_collector
-from dashboard.settings import Settings, TargetSettings
+from callboard.collectors.model import TargetSnapshot
+from callboard.collectors.target import TargetCollector
+from callboard.dashboard.app import _collector as build_collector
+from callboard.dashboard.settings import Settings, TargetSettings
 
 #: Cycles a fresh collector may take to finish its first discovery pass before we give up.
 MAX_DISCOVERY_CYCLES = 100

@@ -1,4 +1,4 @@
-"""HTTP latency of `python -m dashboard serve` under concurrent clients, and the Redis load meanwhile.
+"""HTTP latency of `python -m callboard serve` under concurrent clients, and the Redis load meanwhile.
 
 Each level is one endpoint at one concurrency: `concurrency` client tasks share one keep-alive
 connection pool and issue at most `requests` requests in total, stopping early at a time cap.

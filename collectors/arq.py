@@ -36,11 +36,11 @@ import msgpack
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from collectors import decoding, payloads, transport, unpickler
-from collectors.decoding import Lane, decoder
-from collectors.failures import UNDECODABLE, Failure, FailureIndex, split_exception
-from collectors.keyspace import text
-from collectors.model import (
+from callboard.collectors import decoding, payloads, transport, unpickler
+from callboard.collectors.decoding import Lane, decoder
+from callboard.collectors.failures import UNDECODABLE, Failure, FailureIndex, split_exception
+from callboard.collectors.keyspace import text
+from callboard.collectors.model import (
     CollectedPart,
     Framework,
     JobDetail,

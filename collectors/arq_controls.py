@@ -48,8 +48,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
-from collectors import decoding, payloads, unpickler
-from collectors.arq import (
+from callboard.collectors import decoding, payloads, unpickler
+from callboard.collectors.arq import (
     ABORT_KEY,
     ArqCollector,
     ArqConfig,
@@ -60,9 +60,9 @@ from collectors.arq import (
     retry_key,
     serializer_of,
 )
-from collectors.decoding import decoder
-from collectors.keyspace import text
-from collectors.model import JobOutcome, Outcome, Selection, Undecodable
+from callboard.collectors.decoding import decoder
+from callboard.collectors.keyspace import text
+from callboard.collectors.model import JobOutcome, Outcome, Selection, Undecodable
 
 ACTIONS: Mapping[str, tuple[str, ...]] = {
     "ready": ("delete",),

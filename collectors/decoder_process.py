@@ -30,10 +30,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
-from collectors import transport
+import callboard
+from callboard.collectors import transport
 
 #: Wall time one call may take, from the previous reply (or from the request).
 BUDGET_SECONDS = 1.0
@@ -47,11 +47,11 @@ STARTUP_SECONDS = 20.0
 NAP_SECONDS = 0.0005
 #: The modules whose `@decoder` functions the zygote imports: the only functions a decoder runs.
 DECODER_MODULES = (
-    "collectors.arq",
-    "collectors.dramatiq",
-    "collectors.search",
-    "collectors.arq_controls",
-    "collectors.dramatiq_controls",
+    "callboard.collectors.arq",
+    "callboard.collectors.dramatiq",
+    "callboard.collectors.search",
+    "callboard.collectors.arq_controls",
+    "callboard.collectors.dramatiq_controls",
 )
 OVER_TIME = "exceeds decode budget (time)"
 OVER_MEMORY = "exceeds decode budget (memory)"
@@ -61,7 +61,8 @@ DIED = "exceeds decode budget (the decoder process died)"
 #: Reply status bytes.
 OK, ERROR, ERROR_EXIT, HELLO = 0, 1, 2, 3
 _MAX_FRAME = transport.MAX_OUTPUT + 4096
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+#: The directory holding the `callboard` package, from a checkout or an install: children run from it.
+_PACKAGE_ROOT = str(callboard.ROOT.parent)
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 REGISTRY: dict[str, Callable[..., Any]] = {}
@@ -244,7 +245,11 @@ class Zygote:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", "from collectors.decoder_process import zygote_main; zygote_main()"],
+                [
+                    sys.executable,
+                    "-c",
+                    "from callboard.collectors.decoder_process import zygote_main; zygote_main()",
+                ],
                 stdin=theirs.fileno(),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -52,8 +52,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from collectors import transport
-from collectors.decoder_process import (
+from callboard.collectors import transport
+from callboard.collectors.decoder_process import (
     BUDGET_SECONDS,
     DIED,
     LIVE,

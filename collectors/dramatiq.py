@@ -37,11 +37,11 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from collectors import decoding, payloads
-from collectors.decoding import Lane, decoder
-from collectors.failures import UNDECODABLE, Failure, FailureIndex, split_exception
-from collectors.keyspace import text as _text
-from collectors.model import (
+from callboard.collectors import decoding, payloads
+from callboard.collectors.decoding import Lane, decoder
+from callboard.collectors.failures import UNDECODABLE, Failure, FailureIndex, split_exception
+from callboard.collectors.keyspace import text as _text
+from callboard.collectors.model import (
     CollectedPart,
     Framework,
     JobDetail,

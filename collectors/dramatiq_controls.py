@@ -37,12 +37,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from collectors import decoding, payloads
-from collectors.decoding import decoder
-from collectors.dramatiq import AckKey, QueueKeys, heartbeats_key
-from collectors.failures import FailureIndex
-from collectors.keyspace import text
-from collectors.model import JobOutcome, Outcome, Selection, Undecodable
+from callboard.collectors import decoding, payloads
+from callboard.collectors.decoding import decoder
+from callboard.collectors.dramatiq import AckKey, QueueKeys, heartbeats_key
+from callboard.collectors.failures import FailureIndex
+from callboard.collectors.keyspace import text
+from callboard.collectors.model import JobOutcome, Outcome, Selection, Undecodable
 
 ACTIONS: Mapping[str, tuple[str, ...]] = {
     "dead": ("retry", "delete"),

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from collectors.model import FailureGroup, Framework
+from callboard.collectors.model import FailureGroup, Framework
 
 #: Failures indexed per framework and target (~30 MB); beyond that the page says what it misses.
 LIMIT = 100_000

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from collectors.model import DiscoveryStatus
+from callboard.collectors.model import DiscoveryStatus
 
 #: Keys asked for per SCAN call. Larger is fewer round trips but longer server-side steps.
 SCAN_COUNT = 1000

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from collectors.model import Undecodable
+from callboard.collectors.model import Undecodable
 
 #: Payloads above this are not decoded at all (shown as undecodable with their size).
 MAX_PAYLOAD_BYTES = 1_000_000

@@ -49,12 +49,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from collectors import arq, decoding, dramatiq, payloads, unpickler
-from collectors.arq import job_summary, result_summary
-from collectors.decoding import Lane, decoder
-from collectors.keyspace import text
-from collectors.model import Framework, JobSummary, Undecodable
-from collectors.target import TargetCollector
+from callboard.collectors import arq, decoding, dramatiq, payloads, unpickler
+from callboard.collectors.arq import job_summary, result_summary
+from callboard.collectors.decoding import Lane, decoder
+from callboard.collectors.keyspace import text
+from callboard.collectors.model import Framework, JobSummary, Undecodable
+from callboard.collectors.target import TargetCollector
 
 FIELDS = ("any", "id", "name", "args", "error")
 #: Entries asked for per HSCAN / ZSCAN call, and result ids per MGET.

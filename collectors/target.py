@@ -16,10 +16,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
 
-from collectors.arq import ArqCollector
-from collectors.dramatiq import DramatiqCollector
-from collectors.keyspace import KeyspaceScanner
-from collectors.model import (
+from callboard.collectors.arq import ArqCollector
+from callboard.collectors.dramatiq import DramatiqCollector
+from callboard.collectors.keyspace import KeyspaceScanner
+from callboard.collectors.model import (
     FailureGroup,
     Parser,
     QueueStats,

@@ -23,26 +23,26 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from collectors.unpickler import Placeholder, RestrictedUnpickler
+from callboard.collectors.unpickler import Placeholder, RestrictedUnpickler
 
 #: Largest pickled result a call may return.
 MAX_OUTPUT = 8 * 2**20
 #: Callboard's own types that results and calls may hold, besides the restricted unpickler's.
 TRANSPORT_TYPES = frozenset(
     {
-        ("collectors.model", "Framework"),
-        ("collectors.model", "Undecodable"),
-        ("collectors.model", "JobSummary"),
-        ("collectors.model", "JobDetail"),
-        ("collectors.model", "JobResult"),
-        ("collectors.model", "StoredCall"),
-        ("collectors.model", "JobOutcome"),
-        ("collectors.model", "Outcome"),
-        ("collectors.failures", "Failure"),
-        ("collectors.arq", "ResultEntry"),
-        ("collectors.arq", "Stored"),
-        ("collectors.arq_controls", "_Rerun"),
-        ("collectors.search", "Query"),
+        ("callboard.collectors.model", "Framework"),
+        ("callboard.collectors.model", "Undecodable"),
+        ("callboard.collectors.model", "JobSummary"),
+        ("callboard.collectors.model", "JobDetail"),
+        ("callboard.collectors.model", "JobResult"),
+        ("callboard.collectors.model", "StoredCall"),
+        ("callboard.collectors.model", "JobOutcome"),
+        ("callboard.collectors.model", "Outcome"),
+        ("callboard.collectors.failures", "Failure"),
+        ("callboard.collectors.arq", "ResultEntry"),
+        ("callboard.collectors.arq", "Stored"),
+        ("callboard.collectors.arq_controls", "_Rerun"),
+        ("callboard.collectors.search", "Query"),
     }
 )
 

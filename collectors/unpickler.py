@@ -31,8 +31,8 @@ import pickle
 import uuid
 from typing import Any, ClassVar
 
-from collectors.model import Undecodable
-from collectors.payloads import MAX_PAYLOAD_BYTES, safe_repr, undecodable
+from callboard.collectors.model import Undecodable
+from callboard.collectors.payloads import MAX_PAYLOAD_BYTES, safe_repr, undecodable
 
 _SAFE_BUILTINS = {
     "dict", "list", "tuple", "set", "frozenset", "bytes", "bytearray", "str", "int", "float",

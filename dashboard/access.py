@@ -42,8 +42,8 @@ import anyio.to_thread
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dashboard.hosts import DEFAULT_PORTS, AllowedHosts, origin_parts, split_host
-from dashboard.throttle import FailureThrottle
+from callboard.dashboard.hosts import DEFAULT_PORTS, AllowedHosts, origin_parts, split_host
+from callboard.dashboard.throttle import FailureThrottle
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: POSTs that change nothing in Redis, so read-only mode allows them (still behind auth and the

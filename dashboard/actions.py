@@ -33,12 +33,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from collectors import audit, payloads
-from collectors.model import Framework
-from collectors.target import TargetCollector
-from dashboard import views
-from dashboard.api import respond
-from dashboard.operations import (
+from callboard.collectors import audit, payloads
+from callboard.collectors.model import Framework
+from callboard.collectors.target import TargetCollector
+from callboard.dashboard import views
+from callboard.dashboard.api import respond
+from callboard.dashboard.operations import (
     ControlError,
     ControlRequest,
     Operation,
@@ -47,7 +47,7 @@ from dashboard.operations import (
     known_queue,
     unknown_queue_message,
 )
-from dashboard.urls import unsegment
+from callboard.dashboard.urls import unsegment
 
 #: Seconds a POST waits for its operation before answering 202 with progress.
 WAIT = 5.0

@@ -12,8 +12,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from dashboard import views
-from dashboard.store import SnapshotStore, TargetState
+from callboard.dashboard import views
+from callboard.dashboard.store import SnapshotStore, TargetState
 
 
 def to_jsonable(value: Any) -> Any:

@@ -16,24 +16,24 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from collectors import decoding
-from collectors.arq import ArqCollector
-from collectors.dramatiq import DramatiqCollector
-from collectors.target import TargetCollector
-from dashboard import actions, api, finder, views
-from dashboard.access import AccessGuard
-from dashboard.headers import SecurityHeaders
-from dashboard.hosts import AllowedHosts
-from dashboard.metrics import make_registry, metrics_endpoint
-from dashboard.operations import Operations
-from dashboard.poller import Poller
-from dashboard.redispool import redis_client as redis_client  # tests and benches build clients here
-from dashboard.rendercache import RenderCache
-from dashboard.routing import SegmentRoute, Shape
-from dashboard.searches import Searches
-from dashboard.settings import Settings, TargetSettings
-from dashboard.store import SnapshotStore
-from dashboard.templating import asset_dir, make_templates
+from callboard.collectors import decoding
+from callboard.collectors.arq import ArqCollector
+from callboard.collectors.dramatiq import DramatiqCollector
+from callboard.collectors.target import TargetCollector
+from callboard.dashboard import actions, api, finder, views
+from callboard.dashboard.access import AccessGuard
+from callboard.dashboard.headers import SecurityHeaders
+from callboard.dashboard.hosts import AllowedHosts
+from callboard.dashboard.metrics import make_registry, metrics_endpoint
+from callboard.dashboard.operations import Operations
+from callboard.dashboard.poller import Poller
+from callboard.dashboard.redispool import redis_client as redis_client  # tests and benches build clients here
+from callboard.dashboard.rendercache import RenderCache
+from callboard.dashboard.routing import SegmentRoute, Shape
+from callboard.dashboard.searches import Searches
+from callboard.dashboard.settings import Settings, TargetSettings
+from callboard.dashboard.store import SnapshotStore
+from callboard.dashboard.templating import asset_dir, make_templates
 
 log = logging.getLogger("callboard")
 

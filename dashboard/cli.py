@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from dashboard.settings import SettingsError, load
+from callboard.dashboard.settings import SettingsError, load
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "demo":
-        from demo.runner import run_demo
+        from callboard.demo.runner import run_demo
 
         return run_demo(host=args.host, port=args.port)
     if args.command in ("hash-password", "new-token"):
@@ -69,27 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"callboard: {exc}", file=sys.stderr)
         return 2
+    from callboard.dashboard.server import serve  # uvicorn and the app load only for `serve`
+
     return serve(settings)
 
 
-def serve(settings: object) -> int:
-    import uvicorn
-
-    from dashboard.app import create_app
-    from dashboard.settings import Settings
-
-    assert isinstance(settings, Settings)
-    app = create_app(settings)
-    targets = ", ".join(f"{t.name}={t.safe_url}" for t in settings.targets)
-    logging.getLogger("callboard").info(
-        "watching %s; dashboard on http://%s:%d/", targets, settings.host, settings.port
-    )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
-    return 0
-
-
 def _secrets(command: str) -> int:
-    from dashboard.access import hash_password, hash_token, new_token
+    from callboard.dashboard.access import hash_password, hash_token, new_token
 
     if command == "new-token":
         token = new_token()

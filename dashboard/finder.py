@@ -18,10 +18,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from collectors.search import Query
-from dashboard import views
-from dashboard.api import respond
-from dashboard.searches import Search, SearchBusy, SearchError, Searches, SearchRequest
+from callboard.collectors.search import Query
+from callboard.dashboard import views
+from callboard.dashboard.api import respond
+from callboard.dashboard.searches import Search, SearchBusy, SearchError, Searches, SearchRequest
 
 FIELD_LABELS = {
     "any": "anything",

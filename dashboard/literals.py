@@ -18,8 +18,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from collectors.payloads import safe_repr
-from collectors.unpickler import Placeholder, placeholder_text
+from callboard.collectors.payloads import safe_repr
+from callboard.collectors.unpickler import Placeholder, placeholder_text
 
 #: Containers nested deeper than this are not written out (Python's parser stops at 200 brackets).
 MAX_DEPTH = 100

@@ -16,10 +16,10 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from collectors.model import QUEUE_STATES, Framework, TargetSnapshot
-from dashboard import __version__
-from dashboard.rendercache import RenderCache, Rendered, send
-from dashboard.store import SnapshotStore
+from callboard.collectors.model import QUEUE_STATES, Framework, TargetSnapshot
+from callboard.dashboard import __version__
+from callboard.dashboard.rendercache import RenderCache, Rendered, send
+from callboard.dashboard.store import SnapshotStore
 
 QUEUE_LABELS = ["target", "framework", "namespace", "queue"]
 

@@ -25,10 +25,10 @@ from typing import Any
 
 from redis.exceptions import NoPermissionError, RedisError
 
-from collectors import arq_controls, audit, dramatiq, dramatiq_controls
-from collectors.model import Framework, JobOutcome, Outcome, Selection
-from collectors.target import TargetCollector
-from dashboard.poller import Poller
+from callboard.collectors import arq_controls, audit, dramatiq, dramatiq_controls
+from callboard.collectors.model import Framework, JobOutcome, Outcome, Selection
+from callboard.collectors.target import TargetCollector
+from callboard.dashboard.poller import Poller
 
 log = logging.getLogger("callboard.audit")
 

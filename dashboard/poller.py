@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from collectors.target import TargetCollector
-from dashboard.redispool import POLLER, trim_pools
-from dashboard.store import SnapshotStore
+from callboard.collectors.target import TargetCollector
+from callboard.dashboard.redispool import POLLER, trim_pools
+from callboard.dashboard.store import SnapshotStore
 
 log = logging.getLogger("callboard.poller")
 

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from dashboard.store import SnapshotStore
+from callboard.dashboard.store import SnapshotStore
 
 #: Bodies smaller than this are sent as they are: compressing them saves less than it costs.
 GZIP_MIN = 1024

@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, NoMatchFound, request_response
 from starlette.types import Receive, Scope, Send
 
-from dashboard.urls import path_segments
+from callboard.dashboard.urls import path_segments
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 

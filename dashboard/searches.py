@@ -23,11 +23,11 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from collectors import dramatiq
-from collectors.model import Framework
-from collectors.search import Hit, Query, Scan, sources
-from collectors.target import TargetCollector
-from dashboard.urls import job_url
+from callboard.collectors import dramatiq
+from callboard.collectors.model import Framework
+from callboard.collectors.search import Hit, Query, Scan, sources
+from callboard.collectors.target import TargetCollector
+from callboard.dashboard.urls import job_url
 
 log = logging.getLogger("callboard.search")
 

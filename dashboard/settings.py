@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from collectors.arq import SERIALIZERS, ArqConfig
-from collectors.dramatiq import DEAD_MESSAGE_TTL, DramatiqConfig, ResultsConfig
-from dashboard.access import AuthConfig, is_loopback, valid_hash
-from dashboard.hosts import normalise_entry
+from callboard.collectors.arq import SERIALIZERS, ArqConfig
+from callboard.collectors.dramatiq import DEAD_MESSAGE_TTL, DramatiqConfig, ResultsConfig
+from callboard.dashboard.access import AuthConfig, is_loopback, valid_hash
+from callboard.dashboard.hosts import normalise_entry
 
 DEFAULT_URL = "redis://localhost:6379/0"
 

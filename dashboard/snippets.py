@@ -23,10 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from collectors import payloads
-from collectors.model import Framework, JobDetail, StoredCall
-from dashboard.literals import Literal, literal
-from dashboard.settings import redact
+from callboard.collectors import payloads
+from callboard.collectors.model import Framework, JobDetail, StoredCall
+from callboard.dashboard.literals import Literal, literal
+from callboard.dashboard.settings import redact
 
 #: The variable a snippet reads the Redis URL from. Not `REDIS_URL`: that name often points at an
 #: app's cache or another database, and a job sent there would silently never run.

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from collectors.model import QueueStats, TargetSnapshot
+from callboard.collectors.model import QueueStats, TargetSnapshot
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,18 +20,15 @@ from typing import Any
 from markupsafe import Markup
 from starlette.templating import Jinja2Templates
 
-from dashboard.urls import BUILDERS, segment
-from dashboard.urls import job_url as job_url  # re-exported: templates and older callers use these
-from dashboard.urls import queue_url as queue_url
-
-_PACKAGE = Path(__file__).resolve().parent
-_REPO = _PACKAGE.parent
+import callboard
+from callboard.dashboard.urls import BUILDERS, segment
+from callboard.dashboard.urls import job_url as job_url  # re-exported: templates and older callers use these
+from callboard.dashboard.urls import queue_url as queue_url
 
 
 def asset_dir(name: str) -> Path:
-    """`templates` or `static`: inside the installed package (wheel), else at the repository root."""
-    installed = _PACKAGE / name
-    return installed if installed.is_dir() else _REPO / name
+    """`templates` or `static`, beside the package's modules (a symlink in a checkout, a copy in a wheel)."""
+    return callboard.ROOT / name
 
 
 @cache

@@ -16,8 +16,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from collectors import arq, dramatiq
-from collectors.model import (
+from callboard.collectors import arq, dramatiq
+from callboard.collectors.model import (
     QUEUE_STATES,
     FailureGroup,
     Framework,
@@ -27,11 +27,11 @@ from collectors.model import (
     StuckJob,
     WorkerStats,
 )
-from collectors.target import TargetCollector
-from dashboard import operations, snippets
-from dashboard.rendercache import RenderCache, Rendered, send
-from dashboard.settings import DEFAULT_URL
-from dashboard.store import SnapshotStore, TargetState
+from callboard.collectors.target import TargetCollector
+from callboard.dashboard import operations, snippets
+from callboard.dashboard.rendercache import RenderCache, Rendered, send
+from callboard.dashboard.settings import DEFAULT_URL
+from callboard.dashboard.store import SnapshotStore, TargetState
 
 HTML = "text/html; charset=utf-8"
 #: Overview rows per page: a 1,000-queue overview is ~1.4 MB of HTML and 100 ms of render per poll

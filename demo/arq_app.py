@@ -23,7 +23,7 @@ from typing import Any
 from arq.connections import RedisSettings
 from arq.worker import Retry, func
 
-from demo.config import ARQ_HEALTH_CHECK_INTERVAL, ARQ_QUEUE, ARQ_REPORTS_QUEUE, redis_url
+from callboard.demo.config import ARQ_HEALTH_CHECK_INTERVAL, ARQ_QUEUE, ARQ_REPORTS_QUEUE, redis_url
 
 Ctx = dict[Any, Any]
 

@@ -1,4 +1,4 @@
-"""`python -m demo.arq_traffic`: keep enqueueing a mix of Arq jobs until SIGTERM/SIGINT.
+"""`python -m callboard.demo.arq_traffic`: keep enqueueing a mix of Arq jobs until SIGTERM/SIGINT.
 
 A steady trickle (about 1.5 jobs/s, some deferred with `_defer_by=`, reports on `arq:reports`) plus a
 burst of 15-40 every 15-35 s. Everything goes through Arq's own `ArqRedis.enqueue_job`.
@@ -18,10 +18,10 @@ from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from redis.exceptions import RedisError
 
-from demo.config import ARQ_QUEUE, ARQ_REPORTS_QUEUE, redis_url
-from demo.pacing import REDIS_RETRY_SECONDS, Pacer, weighted
+from callboard.demo.config import ARQ_QUEUE, ARQ_REPORTS_QUEUE, redis_url
+from callboard.demo.pacing import REDIS_RETRY_SECONDS, Pacer, weighted
 
-log = logging.getLogger("demo.arq_traffic")
+log = logging.getLogger("callboard.demo.arq_traffic")
 
 #: (function name, args, kwargs such as `_queue_name`)
 Job = tuple[str, tuple[Any, ...], dict[str, Any]]

@@ -28,7 +28,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.results import Results
 from dramatiq.results.backends import RedisBackend
 
-from demo.config import DRAMATIQ_NAMESPACE, RESULTS_NAMESPACE, redis_url
+from callboard.demo.config import DRAMATIQ_NAMESPACE, RESULTS_NAMESPACE, redis_url
 
 _url = redis_url()
 # RedisBroker and Results have no type hints (the rest of dramatiq does).

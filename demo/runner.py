@@ -25,11 +25,12 @@ from types import FrameType
 import redis
 from redis.exceptions import RedisError
 
-from collectors.arq import ArqConfig, health_key
-from collectors.dramatiq import DramatiqConfig, ResultsConfig, heartbeats_key
-from dashboard.settings import Settings, TargetSettings
-from demo import valkey
-from demo.config import (
+import callboard
+from callboard.collectors.arq import ArqConfig, health_key
+from callboard.collectors.dramatiq import DramatiqConfig, ResultsConfig, heartbeats_key
+from callboard.dashboard.settings import Settings, TargetSettings
+from callboard.demo import valkey
+from callboard.demo.config import (
     ARQ_HEALTH_CHECK_INTERVAL,
     ARQ_QUEUE,
     ARQ_QUEUES,
@@ -39,13 +40,13 @@ from demo.config import (
     REDIS_URL_ENV,
     RESULTS_NAMESPACE,
 )
-from demo.processes import Child, ProcessSpec, stop_all, wait_until
+from callboard.demo.processes import Child, ProcessSpec, stop_all, wait_until
 
 log = logging.getLogger("callboard.demo")
 
-#: The directory holding the `demo` package: children run from it, so `demo.*` imports resolve to
-#: this code even from a source checkout that is not installed.
-ROOT = Path(__file__).resolve().parent.parent
+#: The directory holding the `callboard` package: children run from it, so `callboard.demo.*` imports
+#: resolve to this code even from a source checkout that is not installed.
+ROOT = callboard.ROOT.parent
 #: How often a crashed child is noticed (and logged) while the dashboard runs.
 WATCH_INTERVAL = 2.0
 
@@ -80,15 +81,24 @@ def arq_worker_ready(queue: str) -> Callable[[str], bool]:
 def process_specs() -> tuple[ProcessSpec, ...]:
     """Everything the demo runs next to Valkey, started in this order (one line per process)."""
     py = sys.executable
-    dramatiq_worker = (py, "-m", "dramatiq", "demo.dramatiq_app", "--processes", "1", "--threads", "4")
-    arq_worker = (py, "-m", "arq", "demo.arq_app.WorkerSettings")
-    arq_reports = (py, "-m", "arq", "demo.arq_app.ReportsWorkerSettings")
+    dramatiq_worker = (
+        py,
+        "-m",
+        "dramatiq",
+        "callboard.demo.dramatiq_app",
+        "--processes",
+        "1",
+        "--threads",
+        "4",
+    )
+    arq_worker = (py, "-m", "arq", "callboard.demo.arq_app.WorkerSettings")
+    arq_reports = (py, "-m", "arq", "callboard.demo.arq_app.ReportsWorkerSettings")
     return (
         ProcessSpec("dramatiq-worker", dramatiq_worker, ready=dramatiq_worker_ready),
-        ProcessSpec("traffic", (py, "-m", "demo.traffic"), stop_timeout=5.0),
+        ProcessSpec("traffic", (py, "-m", "callboard.demo.traffic"), stop_timeout=5.0),
         ProcessSpec("arq-worker", arq_worker, ready=arq_worker_ready(ARQ_QUEUE)),
         ProcessSpec("arq-reports-worker", arq_reports, ready=arq_worker_ready(ARQ_REPORTS_QUEUE)),
-        ProcessSpec("arq-traffic", (py, "-m", "demo.arq_traffic"), stop_timeout=5.0),
+        ProcessSpec("arq-traffic", (py, "-m", "callboard.demo.arq_traffic"), stop_timeout=5.0),
     )
 
 
@@ -183,7 +193,7 @@ def run_demo(host: str = "127.0.0.1", port: int = 8000) -> int:
     if problem:
         print(f"callboard demo: {problem}", file=sys.stderr)
         return 1
-    from dashboard.cli import serve
+    from callboard.dashboard.server import serve
 
     log_dir = Path(tempfile.mkdtemp(prefix="callboard-demo-"))
     server: list[Child] = []

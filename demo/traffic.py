@@ -1,4 +1,4 @@
-"""`python -m demo.traffic`: keep sending a realistic mix of Dramatiq jobs until SIGTERM/SIGINT.
+"""`python -m callboard.demo.traffic`: keep sending a realistic mix of Dramatiq jobs until SIGTERM/SIGINT.
 
 A steady trickle (about 2 messages/s, some of them delayed by `delay=`) plus a burst of 20-50 every
 15-35 s, so the dashboard's counts visibly rise and drain. Everything goes through the real Dramatiq
@@ -21,10 +21,10 @@ import dramatiq
 from dramatiq.errors import BrokerError
 from redis.exceptions import RedisError
 
-from demo import dramatiq_app as app
-from demo.pacing import REDIS_RETRY_SECONDS, Pacer, weighted
+from callboard.demo import dramatiq_app as app
+from callboard.demo.pacing import REDIS_RETRY_SECONDS, Pacer, weighted
 
-log = logging.getLogger("demo.traffic")
+log = logging.getLogger("callboard.demo.traffic")
 
 Job = tuple["dramatiq.Actor[Any, Any]", tuple[Any, ...]]
 Maker = Callable[[random.Random], Job]

@@ -10,7 +10,7 @@ import socket
 from collections.abc import Collection
 from pathlib import Path
 
-from demo.processes import ProcessSpec
+from callboard.demo.processes import ProcessSpec
 
 REDIS_DEFAULT_PORT = 6379
 

@@ -186,7 +186,7 @@ def child_env(**extra: str) -> dict[str, str]:
 
 @dataclass
 class Callboard:
-    """`python -m dashboard serve` as a user runs it, on a free port."""
+    """`python -m callboard serve` as a user runs it, on a free port."""
 
     redis: list[str]
     extra: list[str] = field(default_factory=list)
@@ -198,7 +198,7 @@ class Callboard:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, poll_interval: float = 0.25) -> Callboard:
-        args = [sys.executable, "-m", "dashboard", "serve", "--port", str(self.port)]
+        args = [sys.executable, "-m", "callboard", "serve", "--port", str(self.port)]
         args += ["--poll-interval", str(poll_interval)]
         for spec in self.redis:
             args += ["--redis", spec]

@@ -1,5 +1,5 @@
 """Browser fixtures: a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright), a Redis
-of our own, a real `python -m dashboard serve` on it, and a Dramatiq broker to seed it.
+of our own, a real `python -m callboard serve` on it, and a Dramatiq broker to seed it.
 
 Playwright's sync API runs in plain sync tests and fixtures (no asyncio loop is running there).
 """
@@ -38,7 +38,7 @@ def new_redis() -> RedisServer:
 
 
 def start_callboard(name: str, redis: RedisServer) -> Callboard:
-    """A real `python -m dashboard serve` watching `redis` as target `name`, polling every POLL_SECONDS.
+    """A real `python -m callboard serve` watching `redis` as target `name`, polling every POLL_SECONDS.
 
     Discovery finds queues by a background SCAN that, after a full pass, waits 15 s before the next:
     seed the queues a test needs before starting it."""

@@ -12,10 +12,10 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from redis.asyncio import Redis
 
-from collectors import arq as arq_module
-from collectors import dramatiq as dramatiq_module
-from collectors.dramatiq import DramatiqCollector, DramatiqConfig
-from collectors.target import TargetCollector
+from callboard.collectors import arq as arq_module
+from callboard.collectors import dramatiq as dramatiq_module
+from callboard.collectors.dramatiq import DramatiqCollector, DramatiqConfig
+from callboard.collectors.target import TargetCollector
 from tests.conftest import flushed
 from tests.servers import RedisServer
 

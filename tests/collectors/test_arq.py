@@ -21,10 +21,10 @@ from arq.jobs import Job
 from arq.worker import Worker
 from redis.asyncio import Redis
 
-from collectors import arq as arq_mod
-from collectors.arq import ArqCollector, ArqConfig
-from collectors.model import QueueStats, TargetSnapshot, Undecodable
-from collectors.target import TargetCollector
+from callboard.collectors import arq as arq_mod
+from callboard.collectors.arq import ArqCollector, ArqConfig
+from callboard.collectors.model import QueueStats, TargetSnapshot, Undecodable
+from callboard.collectors.target import TargetCollector
 from tests.collectors.conftest import FrozenTime
 from tests.servers import RedisServer
 

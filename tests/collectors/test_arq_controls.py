@@ -22,7 +22,7 @@ from arq.jobs import deserialize_job_raw, serialize_result
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from collectors.arq import (
+from callboard.collectors.arq import (
     ABORT_KEY,
     ArqCollector,
     ArqConfig,
@@ -32,8 +32,8 @@ from collectors.arq import (
     result_key,
     retry_key,
 )
-from collectors.arq_controls import actions, apply, select_all
-from collectors.model import JobOutcome, Outcome, Selection
+from callboard.collectors.arq_controls import actions, apply, select_all
+from callboard.collectors.model import JobOutcome, Outcome, Selection
 
 Q = "arq:queue"
 CUSTOM = "custom"

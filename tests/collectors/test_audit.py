@@ -9,8 +9,8 @@ import json
 import redis
 from redis.asyncio import Redis
 
-from collectors import audit
-from dashboard.settings import Settings
+from callboard.collectors import audit
+from callboard.dashboard.settings import Settings
 
 
 async def append_many(aredis: Redis, first: int, count: int, keep: int) -> None:

@@ -13,8 +13,8 @@ import redis
 from dramatiq.results.backends.redis import RedisBackend
 from redis.asyncio import Redis
 
-from collectors.dramatiq import QueueKeys, ResultsConfig, get_job, list_jobs
-from collectors.model import JobDetail, JobPage
+from callboard.collectors.dramatiq import QueueKeys, ResultsConfig, get_job, list_jobs
+from callboard.collectors.model import JobDetail, JobPage
 from tests.collectors.conftest import BrokerFactory, CollectorFactory, make_actor
 
 DEFAULT = QueueKeys("dramatiq", "default")

@@ -13,9 +13,9 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from collectors import dramatiq_controls as controls
-from collectors.dramatiq import QueueKeys
-from collectors.model import Outcome
+from callboard.collectors import dramatiq_controls as controls
+from callboard.collectors.dramatiq import QueueKeys
+from callboard.collectors.model import Outcome
 from tests.collectors.conftest import BrokerFactory
 
 Q = QueueKeys("dramatiq", "default")

@@ -16,9 +16,9 @@ from typing import Any
 import redis
 from redis.asyncio import Redis
 
-from collectors import dramatiq_controls
-from collectors.arq import ArqCollector, ArqConfig, in_progress_key, job_key, result_key
-from collectors.dramatiq import (
+from callboard.collectors import dramatiq_controls
+from callboard.collectors.arq import ArqCollector, ArqConfig, in_progress_key, job_key, result_key
+from callboard.collectors.dramatiq import (
     DEAD_BUDGET,
     DramatiqCollector,
     DramatiqConfig,
@@ -26,9 +26,9 @@ from collectors.dramatiq import (
     acks_key,
     heartbeats_key,
 )
-from collectors.failures import NO_TRACEBACK
-from collectors.model import FailureGroup, Outcome, TargetSnapshot
-from collectors.target import TargetCollector
+from callboard.collectors.failures import NO_TRACEBACK
+from callboard.collectors.model import FailureGroup, Outcome, TargetSnapshot
+from callboard.collectors.target import TargetCollector
 
 NOW_MS = int(time.time() * 1000)
 

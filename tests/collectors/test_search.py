@@ -21,11 +21,11 @@ from arq.constants import default_queue_name, in_progress_key_prefix, job_key_pr
 from arq.jobs import serialize_job, serialize_result
 from redis.asyncio import Redis
 
-from collectors.arq import ArqCollector
-from collectors.dramatiq import DramatiqCollector, DramatiqConfig, QueueKeys
-from collectors.search import COUNT, FOLDS_INTO_ASCII, Hit, Query, Scan, prefilter, sources
-from collectors.target import TargetCollector
-from dashboard.searches import KEEP_HITS, MAX_RUNNING, SearchBusy, Searches, SearchRequest
+from callboard.collectors.arq import ArqCollector
+from callboard.collectors.dramatiq import DramatiqCollector, DramatiqConfig, QueueKeys
+from callboard.collectors.search import COUNT, FOLDS_INTO_ASCII, Hit, Query, Scan, prefilter, sources
+from callboard.collectors.target import TargetCollector
+from callboard.dashboard.searches import KEEP_HITS, MAX_RUNNING, SearchBusy, Searches, SearchRequest
 from tests.collectors.conftest import BrokerFactory, make_actor
 from tests.servers import free_port
 

@@ -10,8 +10,8 @@ import dramatiq
 import redis
 from redis.asyncio import Redis
 
-from collectors.dramatiq import HEARTBEAT_LIMIT, QueueKeys, acks_key, heartbeats_key
-from collectors.model import QueueStats, TargetSnapshot, WorkerStats
+from callboard.collectors.dramatiq import HEARTBEAT_LIMIT, QueueKeys, acks_key, heartbeats_key
+from callboard.collectors.model import QueueStats, TargetSnapshot, WorkerStats
 from tests.collectors.conftest import BrokerFactory, CollectorFactory, FrozenTime, make_actor
 
 STATES = ("ready", "in_flight", "delayed", "dead")

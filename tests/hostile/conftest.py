@@ -1,7 +1,7 @@
 """The hostile layer's shared parts: the Hypothesis profile, a Callboard under a memory cap, plain HTTP.
 
 Every server here is ours: a Redis started on a free loopback port and loaded with tests/hostile/
-corpus.py, and `python -m dashboard serve` on it. The dashboard runs under an address-space cap so that
+corpus.py, and `python -m callboard serve` on it. The dashboard runs under an address-space cap so that
 a decode bomb that escapes its budget fails that process (MemoryError) instead of the machine.
 
 Browser fixtures (a real headless Chromium, Debian's /usr/bin/chromium) come from tests/browser.
@@ -54,7 +54,7 @@ def new_redis() -> RedisServer:
 
 @dataclass
 class CappedBoard(Callboard):
-    """`python -m dashboard serve`, as tests.servers.Callboard runs it, under an address-space cap."""
+    """`python -m callboard serve`, as tests.servers.Callboard runs it, under an address-space cap."""
 
     memory: int = BOARD_MEMORY
 

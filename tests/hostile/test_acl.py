@@ -25,12 +25,12 @@ from dramatiq.brokers.redis import RedisBroker
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import NoPermissionError
 
-from collectors import dramatiq_controls
-from collectors.arq import ArqCollector
-from collectors.dramatiq import DramatiqCollector, QueueKeys
-from collectors.model import TargetSnapshot
-from collectors.target import ClusterUnsupported, TargetCollector
-from dashboard.app import redis_client
+from callboard.collectors import dramatiq_controls
+from callboard.collectors.arq import ArqCollector
+from callboard.collectors.dramatiq import DramatiqCollector, QueueKeys
+from callboard.collectors.model import TargetSnapshot
+from callboard.collectors.target import ClusterUnsupported, TargetCollector
+from callboard.dashboard.app import redis_client
 from tests.conftest import PREFERRED, SERVERS, flushed
 from tests.servers import Callboard, RedisServer, free_port, wait_until
 

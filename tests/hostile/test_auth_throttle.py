@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.access import hash_password
+from callboard.dashboard.access import hash_password
 from tests.conftest import flushed
 from tests.servers import REPO, Callboard, RedisServer, child_env
 

@@ -325,7 +325,7 @@ def test_every_corpus_queue_and_job_answers_by_its_url(corpus_board: Board) -> N
     """Through the URL builder the UI uses (dashboard/urls.py): every corpus queue tab and job, as a
     page and in the API, with what each must show (escaped XSS, placeholders, the decode budget)."""
     # The URL builder of issue 11 item 2 (by name: it lands with that branch).
-    urls = importlib.import_module("dashboard.urls")
+    urls = importlib.import_module("callboard.dashboard.urls")
     base = corpus_board.board.url
     manifest = corpus_board.manifest
     problems: list[str] = []

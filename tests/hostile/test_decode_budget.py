@@ -32,13 +32,13 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from collectors import arq, decoding, dramatiq
-from collectors.arq import ArqCollector, ArqConfig
-from collectors.dramatiq import QueueKeys
-from collectors.failures import UNDECODABLE
-from collectors.model import Framework, JobDetail, JobSummary
-from collectors.search import Query, Scan, Source
-from collectors.target import TargetCollector
+from callboard.collectors import arq, decoding, dramatiq
+from callboard.collectors.arq import ArqCollector, ArqConfig
+from callboard.collectors.dramatiq import QueueKeys
+from callboard.collectors.failures import UNDECODABLE
+from callboard.collectors.model import Framework, JobDetail, JobSummary
+from callboard.collectors.search import Query, Scan, Source
+from callboard.collectors.target import TargetCollector
 from tests.conftest import flushed
 from tests.servers import Callboard, RedisServer, wait_until
 

@@ -18,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from dashboard.access import hash_password
-from dashboard.app import create_app
-from dashboard.settings import Settings
+from callboard.dashboard.access import hash_password
+from callboard.dashboard.app import create_app
+from callboard.dashboard.settings import Settings
 from tests.conftest import flushed
 from tests.servers import REPO, Callboard, RedisServer
 

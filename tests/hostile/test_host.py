@@ -25,9 +25,9 @@ from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from bench.seed import Layout, QueueSeed, seed
-from dashboard.access import AccessGuard, AuthConfig
-from dashboard.hosts import AllowedHosts, split_host
-from dashboard.settings import SettingsError, load
+from callboard.dashboard.access import AccessGuard, AuthConfig
+from callboard.dashboard.hosts import AllowedHosts, split_host
+from callboard.dashboard.settings import SettingsError, load
 from tests.monitoring.files import PROMETHEUS, load_yaml
 from tests.servers import REPO, Callboard, wait_until
 

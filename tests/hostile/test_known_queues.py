@@ -145,10 +145,10 @@ def test_a_job_control_on_a_queue_that_does_not_exist_is_404_not_already_gone(se
 
 async def test_operations_refuse_unknown_queues_themselves(one_redis: RedisServer) -> None:
     """Defence in depth: the control layer refuses too, whatever the HTTP layer let through."""
-    from collectors.target import TargetCollector
-    from dashboard.operations import ControlError, ControlRequest, Operations
-    from dashboard.poller import Poller
-    from dashboard.store import SnapshotStore
+    from callboard.collectors.target import TargetCollector
+    from callboard.dashboard.operations import ControlError, ControlRequest, Operations
+    from callboard.dashboard.poller import Poller
+    from callboard.dashboard.store import SnapshotStore
 
     client = Redis.from_url(one_redis.url)
     try:

@@ -38,9 +38,9 @@ import redis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from collectors import arq, payloads, unpickler
-from collectors.failures import group_key, normalise
-from collectors.model import Framework, Undecodable
+from callboard.collectors import arq, payloads, unpickler
+from callboard.collectors.failures import group_key, normalise
+from callboard.collectors.model import Framework, Undecodable
 from tests.hostile.conftest import (
     CappedBoard,
     address_space_cap,
@@ -358,7 +358,7 @@ def test_messages_differing_in_numbers_ids_and_quoted_values_share_a_group(
 
 def _urls() -> Any:
     # The URL builder of issue 11 item 2 (by name: it lands with that branch).
-    return importlib.import_module("dashboard.urls")
+    return importlib.import_module("callboard.dashboard.urls")
 
 
 #: Names as Callboard holds them: read from Redis (any bytes, decoded with surrogateescape) or from the
@@ -490,7 +490,7 @@ def test_urls_route_back_to_exactly_their_queue_and_job(
 
 def _decoding() -> Any:
     # The decode budget of issue 11 item 1 (by name: it lands with that branch).
-    return importlib.import_module("collectors.decoding")
+    return importlib.import_module("callboard.collectors.decoding")
 
 
 def _fallback(call: tuple[Any, ...], reason: str) -> tuple[str, str]:

@@ -63,7 +63,7 @@ NAMES = [
 
 @pytest.mark.parametrize("name", NAMES)
 def test_segment_round_trips_and_is_one_safe_segment(name: str) -> None:
-    from dashboard.urls import segment, unsegment
+    from callboard.dashboard.urls import segment, unsegment
 
     seg = segment(name)
     assert unsegment(seg) == name
@@ -73,7 +73,7 @@ def test_segment_round_trips_and_is_one_safe_segment(name: str) -> None:
 
 
 def test_segment_escapes_what_ends_or_changes_a_path() -> None:
-    from dashboard.urls import segment, unsegment
+    from callboard.dashboard.urls import segment, unsegment
 
     assert segment("a/b") == "a%2Fb"
     assert segment("%") == "%25" and segment("?") == "%3F" and segment("#") == "%23"
@@ -89,7 +89,7 @@ def test_segment_escapes_what_ends_or_changes_a_path() -> None:
 
 
 def test_path_segments_read_the_raw_path_and_skip_root_path() -> None:
-    from dashboard.urls import path_segments
+    from callboard.dashboard.urls import path_segments
 
     scope = {"path": "/jobs/t/arq/q/report/2024/07", "raw_path": b"/jobs/t/arq/q/report%2F2024%2F07"}
     assert path_segments(scope, 1) == ["t", "arq", "q", "report/2024/07"]
@@ -106,7 +106,7 @@ def test_path_segments_read_the_raw_path_and_skip_root_path() -> None:
 
 
 def test_builders_make_one_segment_per_name() -> None:
-    from dashboard import urls
+    from callboard.dashboard import urls
 
     q = "x/../../../t/dramatiq/dramatiq:victim"
     assert urls.queue_action_url("t", "arq", q, "delete") == (

@@ -24,7 +24,7 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from bench.seed import Layout, QueueSeed, seed
-from dashboard.access import hash_password, hash_token, new_token
+from callboard.dashboard.access import hash_password, hash_token, new_token
 from tests.servers import REPO, Callboard, child_env, free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -320,7 +320,7 @@ def test_public_address_needs_auth_or_an_explicit_opt_out(redis_url: str) -> Non
     with --allow-unauthenticated it serves."""
     port = free_port()
     refused = subprocess.run(
-        [sys.executable, "-m", "dashboard", "serve", "--host", "0.0.0.0", "--port", str(port)]
+        [sys.executable, "-m", "callboard", "serve", "--host", "0.0.0.0", "--port", str(port)]
         + ["--redis", f"{TARGET}={redis_url}"],
         env=child_env(),
         cwd=REPO,

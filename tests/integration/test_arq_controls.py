@@ -18,7 +18,7 @@ from arq.connections import ArqRedis, RedisSettings
 from arq.jobs import Job
 from redis.asyncio import Redis
 
-from collectors.arq import (
+from callboard.collectors.arq import (
     ABORT_KEY,
     ArqCollector,
     ArqConfig,
@@ -28,8 +28,8 @@ from collectors.arq import (
     job_key,
     result_key,
 )
-from collectors.arq_controls import apply, select_all
-from collectors.model import Outcome
+from callboard.collectors.arq_controls import apply, select_all
+from callboard.collectors.model import Outcome
 from tests.integration import arq_controls_app as app
 from tests.servers import Process, RedisServer, async_wait_until, child_env
 

@@ -1,4 +1,4 @@
-"""Real `arq` worker processes and a real `python -m dashboard serve`, on a Redis of our own.
+"""Real `arq` worker processes and a real `python -m callboard serve`, on a Redis of our own.
 
 Jobs succeed, fail with ValueError, fail with a user exception arq itself cannot unpickle, and wait
 deferred, on the default queue and a custom one; the API and /metrics must equal the truth.

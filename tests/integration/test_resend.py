@@ -21,8 +21,8 @@ import redis
 from arq import create_pool
 from arq.connections import RedisSettings
 
-from collectors.arq import result_key
-from collectors.unpickler import loads
+from callboard.collectors.arq import result_key
+from callboard.collectors.unpickler import loads
 from tests.integration import resend_app as app
 from tests.integration.support import wait_for_queue
 from tests.servers import Callboard, Process, RedisServer, child_env, wait_until

@@ -11,8 +11,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from dashboard.settings import load
-from demo.runner import demo_settings, process_specs
+from callboard.dashboard.settings import load
+from callboard.demo.runner import demo_settings, process_specs
 from tests.monitoring.files import GRAFANA, PROMETHEUS, Json, compose_binary, load_yaml
 from tests.servers import REPO
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from prometheus_client.metrics_core import Metric
 
-from dashboard.metrics import make_registry
-from dashboard.store import SnapshotStore
+from callboard.dashboard.metrics import make_registry
+from callboard.dashboard.store import SnapshotStore
 from tests.monitoring.files import (
     DASHBOARDS,
     PROMETHEUS_SERIES,

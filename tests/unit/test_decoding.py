@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from collectors import arq, decoding, transport, unpickler
-from collectors.decoder_process import ZYGOTE
-from collectors.model import Undecodable
-from collectors.payloads import undecodable
+from callboard.collectors import arq, decoding, transport, unpickler
+from callboard.collectors.decoder_process import ZYGOTE
+from callboard.collectors.model import Undecodable
+from callboard.collectors.payloads import undecodable
 from tests.hostile.test_decode_budget import decimal_int, huge_list, huge_memo, shared_list
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,8 +132,8 @@ def test_a_server_that_dies_leaves_no_decoder_behind() -> None:
     sees EOF. Here: every one of them is gone within a few seconds."""
     script = (
         "import asyncio, os, pickle\n"
-        "from collectors import arq, decoding\n"
-        "from collectors.decoder_process import ZYGOTE\n"
+        "from callboard.collectors import arq, decoding\n"
+        "from callboard.collectors.decoder_process import ZYGOTE\n"
         "async def main():\n"
         "    await decoding.run(arq.decode, [(pickle.dumps(1), 'auto')], lambda c, r: None)\n"
         "    zygote = ZYGOTE._proc.pid\n"
@@ -155,8 +155,8 @@ def test_a_server_that_dies_leaves_no_decoder_behind() -> None:
 def test_a_server_that_exits_kills_its_zygote_and_decoders() -> None:
     script = (
         "import asyncio, pickle\n"
-        "from collectors import arq, decoding\n"
-        "from collectors.decoder_process import ZYGOTE\n"
+        "from callboard.collectors import arq, decoding\n"
+        "from callboard.collectors.decoder_process import ZYGOTE\n"
         "async def main():\n"
         "    await decoding.run(arq.decode, [(pickle.dumps(1), 'auto')], lambda c, r: None)\n"
         "    print(ZYGOTE._proc.pid, *decoding.pids(decoding.Lane.INTERACTIVE), flush=True)\n"

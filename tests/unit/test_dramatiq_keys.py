@@ -10,7 +10,7 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.results.backends.redis import RedisBackend
 
-from collectors.dramatiq import (
+from callboard.collectors.dramatiq import (
     AckKey,
     QueueKeys,
     ResultsConfig,
@@ -21,7 +21,7 @@ from collectors.dramatiq import (
     result_key,
     runnable_since,
 )
-from collectors.model import Undecodable
+from callboard.collectors.model import Undecodable
 
 WORKER = str(uuid.UUID(int=7))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from collectors.failures import (
+from callboard.collectors.failures import (
     NO_TRACEBACK,
     SPARK_BARS,
     Failure,
@@ -12,7 +12,7 @@ from collectors.failures import (
     normalise,
     split_exception,
 )
-from collectors.model import Framework
+from callboard.collectors.model import Framework
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from collectors.model import (
+from callboard.collectors.model import (
     QUEUE_STATES,
     DiscoveryStatus,
     Framework,
@@ -16,9 +16,9 @@ from collectors.model import (
     TargetSnapshot,
     WorkerStats,
 )
-from dashboard import __version__
-from dashboard.metrics import make_registry
-from dashboard.store import SnapshotStore
+from callboard.dashboard import __version__
+from callboard.dashboard.metrics import make_registry
+from callboard.dashboard.store import SnapshotStore
 
 Labels = tuple[tuple[str, str], ...]
 Samples = dict[tuple[str, Labels], float]

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from collectors import payloads
-from collectors.dramatiq import runnable_since, summary
-from collectors.model import Undecodable
+from callboard.collectors import payloads
+from callboard.collectors.dramatiq import runnable_since, summary
+from callboard.collectors.model import Undecodable
 
 MESSAGE = {
     "queue_name": "default",
@@ -179,7 +179,7 @@ def test_last_line_of_a_traceback() -> None:
 
 def test_a_msgpack_map_keyed_by_a_map_is_undecodable() -> None:
     """Found by Hypothesis: {{}: 0} packed is legal msgpack, and Python cannot hash the key."""
-    from collectors import arq
+    from callboard.collectors import arq
 
     value = arq.decode(b"\x81\x80\x00", "msgpack")
     assert isinstance(value, Undecodable) and value.reason == "not readable as msgpack: TypeError"

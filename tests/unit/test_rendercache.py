@@ -9,8 +9,8 @@ import threading
 import pytest
 from starlette.requests import Request
 
-from dashboard.rendercache import RenderCache, Rendered, compressed, send
-from dashboard.store import SnapshotStore
+from callboard.dashboard.rendercache import RenderCache, Rendered, compressed, send
+from callboard.dashboard.store import SnapshotStore
 
 
 def _cache() -> tuple[SnapshotStore, RenderCache]:

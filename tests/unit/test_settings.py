@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from collectors.dramatiq import DramatiqConfig, ResultsConfig
-from dashboard import cli
-from dashboard.access import hash_password, hash_token, verify_password
-from dashboard.settings import (
+from callboard.collectors.dramatiq import DramatiqConfig, ResultsConfig
+from callboard.dashboard import cli
+from callboard.dashboard.access import hash_password, hash_token, verify_password
+from callboard.dashboard.settings import (
     DEFAULT_URL,
     Settings,
     SettingsError,

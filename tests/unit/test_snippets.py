@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from arq.connections import ArqRedis
 
-from collectors.model import Framework, JobDetail, StoredCall, Undecodable
-from collectors.unpickler import placeholder_class
-from dashboard.literals import literal
-from dashboard.snippets import ARQ_OWN_NAMES, URL_VARIABLE, resend_snippet
+from callboard.collectors.model import Framework, JobDetail, StoredCall, Undecodable
+from callboard.collectors.unpickler import placeholder_class
+from callboard.dashboard.literals import literal
+from callboard.dashboard.snippets import ARQ_OWN_NAMES, URL_VARIABLE, resend_snippet
 
 URL = "redis://127.0.0.1:6380/3"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dashboard.throttle import FailureThrottle
+from callboard.dashboard.throttle import FailureThrottle
 
 
 class Clock:

@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from collectors import unpickler
-from collectors.model import Undecodable
-from collectors.payloads import MAX_PAYLOAD_BYTES
-from collectors.unpickler import Placeholder, decode, has_placeholders
+from callboard.collectors import unpickler
+from callboard.collectors.model import Undecodable
+from callboard.collectors.payloads import MAX_PAYLOAD_BYTES
+from callboard.collectors.unpickler import Placeholder, decode, has_placeholders
 
 PROTOCOLS = list(range(pickle.HIGHEST_PROTOCOL + 1))
 
