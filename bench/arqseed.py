@@ -1,4 +1,4 @@
-"""Write Arq 0.28's Redis layout directly, fast, with pipelines (shared/redis-layouts.md §2).
+"""Write Arq 0.28's Redis layout directly, fast, with pipelines (docs/arq-redis.md §1-2).
 
 `ArqRedis.enqueue_job` costs a WATCH/MULTI per job (~23 s for 100k); writing the same keys in
 pipelined batches takes a few seconds. Key names come from `arq.constants` and payloads from arq's

@@ -2,11 +2,11 @@
 
 The same payloads, decoded both ways by the same pure builders:
 * Arq results as arq's `serialize_result` pickles them (successes and failures, one in three a user
-  exception, decoded as a placeholder), into results-index entries (`arq.result_entry_of`): in
+  exception, decoded as a placeholder), into results-index entries (`arq_index.result_entry_of`): in
   process, as main did on the event loop, and through the `background` lane in runs of 1,000, as the
   results index reads them;
 * Dramatiq messages as Dramatiq 2.x encodes them (compact JSON), into job-list rows
-  (`dramatiq.summary`): in process, and through the `interactive` lane in runs of 50 (a page).
+  (`dramatiq_codec.summary`): in process, and through the `interactive` lane in runs of 50 (a page).
 Ratios (pool / in process) are of the best of ROUNDS rounds each, measured in the same run. While the
 pool decodes, a 1 ms ticker measures the event loop's pauses (p99 and max: the max is mostly the
 garbage collector's full collections, which pause a process in any design); in process, the loop is
@@ -28,9 +28,12 @@ from bench.arqseed import result_payload
 from bench.report import Check
 from bench.seed import payload
 from bench.stats import percentile
-from callboard.collectors import arq, decoding, dramatiq
-from callboard.collectors.arq import ResultEntry
+from callboard.collectors import decoding
+from callboard.collectors.arq import codec as arq_codec
+from callboard.collectors.arq import results as arq_index
+from callboard.collectors.arq.results import ResultEntry
 from callboard.collectors.decoding import Lane
+from callboard.collectors.dramatiq import codec as dramatiq_codec
 from callboard.collectors.model import JobSummary, Undecodable
 from callboard.collectors.payloads import undecodable
 from tests.hostile.test_decode_budget import decimal_int, huge_list, huge_memo
@@ -61,7 +64,7 @@ def dramatiq_messages(n: int) -> list[tuple[str, bytes]]:
 
 
 def _unreadable_entry(call: decoding.Call, reason: str) -> ResultEntry:
-    return arq.result_entry(undecodable(call[0], reason), call[2], call[3])
+    return arq_index.result_entry(undecodable(call[0], reason), call[2], call[3])
 
 
 def _unreadable_row(call: decoding.Call, reason: str) -> JobSummary:
@@ -152,10 +155,10 @@ async def _hostile() -> list[dict[str, Any]]:
         decoding.forget_strikes()
         calls = [(raw, "auto")]
         started = time.perf_counter()
-        [first] = await decoding.run(arq.decode, calls, _fallback)
+        [first] = await decoding.run(arq_codec.decode, calls, _fallback)
         seconds = time.perf_counter() - started
         started = time.perf_counter()
-        [again] = await decoding.run(arq.decode, calls, _fallback)
+        [again] = await decoding.run(arq_codec.decode, calls, _fallback)
         remembered = time.perf_counter() - started
         reason = first.reason if isinstance(first, Undecodable) else "decoded?!"
         out.append(
@@ -176,7 +179,7 @@ async def bench_decode(n: int) -> dict[str, Any]:
     started = time.perf_counter()
     decoding.start()  # as `callboard serve` does at startup
     for lane in Lane:  # the zygote imports, each lane forks its decoders: not what is measured
-        await decoding.run(arq.decode, [(b"\x80\x04K\x01.", "auto")], _fallback, lane=lane)
+        await decoding.run(arq_codec.decode, [(b"\x80\x04K\x01.", "auto")], _fallback, lane=lane)
     warm = time.perf_counter() - started
     now = _now()
     arq_calls: list[tuple[Any, ...]] = [(raw, "auto", 3_600_000, now) for raw in arq_results(n)]
@@ -184,7 +187,7 @@ async def bench_decode(n: int) -> dict[str, Any]:
     workloads = [
         await _compare(
             "Arq results -> results index entries",
-            arq.result_entry_of,
+            arq_index.result_entry_of,
             arq_calls,
             _unreadable_entry,
             Lane.BACKGROUND,
@@ -192,7 +195,7 @@ async def bench_decode(n: int) -> dict[str, Any]:
         ),
         await _compare(
             "Dramatiq messages -> job list rows",
-            dramatiq.summary,
+            dramatiq_codec.summary,
             dq_calls,
             _unreadable_row,
             Lane.INTERACTIVE,

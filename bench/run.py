@@ -22,7 +22,7 @@ from bench.arqseed import seed_arq
 from bench.scenarios import ArqScenario, Scenario, arq_scenarios, scenarios
 from bench.seed import seed
 from bench.sizes import FULL, SMALL, Sizes
-from callboard.collectors.arq import HEAD_WINDOW
+from callboard.collectors.arq.snapshot import HEAD_WINDOW
 from tests.servers import RedisServer, redis_binaries
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Write Dramatiq's Redis layout directly, fast, with pipelines (shared/redis-layouts.md §1).
+"""Write Dramatiq's Redis layout directly, fast, with pipelines (docs/dramatiq-redis.md §1).
 
 Going through `RedisBroker.enqueue` costs one EVALSHA per message (~26 s for 100k); writing the same
 keys in batches takes about a second. Key names are spelled out here on purpose, independently of

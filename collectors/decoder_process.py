@@ -47,11 +47,13 @@ STARTUP_SECONDS = 20.0
 NAP_SECONDS = 0.0005
 #: The modules whose `@decoder` functions the zygote imports: the only functions a decoder runs.
 DECODER_MODULES = (
-    "callboard.collectors.arq",
-    "callboard.collectors.dramatiq",
+    "callboard.collectors.arq.codec",
+    "callboard.collectors.arq.results",
+    "callboard.collectors.arq.controls",
+    "callboard.collectors.dramatiq.codec",
+    "callboard.collectors.dramatiq.deadletters",
+    "callboard.collectors.dramatiq.controls",
     "callboard.collectors.search",
-    "callboard.collectors.arq_controls",
-    "callboard.collectors.dramatiq_controls",
 )
 OVER_TIME = "exceeds decode budget (time)"
 OVER_MEMORY = "exceeds decode budget (memory)"

@@ -12,7 +12,7 @@ caller (dashboard/searches.py) decides how many steps to run before yielding to 
     Arq results                      MGET arq:result:<id> of 1000 ids the       ~0.5 ms
                                      results index holds (collectors/arq.py)
 
-Key names come from the layout modules (`dramatiq.QueueKeys`, `arq.job_key`, `arq.result_key`).
+Key names come from the layout modules (`dramatiq_keys.QueueKeys`, `arq_keys.job_key`, `arq_keys.result_key`).
 Payloads are first checked on their raw bytes (cheap: every ASCII word of the query must occur in
 the lower-cased bytes) and only candidates are decoded, Arq's pickles by the restricted unpickler
 alone, each candidate in the `search` lane's decoder process (collectors/decoding.py: a hostile payload
@@ -49,9 +49,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from callboard.collectors import arq, decoding, dramatiq, payloads, unpickler
-from callboard.collectors.arq import job_summary, result_summary
+from callboard.collectors import decoding, payloads, unpickler
+from callboard.collectors.arq import codec as arq_codec
+from callboard.collectors.arq import keys as arq_keys
+from callboard.collectors.arq.codec import job_summary, result_summary
 from callboard.collectors.decoding import Lane, decoder
+from callboard.collectors.dramatiq import codec as dramatiq_codec
 from callboard.collectors.keyspace import text
 from callboard.collectors.model import Framework, JobSummary, Undecodable
 from callboard.collectors.target import TargetCollector
@@ -290,7 +293,7 @@ def _texts(framework: Framework, value: dict[str, Any], want: str, result: bool)
     if want == "args":
         return leaves([value.get("a"), value.get("k")])
     if want == "error" and result and not value.get("s"):
-        kind, message, _ = arq.exception_parts(value.get("r"))
+        kind, message, _ = arq_codec.exception_parts(value.get("r"))
         return [f"{kind}: {message}" if message else kind]
     return []
 
@@ -393,7 +396,7 @@ class Scan:
             ids = list(source.ids[self.position : self.position + COUNT])
             self.position += len(ids)
             self.scanned += len(ids)
-            raws = await self.redis.mget([arq.result_key(i) for i in ids]) if ids else []
+            raws = await self.redis.mget([arq_keys.result_key(i) for i in ids]) if ids else []
             hits = await _result_hits(self.query, self.filter, source, ids, raws)
             if self.position >= len(source.ids):
                 self._advance(0)
@@ -416,9 +419,9 @@ class Scan:
             for s in hashes:
                 pipe.hget(s.key, job_id)
             if queues:
-                pipe.get(arq.job_key(job_id))
-                pipe.get(arq.result_key(job_id))
-                pipe.exists(arq.in_progress_key(job_id))
+                pipe.get(arq_keys.job_key(job_id))
+                pipe.get(arq_keys.result_key(job_id))
+                pipe.exists(arq_keys.in_progress_key(job_id))
                 for s in queues:
                     pipe.zscore(s.key, job_id)
             replies = await pipe.execute()
@@ -474,7 +477,7 @@ async def _hash_hits(
 def dramatiq_hit(query: Query, rid: str, raw: bytes) -> tuple[str, JobSummary] | None:
     """(field matched, summary) when the message matches, else None (run in a decoder process)."""
     matched = match(query, Framework.DRAMATIQ, rid, payloads.decode_json_object(raw))
-    return (matched, dramatiq.summary(rid, "?", raw)) if matched else None
+    return (matched, dramatiq_codec.summary(rid, "?", raw)) if matched else None
 
 
 def _dramatiq_by_id(call: decoding.Call, reason: str) -> tuple[str, JobSummary] | None:
@@ -493,13 +496,13 @@ async def _queue_hits(
     due = {i: float(score) / 1000.0 for i, (_, score) in zip(ids, rows, strict=True)}
     if query.field == "id":
         ids = [i for i in ids if query.needle in i.casefold()]
-    raws: list[bytes | None] = list(await redis.mget([arq.job_key(i) for i in ids])) if ids else []
+    raws: list[bytes | None] = list(await redis.mget([arq_keys.job_key(i) for i in ids])) if ids else []
     found = await _arq_matches(query, words, source, ids, raws, due)
     if not found:
         return []
     async with redis.pipeline(transaction=False) as pipe:
         for _, job in found:
-            pipe.exists(arq.in_progress_key(job.job_id))
+            pipe.exists(arq_keys.in_progress_key(job.job_id))
         running = await pipe.execute()
     now = _now()
     hits = []
@@ -546,7 +549,7 @@ def arq_hit(
 ) -> tuple[str, JobSummary] | None:
     """(field matched, summary) when an Arq job (with its `due` time) or result (without) matches."""
     result = due is None
-    value = arq.decode_record(raw, serializer)
+    value = arq_codec.decode_record(raw, serializer)
     matched = match(query, Framework.ARQ, job_id, value, result)
     if not matched:
         return None
@@ -600,7 +603,7 @@ def lookup_arq(
         job = job_summary(job_id, job_state, job_raw, due, serializer)
     result = None
     if result_raw is not None:
-        value = arq.decode_record(result_raw, serializer)
+        value = arq_codec.decode_record(result_raw, serializer)
         queue = value.get("q") if isinstance(value, dict) else None
         if isinstance(queue, str):
             state = "succeeded" if isinstance(value, dict) and value.get("s") else "failed"

@@ -16,8 +16,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
 
-from callboard.collectors.arq import ArqCollector
-from callboard.collectors.dramatiq import DramatiqCollector
+from callboard.collectors.arq.snapshot import ArqCollector
+from callboard.collectors.dramatiq.snapshot import DramatiqCollector
 from callboard.collectors.keyspace import KeyspaceScanner
 from callboard.collectors.model import (
     FailureGroup,

@@ -39,9 +39,9 @@ TRANSPORT_TYPES = frozenset(
         ("callboard.collectors.model", "JobOutcome"),
         ("callboard.collectors.model", "Outcome"),
         ("callboard.collectors.failures", "Failure"),
-        ("callboard.collectors.arq", "ResultEntry"),
-        ("callboard.collectors.arq", "Stored"),
-        ("callboard.collectors.arq_controls", "_Rerun"),
+        ("callboard.collectors.arq.results", "ResultEntry"),
+        ("callboard.collectors.arq.codec", "Stored"),
+        ("callboard.collectors.arq.controls", "_Rerun"),
         ("callboard.collectors.search", "Query"),
     }
 )

@@ -10,7 +10,7 @@ bytes). Every other global becomes an inert *placeholder class*: calling it, `__
 BUILD-ing it only records args, kwargs and state. Nothing is imported, so no user module code runs.
 Placeholders are for display only and refuse to be pickled again.
 
-Cost: about the same as `pickle.loads` (0-25 % slower on 100k real Arq results, shared/redis-layouts.md §3).
+Cost: about the same as `pickle.loads` (0-25 % slower on 100k real Arq results, docs/arq-redis.md §8).
 What it cannot refuse without refusing real payloads is cost: a few bytes can ask for minutes of CPU
 or gigabytes (`int(Decimal('1e1000000'))`, a huge memo index). So it runs only inside the budgeted
 decoder processes of collectors/decoding.py, where a MemoryError is the budget speaking (re-raised).

@@ -1,4 +1,4 @@
-"""HTTP for controls: the POST routes of the JSON API (design.md §2.2), which also answer htmx with
+"""HTTP for controls: the POST routes of the JSON API (docs/contracts.md §2.4), which also answer htmx with
 HTML, the progress of operations, and the audit log.
 
     POST /api/v1/jobs/{target}/{framework}/{queue}/{job_id}/{retry|delete|abort}

@@ -17,8 +17,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from callboard.collectors import decoding
-from callboard.collectors.arq import ArqCollector
-from callboard.collectors.dramatiq import DramatiqCollector
+from callboard.collectors.arq.snapshot import ArqCollector
+from callboard.collectors.dramatiq.snapshot import DramatiqCollector
 from callboard.collectors.target import TargetCollector
 from callboard.dashboard import actions, api, finder, views
 from callboard.dashboard.access import AccessGuard

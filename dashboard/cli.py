@@ -1,4 +1,4 @@
-"""`callboard serve`, `callboard demo` (design.md §2.1), and the helpers that make auth config."""
+"""`callboard serve`, `callboard demo` (docs/contracts.md §1), and the helpers that make auth config."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`/metrics`: the latest snapshots as Prometheus text (or OpenMetrics), with no Redis I/O.
 
-Names and labels are the contract of design.md §2.3. A target that is down exports `callboard_up 0`
+Names and labels are the contract of docs/contracts.md §3. A target that is down exports `callboard_up 0`
 and its health series only, so Prometheus marks its queue series stale instead of seeing half a
 picture; the endpoint itself always answers 200.
 """

@@ -25,7 +25,10 @@ from typing import Any
 
 from redis.exceptions import NoPermissionError, RedisError
 
-from callboard.collectors import arq_controls, audit, dramatiq, dramatiq_controls
+from callboard.collectors import audit
+from callboard.collectors.arq import controls as arq_controls
+from callboard.collectors.dramatiq import controls as dramatiq_controls
+from callboard.collectors.dramatiq import keys as dramatiq_keys
 from callboard.collectors.model import Framework, JobOutcome, Outcome, Selection
 from callboard.collectors.target import TargetCollector
 from callboard.dashboard.poller import Poller
@@ -197,7 +200,7 @@ class Operations:
                 f"{request.action!r} does not apply to {request.state} {request.framework} jobs; "
                 f"allowed: {allowed}{hint}"
             )
-        if request.framework == Framework.DRAMATIQ and dramatiq.queue_keys(request.queue) is None:
+        if request.framework == Framework.DRAMATIQ and dramatiq_keys.queue_keys(request.queue) is None:
             raise ControlError(f"{request.queue!r} is not a Dramatiq queue key (namespace:queue)")
         if request.ids is not None and not request.ids:
             raise ControlError("no job ids given (leave `ids` out to act on every job in the state)")
@@ -284,14 +287,14 @@ async def _apply(collector: TargetCollector, r: ControlRequest, ids: list[str]) 
         return await arq_controls.apply(
             collector.redis, collector.arq, r.queue, r.state, r.action, ids, new_id=r.new_id
         )
-    q = dramatiq.queue_keys(r.queue)
+    q = dramatiq_keys.queue_keys(r.queue)
     assert q is not None  # checked in start()
     failures = collector.dramatiq.failures
     return await dramatiq_controls.apply(collector.redis, q, r.state, r.action, ids, failures=failures)
 
 
 async def _recover(collector: TargetCollector, r: ControlRequest) -> list[JobOutcome]:
-    q = dramatiq.queue_keys(r.queue)
+    q = dramatiq_keys.queue_keys(r.queue)
     assert q is not None  # checked in start()
     timeout = collector.dramatiq.config.heartbeat_timeout
     return await dramatiq_controls.recover(collector.redis, q, collector.dramatiq.ack_keys(q), timeout)
@@ -300,6 +303,6 @@ async def _recover(collector: TargetCollector, r: ControlRequest) -> list[JobOut
 async def _select_all(collector: TargetCollector, r: ControlRequest) -> Selection:
     if r.framework == Framework.ARQ:
         return await arq_controls.select_all(collector.redis, collector.arq, r.queue, r.state)
-    q = dramatiq.queue_keys(r.queue)
+    q = dramatiq_keys.queue_keys(r.queue)
     assert q is not None
     return await dramatiq_controls.select_all(collector.redis, q, r.state)

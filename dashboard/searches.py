@@ -23,7 +23,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from callboard.collectors import dramatiq
+from callboard.collectors.dramatiq import keys as dramatiq_keys
 from callboard.collectors.model import Framework
 from callboard.collectors.search import Hit, Query, Scan, sources
 from callboard.collectors.target import TargetCollector
@@ -204,7 +204,11 @@ class Searches:
             raise SearchError(f"unknown framework {r.framework!r}")
         if r.queue is not None and (r.target is None or r.framework is None):
             raise SearchError("a queue is named with its target and framework")
-        if r.queue is not None and r.framework == Framework.DRAMATIQ and dramatiq.queue_keys(r.queue) is None:
+        if (
+            r.queue is not None
+            and r.framework == Framework.DRAMATIQ
+            and dramatiq_keys.queue_keys(r.queue) is None
+        ):
             raise SearchError(f"{r.queue!r} is not a Dramatiq queue key (namespace:queue)")
         if r.target is None:
             return list(self.collectors.values())

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from callboard.collectors.arq import SERIALIZERS, ArqConfig
-from callboard.collectors.dramatiq import DEAD_MESSAGE_TTL, DramatiqConfig, ResultsConfig
+from callboard.collectors.arq.config import SERIALIZERS, ArqConfig
+from callboard.collectors.dramatiq.config import DEAD_MESSAGE_TTL, DramatiqConfig, ResultsConfig
 from callboard.dashboard.access import AuthConfig, is_loopback, valid_hash
 from callboard.dashboard.hosts import normalise_entry
 

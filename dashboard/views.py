@@ -16,7 +16,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from callboard.collectors import arq, dramatiq
+from callboard.collectors.arq import browse as arq_browse
+from callboard.collectors.arq import keys as arq_keys
+from callboard.collectors.dramatiq import browse as dramatiq_browse
+from callboard.collectors.dramatiq import keys as dramatiq_keys
 from callboard.collectors.model import (
     QUEUE_STATES,
     FailureGroup,
@@ -56,7 +59,10 @@ STATE_LABELS = {
     "failed": "Failed",
     "succeeded": "Succeeded",
 }
-BROWSE_STATES = {Framework.DRAMATIQ.value: dramatiq.BROWSE_STATES, Framework.ARQ.value: arq.BROWSE_STATES}
+BROWSE_STATES = {
+    Framework.DRAMATIQ.value: dramatiq_browse.BROWSE_STATES,
+    Framework.ARQ.value: arq_browse.BROWSE_STATES,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,8 +320,8 @@ def _empty_stats(framework: str, key: str) -> QueueStats | None:
     """A known queue the store does not list yet (no snapshot since it was found): zero counts."""
     if framework == Framework.ARQ:
         states = QUEUE_STATES[Framework.ARQ]
-        return QueueStats(Framework.ARQ, arq.NAMESPACE, key, key, dict.fromkeys(states, 0), None)
-    q = dramatiq.queue_keys(key)
+        return QueueStats(Framework.ARQ, arq_keys.NAMESPACE, key, key, dict.fromkeys(states, 0), None)
+    q = dramatiq_keys.queue_keys(key)
     if q is None:
         return None
     states = QUEUE_STATES[Framework.DRAMATIQ]
@@ -456,22 +462,24 @@ async def list_jobs(request: Request, target: str, framework: str, key: str, sta
         raise HTTPException(400, f"Unknown state {state!r}; one of {', '.join(BROWSE_STATES[framework])}.")
     offset, limit = _paging(request)
     if framework == Framework.ARQ:
-        return await arq.list_jobs(collector.redis, collector.arq, key, state, offset, limit)
-    q = dramatiq.queue_keys(key)
+        return await arq_browse.list_jobs(collector.redis, collector.arq, key, state, offset, limit)
+    q = dramatiq_keys.queue_keys(key)
     if q is None:
         raise HTTPException(404, f"{key!r} is not a Dramatiq queue key (namespace:queue).")
-    return await dramatiq.list_jobs(collector.redis, q, state, offset, limit, collector.dramatiq.ack_keys(q))
+    return await dramatiq_browse.list_jobs(
+        collector.redis, q, state, offset, limit, collector.dramatiq.ack_keys(q)
+    )
 
 
 async def load_job(request: Request, target: str, framework: str, key: str, job_id: str) -> JobDetail | None:
     collector = require_queue(request, target, framework, key)
     if framework == Framework.ARQ:
-        return await arq.get_job(collector.redis, collector.arq, key, job_id)
-    q = dramatiq.queue_keys(key)
+        return await arq_browse.get_job(collector.redis, collector.arq, key, job_id)
+    q = dramatiq_keys.queue_keys(key)
     if q is None:
         raise HTTPException(404, f"{key!r} is not a Dramatiq queue key (namespace:queue).")
     results_redis = request.app.state.results_redis.get(target)
-    return await dramatiq.get_job(
+    return await dramatiq_browse.get_job(
         collector.redis,
         q,
         job_id,

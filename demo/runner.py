@@ -26,8 +26,10 @@ import redis
 from redis.exceptions import RedisError
 
 import callboard
-from callboard.collectors.arq import ArqConfig, health_key
-from callboard.collectors.dramatiq import DramatiqConfig, ResultsConfig, heartbeats_key
+from callboard.collectors.arq.config import ArqConfig
+from callboard.collectors.arq.keys import health_key
+from callboard.collectors.dramatiq.config import DramatiqConfig, ResultsConfig
+from callboard.collectors.dramatiq.keys import heartbeats_key
 from callboard.dashboard.settings import Settings, TargetSettings
 from callboard.demo import valkey
 from callboard.demo.config import (

@@ -2,7 +2,7 @@
 with links to their job pages, and a running search can be stopped from the page.
 
 The queue is written exactly as Dramatiq 2.x stores ready messages (list of redis message ids plus
-the payload hash, shared/redis-layouts.md §1), with a few needles among many ordinary messages.
+the payload hash, docs/dramatiq-redis.md §1), with a few needles among many ordinary messages.
 """
 
 from __future__ import annotations

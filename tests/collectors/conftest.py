@@ -12,9 +12,12 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from redis.asyncio import Redis
 
-from callboard.collectors import arq as arq_module
-from callboard.collectors import dramatiq as dramatiq_module
-from callboard.collectors.dramatiq import DramatiqCollector, DramatiqConfig
+from callboard.collectors.arq import browse as arq_browse
+from callboard.collectors.arq import snapshot as arq_snapshot
+from callboard.collectors.dramatiq import deadletters as dramatiq_deadletters
+from callboard.collectors.dramatiq import snapshot as dramatiq_snapshot
+from callboard.collectors.dramatiq.config import DramatiqConfig
+from callboard.collectors.dramatiq.snapshot import DramatiqCollector
 from callboard.collectors.target import TargetCollector
 from tests.conftest import flushed
 from tests.servers import RedisServer
@@ -84,8 +87,8 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FrozenTime:
     It starts at a whole second near the real time, so ages computed from scores the test seeds in
     whole milliseconds are exact."""
     frozen = FrozenTime(float(int(time.time())))
-    monkeypatch.setattr(dramatiq_module, "time", frozen)
-    monkeypatch.setattr(arq_module, "time", frozen)
+    for module in (dramatiq_snapshot, dramatiq_deadletters, arq_snapshot, arq_browse):
+        monkeypatch.setattr(module, "time", frozen)
     return frozen
 
 

@@ -21,8 +21,10 @@ from arq.jobs import Job
 from arq.worker import Worker
 from redis.asyncio import Redis
 
-from callboard.collectors import arq as arq_mod
-from callboard.collectors.arq import ArqCollector, ArqConfig
+from callboard.collectors.arq import browse as arq_browse
+from callboard.collectors.arq import keys as arq_keys
+from callboard.collectors.arq.config import ArqConfig
+from callboard.collectors.arq.snapshot import ArqCollector
 from callboard.collectors.model import QueueStats, TargetSnapshot, Undecodable
 from callboard.collectors.target import TargetCollector
 from tests.collectors.conftest import FrozenTime
@@ -94,7 +96,7 @@ def enqueued(job: Job | None) -> Job:
     return job
 
 
-async def run_worker(pool: ArqRedis, queue_name: str = arq_mod.DEFAULT_QUEUE, **kw: Any) -> Worker:
+async def run_worker(pool: ArqRedis, queue_name: str = arq_keys.DEFAULT_QUEUE, **kw: Any) -> Worker:
     options: dict[str, Any] = {"health_check_interval": 10, **kw}
     worker = Worker(
         functions=FUNCTIONS,
@@ -126,10 +128,10 @@ async def test_counts_results_workers_and_browse(pool: ArqRedis, aredis: Redis, 
     deferred = [enqueued(await pool.enqueue_job("succeed", 10 + i, _defer_by=600)) for i in range(2)]
     await pool.enqueue_job("succeed", 99, _queue_name=CUSTOM, _defer_by=600)
     running = due[0]
-    await aredis.set(arq_mod.in_progress_key(running.job_id), b"1", px=310_000)
+    await aredis.set(arq_keys.in_progress_key(running.job_id), b"1", px=310_000)
     # Due 50, 40 and 20 s before the collector's clock; the oldest is claimed: the oldest ready waited 40 s.
     for job, ago in zip(due, (50, 40, 20), strict=True):
-        await aredis.zadd(arq_mod.DEFAULT_QUEUE, {job.job_id: (clock.now - ago) * 1000})
+        await aredis.zadd(arq_keys.DEFAULT_QUEUE, {job.job_id: (clock.now - ago) * 1000})
 
     tc = target(aredis, health_check_interval=10)
     snap = await settle(tc)
@@ -159,11 +161,11 @@ async def test_counts_results_workers_and_browse(pool: ArqRedis, aredis: Redis, 
 
     # Browse every state.
     async def ids(q: str, state: str) -> list[str]:
-        page = await arq_mod.list_jobs(aredis, tc.arq, q, state, 0, 50)
+        page = await arq_browse.list_jobs(aredis, tc.arq, q, state, 0, 50)
         assert page.total == len(page.items)
         return sorted(i.job_id for i in page.items)
 
-    ready_page = await arq_mod.list_jobs(aredis, tc.arq, "arq:queue", "ready", 0, 50)
+    ready_page = await arq_browse.list_jobs(aredis, tc.arq, "arq:queue", "ready", 0, 50)
     states = {i.job_id: i.state for i in ready_page.items}
     assert states == {due[0].job_id: "in_progress", due[1].job_id: "ready", due[2].job_id: "ready"}
     assert {i.name for i in ready_page.items} == {"succeed"}
@@ -175,13 +177,13 @@ async def test_counts_results_workers_and_browse(pool: ArqRedis, aredis: Redis, 
     # in_progress comes from discovered in-progress keys: discovery saw the key in the pass above.
     assert await ids("arq:queue", "in_progress") == [running.job_id]
 
-    failed_page = await arq_mod.list_jobs(aredis, tc.arq, "arq:queue", "failed", 0, 50)
+    failed_page = await arq_browse.list_jobs(aredis, tc.arq, "arq:queue", "failed", 0, 50)
     errors = {i.job_id: i.error for i in failed_page.items}
     assert errors[bad.job_id] == "ValueError: bad v1"
     assert errors[custom.job_id] == f"{__name__}.CustomError: custom 42: tag c1"
 
     # Job details.
-    detail = await arq_mod.get_job(aredis, tc.arq, "arq:queue", custom.job_id)
+    detail = await arq_browse.get_job(aredis, tc.arq, "arq:queue", custom.job_id)
     assert detail is not None
     assert detail.state == "failed" and detail.name == "fail_custom"
     assert detail.args == [42, "tag c1"] and detail.kwargs == {}
@@ -196,27 +198,27 @@ async def test_counts_results_workers_and_browse(pool: ArqRedis, aredis: Redis, 
     assert detail.result.value == {"code": 42, "detail": "tag c1"}
     assert detail.result.ttl_seconds is not None and 3500 < detail.result.ttl_seconds <= 3600
 
-    ok_detail = await arq_mod.get_job(aredis, tc.arq, "arq:queue", ok2.job_id)
+    ok_detail = await arq_browse.get_job(aredis, tc.arq, "arq:queue", ok2.job_id)
     assert ok_detail is not None and ok_detail.state == "succeeded"
     assert ok_detail.kwargs == {"mult": 10} and ok_detail.args == [4]
     assert ok_detail.result is not None and ok_detail.result.ok and ok_detail.result.value == 40
 
-    value_detail = await arq_mod.get_job(aredis, tc.arq, "arq:queue", bad.job_id)
+    value_detail = await arq_browse.get_job(aredis, tc.arq, "arq:queue", bad.job_id)
     assert value_detail is not None and value_detail.result is not None
     assert (value_detail.result.exception_type, value_detail.result.exception_message) == (
         "ValueError",
         "bad v1",
     )
 
-    deferred_detail = await arq_mod.get_job(aredis, tc.arq, "arq:queue", deferred[0].job_id)
+    deferred_detail = await arq_browse.get_job(aredis, tc.arq, "arq:queue", deferred[0].job_id)
     assert deferred_detail is not None and deferred_detail.state == "deferred"
     assert deferred_detail.args == [10] and deferred_detail.result is None
     due_at = dict(deferred_detail.timestamps)["due"]
     assert 590 < due_at - time.time() <= 600
 
-    running_detail = await arq_mod.get_job(aredis, tc.arq, "arq:queue", running.job_id)
+    running_detail = await arq_browse.get_job(aredis, tc.arq, "arq:queue", running.job_id)
     assert running_detail is not None and running_detail.state == "in_progress"
-    assert await arq_mod.get_job(aredis, tc.arq, "arq:queue", "no-such-job") is None
+    assert await arq_browse.get_job(aredis, tc.arq, "arq:queue", "no-such-job") is None
 
 
 async def test_result_written_by_serialize_result_is_indexed(pool: ArqRedis, aredis: Redis) -> None:
@@ -227,12 +229,12 @@ async def test_result_written_by_serialize_result_is_indexed(pool: ArqRedis, are
         "fail_custom", (7, "x"), {}, 3, now - 50, False, CustomError(7, "x"), now - 20, now, "ref", "q2", "j1"
     )
     assert raw is not None
-    await aredis.set(arq_mod.result_key("j1"), raw, px=60_000)
+    await aredis.set(arq_keys.result_key("j1"), raw, px=60_000)
     tc = target(aredis)
     snap = await settle(tc)
     assert queue(snap, "q2").results == {"succeeded": 0, "failed": 1}
     assert queue(snap, "q2").counts == {"ready": 0, "deferred": 0, "in_progress": 0}
-    detail = await arq_mod.get_job(aredis, tc.arq, "q2", "j1")
+    detail = await arq_browse.get_job(aredis, tc.arq, "q2", "j1")
     assert detail is not None and detail.retries == 3 and detail.result is not None
     assert detail.result.exception_message == "custom 7: x"
 
@@ -241,16 +243,16 @@ async def test_hostile_payloads_run_nothing(pool: ArqRedis, aredis: Redis, tmp_p
     marker = tmp_path / "pwned"
     now = int(time.time() * 1000)
     # A job payload that is itself a reduce, and one with a hostile arg.
-    await aredis.set(arq_mod.job_key("evil-job"), pickle.dumps(Evil(marker)))
+    await aredis.set(arq_keys.job_key("evil-job"), pickle.dumps(Evil(marker)))
     await aredis.zadd("arq:queue", {"evil-job": now - 1000})
     job = {"t": 1, "f": "succeed", "a": (Evil(marker),), "k": {}, "et": now}
-    await aredis.set(arq_mod.job_key("evil-arg"), pickle.dumps(job))
+    await aredis.set(arq_keys.job_key("evil-arg"), pickle.dumps(job))
     await aredis.zadd("arq:queue", {"evil-arg": now - 500})
     # A result whose exception is a reduce to os.system, and one that is not a pickle at all.
     result = {"t": 1, "f": "x", "a": (), "k": {}, "et": now, "s": False, "r": Evil(marker)}
     result |= {"st": now, "ft": now, "q": "arq:queue", "id": "evil-result"}
-    await aredis.set(arq_mod.result_key("evil-result"), pickle.dumps(result), px=60_000)
-    await aredis.set(arq_mod.result_key("garbage"), b"\x80\x05garbage", px=60_000)
+    await aredis.set(arq_keys.result_key("evil-result"), pickle.dumps(result), px=60_000)
+    await aredis.set(arq_keys.result_key("garbage"), b"\x80\x05garbage", px=60_000)
 
     tc = target(aredis)
     snap = await settle(tc)
@@ -259,26 +261,26 @@ async def test_hostile_payloads_run_nothing(pool: ArqRedis, aredis: Redis, tmp_p
     assert queue(snap, "arq:queue").results == {"succeeded": 0, "failed": 1}
     # An unreadable result names no queue: it is counted in the index and invents no queue "?".
     assert [q.name for q in snap.queues] == ["arq:queue"]
-    assert tc.arq.results.counts[(arq_mod.UNKNOWN_QUEUE, "failed")] == 1
+    assert tc.arq.results.counts[(arq_keys.UNKNOWN_QUEUE, "failed")] == 1
 
-    page = await arq_mod.list_jobs(aredis, tc.arq, "arq:queue", "ready", 0, 10)
+    page = await arq_browse.list_jobs(aredis, tc.arq, "arq:queue", "ready", 0, 10)
     by_id = {i.job_id: i for i in page.items}
     assert by_id["evil-job"].undecodable is not None and by_id["evil-job"].name is None
     assert by_id["evil-arg"].name == "succeed"
     assert by_id["evil-arg"].call_preview.startswith("succeed({'__class__': 'posix.system'")
-    arg_detail = await arq_mod.get_job(aredis, tc.arq, "arq:queue", "evil-arg")
+    arg_detail = await arq_browse.get_job(aredis, tc.arq, "arq:queue", "evil-arg")
     assert arg_detail is not None and arg_detail.state == "ready"
     assert arg_detail.args == [{"__class__": "posix.system", "repr": f"posix.system('touch {marker}')"}]
 
-    failed = await arq_mod.list_jobs(aredis, tc.arq, "arq:queue", "failed", 0, 10)
+    failed = await arq_browse.list_jobs(aredis, tc.arq, "arq:queue", "failed", 0, 10)
     assert [i.error for i in failed.items] == [f"posix.system: touch {marker}"]
 
-    detail = await arq_mod.get_job(aredis, tc.arq, "arq:queue", "evil-job")
+    detail = await arq_browse.get_job(aredis, tc.arq, "arq:queue", "evil-job")
     assert detail is not None and detail.undecodable is not None and detail.state == "unknown"
-    res = await arq_mod.get_job(aredis, tc.arq, "arq:queue", "evil-result")
+    res = await arq_browse.get_job(aredis, tc.arq, "arq:queue", "evil-result")
     assert res is not None and res.result is not None
     assert res.result.exception_type == "posix.system"
-    garbage = await arq_mod.get_job(aredis, tc.arq, "arq:queue", "garbage")
+    garbage = await arq_browse.get_job(aredis, tc.arq, "arq:queue", "garbage")
     assert garbage is not None and isinstance(garbage.undecodable, Undecodable)
     assert not marker.exists()
 
@@ -304,19 +306,19 @@ async def test_msgpack_jobs_and_results_decode(
         assert waiting
     finally:
         await mp.aclose()
-    assert (await aredis.get(arq_mod.job_key(waiting.job_id)) or b"")[:1] == b"\x85"
+    assert (await aredis.get(arq_keys.job_key(waiting.job_id)) or b"")[:1] == b"\x85"
 
     tc = target(aredis)
     snap = await settle(tc)
     q = queue(snap, "arq:queue")
     assert q.counts == {"ready": 0, "deferred": 1, "in_progress": 0}
     assert q.results == {"succeeded": 1, "failed": 1}  # msgpack: arq cannot store the exception
-    page = await arq_mod.list_jobs(aredis, tc.arq, "arq:queue", "deferred", 0, 10)
+    page = await arq_browse.list_jobs(aredis, tc.arq, "arq:queue", "deferred", 0, 10)
     assert [(i.name, i.call_preview) for i in page.items] == [("succeed", "succeed(1)")]
-    detail = await arq_mod.get_job(aredis, tc.arq, "arq:queue", done.job_id)
+    detail = await arq_browse.get_job(aredis, tc.arq, "arq:queue", done.job_id)
     assert detail is not None and detail.result is not None
     assert detail.result.value == 42 and detail.kwargs == {"mult": 7}
-    bad = await arq_mod.get_job(aredis, tc.arq, "arq:queue", failed.job_id)
+    bad = await arq_browse.get_job(aredis, tc.arq, "arq:queue", failed.job_id)
     assert bad is not None and bad.result is not None and not bad.result.ok
     assert bad.result.exception_message == "unable to serialize result"
 
@@ -333,7 +335,7 @@ async def test_round_trips_do_not_grow_with_queued_jobs(pool: ArqRedis, aredis: 
     async with aredis.pipeline(transaction=False) as pipe:
         for i in range(1990):
             pipe.set(
-                arq_mod.job_key(f"bulk-{i}"), pickle.dumps({"t": None, "f": "succeed", "a": (i,), "k": {}})
+                arq_keys.job_key(f"bulk-{i}"), pickle.dumps({"t": None, "f": "succeed", "a": (i,), "k": {}})
             )
             pipe.zadd("arq:queue", {f"bulk-{i}": int(time.time() * 1000)})
         await pipe.execute()

@@ -22,17 +22,11 @@ from arq.jobs import deserialize_job_raw, serialize_result
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from callboard.collectors.arq import (
-    ABORT_KEY,
-    ArqCollector,
-    ArqConfig,
-    ResultEntry,
-    in_progress_key,
-    job_key,
-    result_key,
-    retry_key,
-)
-from callboard.collectors.arq_controls import actions, apply, select_all
+from callboard.collectors.arq.config import ArqConfig
+from callboard.collectors.arq.controls import actions, apply, select_all
+from callboard.collectors.arq.keys import ABORT_KEY, in_progress_key, job_key, result_key, retry_key
+from callboard.collectors.arq.results import ResultEntry
+from callboard.collectors.arq.snapshot import ArqCollector
 from callboard.collectors.model import JobOutcome, Outcome, Selection
 
 Q = "arq:queue"

@@ -13,7 +13,9 @@ import redis
 from dramatiq.results.backends.redis import RedisBackend
 from redis.asyncio import Redis
 
-from callboard.collectors.dramatiq import QueueKeys, ResultsConfig, get_job, list_jobs
+from callboard.collectors.dramatiq.browse import get_job, list_jobs
+from callboard.collectors.dramatiq.config import ResultsConfig
+from callboard.collectors.dramatiq.keys import QueueKeys
 from callboard.collectors.model import JobDetail, JobPage
 from tests.collectors.conftest import BrokerFactory, CollectorFactory, make_actor
 

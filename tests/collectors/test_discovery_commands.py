@@ -17,8 +17,9 @@ from arq.constants import default_queue_name, in_progress_key_prefix, job_key_pr
 from arq.jobs import serialize_job, serialize_result
 from redis.asyncio import Redis
 
-from callboard.collectors.arq import ArqCollector
-from callboard.collectors.dramatiq import DramatiqCollector, QueueKeys
+from callboard.collectors.arq.snapshot import ArqCollector
+from callboard.collectors.dramatiq.keys import QueueKeys
+from callboard.collectors.dramatiq.snapshot import DramatiqCollector
 from callboard.collectors.search import Query, Scan, sources
 from callboard.collectors.target import TargetCollector
 from tests.collectors.conftest import BrokerFactory, make_actor

@@ -1,6 +1,6 @@
 """Dramatiq write recipes against real Redis and Valkey: what each control changes, and what it refuses.
 
-Layouts are written exactly as Dramatiq 2.x writes them (shared/redis-layouts.md §1), or produced by
+Layouts are written exactly as Dramatiq 2.x writes them (docs/dramatiq-redis.md §1), or produced by
 a real RedisBroker where a producer suffices (delayed messages). Workers are in tests/integration.
 """
 
@@ -13,8 +13,8 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from callboard.collectors import dramatiq_controls as controls
-from callboard.collectors.dramatiq import QueueKeys
+from callboard.collectors.dramatiq import controls as controls
+from callboard.collectors.dramatiq.keys import QueueKeys
 from callboard.collectors.model import Outcome
 from tests.collectors.conftest import BrokerFactory
 

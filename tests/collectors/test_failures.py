@@ -2,7 +2,7 @@
 first, follows arrivals and removals), the Arq results index feeding the same groups, stuck Arq
 claims, and the "recover now" recipe for messages held by dead Dramatiq workers.
 
-Layouts are written exactly as the frameworks write them (shared/redis-layouts.md); workers that
+Layouts are written exactly as the frameworks write them (docs/dramatiq-redis.md, docs/arq-redis.md); workers that
 produce them for real are in tests/integration/test_failure_groups.py.
 """
 
@@ -16,16 +16,14 @@ from typing import Any
 import redis
 from redis.asyncio import Redis
 
-from callboard.collectors import dramatiq_controls
-from callboard.collectors.arq import ArqCollector, ArqConfig, in_progress_key, job_key, result_key
-from callboard.collectors.dramatiq import (
-    DEAD_BUDGET,
-    DramatiqCollector,
-    DramatiqConfig,
-    QueueKeys,
-    acks_key,
-    heartbeats_key,
-)
+from callboard.collectors.arq.config import ArqConfig
+from callboard.collectors.arq.keys import in_progress_key, job_key, result_key
+from callboard.collectors.arq.snapshot import ArqCollector
+from callboard.collectors.dramatiq import controls as dramatiq_controls
+from callboard.collectors.dramatiq.config import DramatiqConfig
+from callboard.collectors.dramatiq.deadletters import DEAD_BUDGET
+from callboard.collectors.dramatiq.keys import QueueKeys, acks_key, heartbeats_key
+from callboard.collectors.dramatiq.snapshot import DramatiqCollector
 from callboard.collectors.failures import NO_TRACEBACK
 from callboard.collectors.model import FailureGroup, Outcome, TargetSnapshot
 from callboard.collectors.target import TargetCollector

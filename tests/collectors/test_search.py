@@ -21,8 +21,10 @@ from arq.constants import default_queue_name, in_progress_key_prefix, job_key_pr
 from arq.jobs import serialize_job, serialize_result
 from redis.asyncio import Redis
 
-from callboard.collectors.arq import ArqCollector
-from callboard.collectors.dramatiq import DramatiqCollector, DramatiqConfig, QueueKeys
+from callboard.collectors.arq.snapshot import ArqCollector
+from callboard.collectors.dramatiq.config import DramatiqConfig
+from callboard.collectors.dramatiq.keys import QueueKeys
+from callboard.collectors.dramatiq.snapshot import DramatiqCollector
 from callboard.collectors.search import COUNT, FOLDS_INTO_ASCII, Hit, Query, Scan, prefilter, sources
 from callboard.collectors.target import TargetCollector
 from callboard.dashboard.searches import KEEP_HITS, MAX_RUNNING, SearchBusy, Searches, SearchRequest

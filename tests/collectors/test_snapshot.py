@@ -10,7 +10,8 @@ import dramatiq
 import redis
 from redis.asyncio import Redis
 
-from callboard.collectors.dramatiq import HEARTBEAT_LIMIT, QueueKeys, acks_key, heartbeats_key
+from callboard.collectors.dramatiq.keys import QueueKeys, acks_key, heartbeats_key
+from callboard.collectors.dramatiq.snapshot import HEARTBEAT_LIMIT
 from callboard.collectors.model import QueueStats, TargetSnapshot, WorkerStats
 from tests.collectors.conftest import BrokerFactory, CollectorFactory, FrozenTime, make_actor
 

@@ -44,7 +44,7 @@ BOARD_MEMORY = 2 * 1024**3
 _BOOT = (
     "import resource, runpy, sys; cap = int(sys.argv.pop(1)); "
     "resource.setrlimit(resource.RLIMIT_AS, (cap, cap)); "
-    "runpy.run_module('dashboard', run_name='__main__', alter_sys=True)"
+    "runpy.run_module('callboard', run_name='__main__', alter_sys=True)"
 )
 
 

@@ -25,9 +25,10 @@ from dramatiq.brokers.redis import RedisBroker
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import NoPermissionError
 
-from callboard.collectors import dramatiq_controls
-from callboard.collectors.arq import ArqCollector
-from callboard.collectors.dramatiq import DramatiqCollector, QueueKeys
+from callboard.collectors.arq.snapshot import ArqCollector
+from callboard.collectors.dramatiq import controls as dramatiq_controls
+from callboard.collectors.dramatiq.keys import QueueKeys
+from callboard.collectors.dramatiq.snapshot import DramatiqCollector
 from callboard.collectors.model import TargetSnapshot
 from callboard.collectors.target import ClusterUnsupported, TargetCollector
 from callboard.dashboard.app import redis_client

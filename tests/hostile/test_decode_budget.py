@@ -32,9 +32,15 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from callboard.collectors import arq, decoding, dramatiq
-from callboard.collectors.arq import ArqCollector, ArqConfig
-from callboard.collectors.dramatiq import QueueKeys
+from callboard.collectors import decoding
+from callboard.collectors.arq import browse as arq_browse
+from callboard.collectors.arq import codec as arq_codec
+from callboard.collectors.arq import keys as arq_keys
+from callboard.collectors.arq import results as arq_results
+from callboard.collectors.arq.config import ArqConfig
+from callboard.collectors.arq.snapshot import ArqCollector
+from callboard.collectors.dramatiq import browse as dramatiq_browse
+from callboard.collectors.dramatiq.keys import QueueKeys
 from callboard.collectors.failures import UNDECODABLE
 from callboard.collectors.model import Framework, JobDetail, JobSummary
 from callboard.collectors.search import Query, Scan, Source
@@ -205,13 +211,13 @@ def seed(url: str) -> None:
         }
         jobs["ok"] = job([1, "builtins"])
         for job_id, raw in jobs.items():
-            r.set(arq.job_key(job_id), raw)
+            r.set(arq_keys.job_key(job_id), raw)
             r.zadd(Q, {job_id: NOW_MS - 60_000})
         results = {f"r-{k}": v for k, v in HOSTILE.items()}
         results |= {"r-bigint": result(False, ValueError(BIG_INT)), "r-ok": result(True, 2)}
         for job_id, raw in results.items():
-            r.set(arq.result_key(job_id), raw)
-        r.set(arq.in_progress_key("decimal"), b"1")
+            r.set(arq_keys.result_key(job_id), raw)
+        r.set(arq_keys.in_progress_key("decimal"), b"1")
         messages = {
             "d-pickle": HOSTILE["decimal"],
             "d-bigjson": BIG_JSON,
@@ -238,7 +244,7 @@ async def target(aredis: Redis) -> TargetCollector:
     """A target collector, its decoder processes started as `callboard serve` starts them (lifespan)."""
     decoding.start()
     for lane in decoding.Lane:
-        await decoding.run(arq.decode, [(pickle.dumps(1), "auto")], lambda call, why: None, lane=lane)
+        await decoding.run(arq_codec.decode, [(pickle.dumps(1), "auto")], lambda call, why: None, lane=lane)
     return TargetCollector("t", aredis, arq=ArqCollector(ArqConfig(job_timeout=0.0)))
 
 
@@ -282,9 +288,9 @@ async def test_a_hostile_result_is_decoded_once_then_remembered(target: TargetCo
     await target.collect()
     started = time.monotonic()
     [entry] = await decoding.run(
-        arq.result_entry_of,
+        arq_results.result_entry_of,
         [(HOSTILE["decimal"], "auto", -1, time.time())],
-        arq._unreadable_result,
+        arq_results.unreadable_result,
         lane=decoding.Lane.BACKGROUND,
     )
     assert entry.error is not None and BUDGET in entry.error
@@ -298,14 +304,18 @@ async def test_job_lists_and_job_pages_show_hostile_payloads_over_budget(
     aredis: Redis, target: TargetCollector
 ) -> None:
     async with probe() as p:
-        page = await arq.list_jobs(aredis, target.arq, Q, "ready", 0, 50)
+        page = await arq_browse.list_jobs(aredis, target.arq, Q, "ready", 0, 50)
         rows = {item.job_id: item for item in page.items}
-        details = {j: await arq.get_job(aredis, target.arq, Q, j) for j in [*rows, "r-decimal", "r-bigint"]}
+        details = {
+            j: await arq_browse.get_job(aredis, target.arq, Q, j) for j in [*rows, "r-decimal", "r-bigint"]
+        }
         dq_rows = {
-            state: await dramatiq.list_jobs(aredis, DQ, state, 0, 50, []) for state in ("ready", "dead")
+            state: await dramatiq_browse.list_jobs(aredis, DQ, state, 0, 50, [])
+            for state in ("ready", "dead")
         }
         dq_details = {
-            rid: await dramatiq.get_job(aredis, DQ, rid, []) for rid in ("d-pickle", "d-bigjson", "d-ok")
+            rid: await dramatiq_browse.get_job(aredis, DQ, rid, [])
+            for rid in ("d-pickle", "d-bigjson", "d-ok")
         }
     assert_calm(p)
     for name in HOSTILE:
@@ -347,11 +357,11 @@ async def test_a_page_of_hostile_payloads_takes_seconds_not_one_per_payload(
     """Ten distinct 40-second payloads on one page: two pay their budget, the rest are skipped."""
     with redis.Redis.from_url(redis_url) as r:
         for i in range(10):
-            r.set(arq.job_key(f"slow{i}"), decimal_int(1_000_000 + i))
+            r.set(arq_keys.job_key(f"slow{i}"), decimal_int(1_000_000 + i))
             r.zadd("arq:slow", {f"slow{i}": NOW_MS - 1000 + i})
     started = time.monotonic()
     async with probe() as p:
-        page = await arq.list_jobs(aredis, target.arq, "arq:slow", "ready", 0, 50)
+        page = await arq_browse.list_jobs(aredis, target.arq, "arq:slow", "ready", 0, 50)
     elapsed = time.monotonic() - started
     assert_calm(p)
     reasons = [item.undecodable.reason if item.undecodable else None for item in page.items]

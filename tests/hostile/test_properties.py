@@ -38,7 +38,9 @@ import redis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from callboard.collectors import arq, payloads, unpickler
+from callboard.collectors import payloads, unpickler
+from callboard.collectors.arq import codec as arq_codec
+from callboard.collectors.arq import config as arq_config
 from callboard.collectors.failures import group_key, normalise
 from callboard.collectors.model import Framework, Undecodable
 from tests.hostile.conftest import (
@@ -230,7 +232,7 @@ def decoded(fn: Callable[..., Any], *args: Any) -> Any:
 
 def assert_inert(value: Any) -> None:
     assert not any(MARKER_DIR.iterdir()), f"a payload ran code: {list(MARKER_DIR.iterdir())}"
-    arq.display(value)  # what pages show of it: never raises either
+    arq_codec.display(value)  # what pages show of it: never raises either
 
 
 # -- (a) decoders ---------------------------------------------------------------------------------------
@@ -242,11 +244,11 @@ def test_the_unpickler_never_raises_and_never_runs_code(data: bytes) -> None:
         assert_inert(decoded(unpickler.decode, data))
 
 
-@given(hostile_bytes, st.sampled_from(arq.SERIALIZERS))
+@given(hostile_bytes, st.sampled_from(arq_config.SERIALIZERS))
 def test_arq_decoders_never_raise_and_never_run_code(data: bytes, serializer: str) -> None:
     with address_space_cap():
-        assert_inert(decoded(arq.decode, data, serializer))
-        record = decoded(arq.decode_record, data, serializer)
+        assert_inert(decoded(arq_codec.decode, data, serializer))
+        record = decoded(arq_codec.decode_record, data, serializer)
         assert isinstance(record, dict | Undecodable | OverBudget)
         assert_inert(record)
 
@@ -514,8 +516,8 @@ def test_budgeted_decoding_answers_in_order_like_decoding_in_process(items: list
     payload a fallback that says why (over budget, skipped, refused); a plain payload is never one."""
     decoding = _decoding()
     with address_space_cap():
-        direct = [decoded(arq.decode, d, "pickle") for d, _ in items]
-    got = asyncio.run(decoding.run(arq.decode, [(d, "pickle") for d, _ in items], _fallback))
+        direct = [decoded(arq_codec.decode, d, "pickle") for d, _ in items]
+    got = asyncio.run(decoding.run(arq_codec.decode, [(d, "pickle") for d, _ in items], _fallback))
     assert len(got) == len(items)
     for (data, plain), want, value in zip(items, direct, got, strict=True):
         if isinstance(value, tuple) and value[:1] == ("fallback",):
@@ -531,7 +533,7 @@ def test_a_decode_bomb_costs_its_budget_and_spares_its_neighbours(kind: str) -> 
     plain = pickle.dumps({"t": 1, "f": "fine", "a": (1, "two"), "k": {}, "et": 1}, protocol=4)
     calls = [(plain, "pickle"), (bombs()[kind], "pickle"), (plain, "pickle")]
     started = time.monotonic()
-    got = asyncio.run(decoding.run(arq.decode, calls, _fallback))
+    got = asyncio.run(decoding.run(arq_codec.decode, calls, _fallback))
     seconds = time.monotonic() - started
     assert got[0] == got[2] == {"t": 1, "f": "fine", "a": (1, "two"), "k": {}, "et": 1}
     assert got[1][0] == "fallback" and got[1][1].startswith("exceeds decode budget"), got[1]

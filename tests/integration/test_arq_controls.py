@@ -18,17 +18,11 @@ from arq.connections import ArqRedis, RedisSettings
 from arq.jobs import Job
 from redis.asyncio import Redis
 
-from callboard.collectors.arq import (
-    ABORT_KEY,
-    ArqCollector,
-    ArqConfig,
-    decode,
-    exception_parts,
-    in_progress_key,
-    job_key,
-    result_key,
-)
-from callboard.collectors.arq_controls import apply, select_all
+from callboard.collectors.arq.codec import decode, exception_parts
+from callboard.collectors.arq.config import ArqConfig
+from callboard.collectors.arq.controls import apply, select_all
+from callboard.collectors.arq.keys import ABORT_KEY, in_progress_key, job_key, result_key
+from callboard.collectors.arq.snapshot import ArqCollector
 from callboard.collectors.model import Outcome
 from tests.integration import arq_controls_app as app
 from tests.servers import Process, RedisServer, async_wait_until, child_env

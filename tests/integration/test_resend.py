@@ -21,7 +21,7 @@ import redis
 from arq import create_pool
 from arq.connections import RedisSettings
 
-from callboard.collectors.arq import result_key
+from callboard.collectors.arq.keys import result_key
 from callboard.collectors.unpickler import loads
 from tests.integration import resend_app as app
 from tests.integration.support import wait_for_queue

@@ -116,7 +116,7 @@ def test_callboard_watches_the_demo_as_the_demo_does(tmp_path: Path) -> None:
     service = services()["callboard"]
     command: list[str] = service["command"]
     assert command[:2] == ["callboard", "serve"]
-    # Binding beyond loopback without auth must be explicit (design.md §2.1).
+    # Binding beyond loopback without auth must be explicit (docs/contracts.md §1).
     assert command[command.index("--host") + 1] == "0.0.0.0" and "--allow-unauthenticated" in command
     (mounted,) = service["configs"]
     assert command[command.index("--config") + 1] == mounted["target"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from callboard.collectors.arq import ResultEntry, ResultIndex
+from callboard.collectors.arq.results import ResultEntry, ResultIndex
 
 
 def entry(ok: bool = True, expires_at: float | None = 100.0, queue: str = "arq:queue") -> ResultEntry:

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from callboard.collectors import arq, decoding, transport, unpickler
+from callboard.collectors import decoding, transport, unpickler
+from callboard.collectors.arq import codec as arq_codec
 from callboard.collectors.decoder_process import ZYGOTE
 from callboard.collectors.model import Undecodable
 from callboard.collectors.payloads import undecodable
@@ -60,14 +61,16 @@ async def test_results_come_back_in_order_equal_to_decoding_in_process() -> None
         for i in range(300)
     ]
     calls = [(pickle.dumps(v), "auto") for v in values]
-    got = await decoding.run(arq.decode, calls, fallback)
-    assert got == values == [arq.decode(*c) for c in calls]
+    got = await decoding.run(arq_codec.decode, calls, fallback)
+    assert got == values == [arq_codec.decode(*c) for c in calls]
 
 
 async def test_a_call_over_its_time_budget_is_killed_and_the_rest_still_decode() -> None:
     started = time.monotonic()
     got = await decoding.run(
-        arq.decode, [(pickle.dumps(1), "auto"), (decimal_int(), "auto"), (pickle.dumps(2), "auto")], fallback
+        arq_codec.decode,
+        [(pickle.dumps(1), "auto"), (decimal_int(), "auto"), (pickle.dumps(2), "auto")],
+        fallback,
     )
     elapsed = time.monotonic() - started
     assert got[0] == 1 and got[2] == 2
@@ -75,47 +78,47 @@ async def test_a_call_over_its_time_budget_is_killed_and_the_rest_still_decode()
     assert decoding.BUDGET_SECONDS <= elapsed < decoding.BUDGET_SECONDS + 1.5, elapsed
     # Remembered: the same payload again costs nothing.
     started = time.monotonic()
-    again = await decoding.run(arq.decode, [(decimal_int(), "auto")], fallback)
+    again = await decoding.run(arq_codec.decode, [(decimal_int(), "auto")], fallback)
     assert reasons(again) == [decoding.OVER_TIME] and time.monotonic() - started < 0.5
 
 
 @pytest.mark.parametrize("raw", [huge_memo(), huge_list()], ids=["memo index 2**26", "list(range(10**8))"])
 async def test_a_call_over_its_memory_budget_answers_memory(raw: bytes) -> None:
-    got = await decoding.run(arq.decode, [(raw, "auto"), (pickle.dumps([1]), "auto")], fallback)
+    got = await decoding.run(arq_codec.decode, [(raw, "auto"), (pickle.dumps([1]), "auto")], fallback)
     assert reasons(got) == [decoding.OVER_MEMORY, None] and got[1] == [1]
 
 
 async def test_a_result_over_the_output_budget_answers_output() -> None:
     # Decoding is cheap (a memo of 23 lists), but the result, sent without a memo, would be 8M lists.
-    got = await decoding.run(arq.decode, [(shared_list(), "auto")], fallback)
+    got = await decoding.run(arq_codec.decode, [(shared_list(), "auto")], fallback)
     assert reasons(got) == [decoding.OVER_OUTPUT]
     big = pickle.dumps(["x" * 1000] * 10_000)  # 10 MB once its shared string is written out 10,000 times
-    assert reasons(await decoding.run(arq.decode, [(big, "auto")], fallback)) == [decoding.OVER_OUTPUT]
+    assert reasons(await decoding.run(arq_codec.decode, [(big, "auto")], fallback)) == [decoding.OVER_OUTPUT]
 
 
 async def test_a_partial_run_stops_after_the_first_kill_and_returns_the_prefix() -> None:
     calls = [(pickle.dumps(1), "auto"), (decimal_int(1_000_001), "auto"), (pickle.dumps(3), "auto")]
-    got = await decoding.run(arq.decode, calls, fallback, lane=decoding.Lane.BACKGROUND, partial=True)
+    got = await decoding.run(arq_codec.decode, calls, fallback, lane=decoding.Lane.BACKGROUND, partial=True)
     assert len(got) == 2 and got[0] == 1 and reasons(got)[1] == decoding.OVER_TIME
 
 
 async def test_a_run_gives_up_after_two_kills_and_skips_the_rest() -> None:
     calls = [(decimal_int(1_000_010 + i), "auto") for i in range(4)] + [(pickle.dumps(5), "auto")]
     started = time.monotonic()
-    got = await decoding.run(arq.decode, calls, fallback)
+    got = await decoding.run(arq_codec.decode, calls, fallback)
     assert reasons(got) == [decoding.OVER_TIME] * 2 + [decoding.SKIPPED] * 3
     assert time.monotonic() - started < 2 * decoding.BUDGET_SECONDS + 1.5
 
 
 async def test_a_killed_decoder_is_replaced_and_none_is_left_behind() -> None:
-    await decoding.run(arq.decode, [(pickle.dumps(1), "auto")], fallback)
+    await decoding.run(arq_codec.decode, [(pickle.dumps(1), "auto")], fallback)
     before = decoding.pids(decoding.Lane.INTERACTIVE)
     assert before
     for pid in before:
         os.kill(pid, signal.SIGKILL)  # from outside (the OOM killer, an operator): the pool forks anew
     # Both the decoder and its spare are dead when the call is sent, whether or not their exit has
     # been seen yet: the call gets fresh decoders and its result.
-    assert await decoding.run(arq.decode, [(pickle.dumps(2), "auto")], fallback) == [2]
+    assert await decoding.run(arq_codec.decode, [(pickle.dumps(2), "auto")], fallback) == [2]
     after = decoding.pids(decoding.Lane.INTERACTIVE)
     assert after and not set(after) & set(before)
     decoding.close()
@@ -124,7 +127,7 @@ async def test_a_killed_decoder_is_replaced_and_none_is_left_behind() -> None:
         while not gone(pid) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         assert gone(pid), f"decoder {pid} still runs after close()"
-    assert await decoding.run(arq.decode, [(pickle.dumps(3), "auto")], fallback) == [3]  # made again
+    assert await decoding.run(arq_codec.decode, [(pickle.dumps(3), "auto")], fallback) == [3]  # made again
 
 
 def test_a_server_that_dies_leaves_no_decoder_behind() -> None:
@@ -132,10 +135,11 @@ def test_a_server_that_dies_leaves_no_decoder_behind() -> None:
     sees EOF. Here: every one of them is gone within a few seconds."""
     script = (
         "import asyncio, os, pickle\n"
-        "from callboard.collectors import arq, decoding\n"
+        "from callboard.collectors import decoding\n"
+        "from callboard.collectors.arq import codec as arq_codec\n"
         "from callboard.collectors.decoder_process import ZYGOTE\n"
         "async def main():\n"
-        "    await decoding.run(arq.decode, [(pickle.dumps(1), 'auto')], lambda c, r: None)\n"
+        "    await decoding.run(arq_codec.decode, [(pickle.dumps(1), 'auto')], lambda c, r: None)\n"
         "    zygote = ZYGOTE._proc.pid\n"
         "    print(zygote, *decoding.pids(decoding.Lane.INTERACTIVE), flush=True)\n"
         "    os.kill(os.getpid(), 9)\n"
@@ -155,10 +159,11 @@ def test_a_server_that_dies_leaves_no_decoder_behind() -> None:
 def test_a_server_that_exits_kills_its_zygote_and_decoders() -> None:
     script = (
         "import asyncio, pickle\n"
-        "from callboard.collectors import arq, decoding\n"
+        "from callboard.collectors import decoding\n"
+        "from callboard.collectors.arq import codec as arq_codec\n"
         "from callboard.collectors.decoder_process import ZYGOTE\n"
         "async def main():\n"
-        "    await decoding.run(arq.decode, [(pickle.dumps(1), 'auto')], lambda c, r: None)\n"
+        "    await decoding.run(arq_codec.decode, [(pickle.dumps(1), 'auto')], lambda c, r: None)\n"
         "    print(ZYGOTE._proc.pid, *decoding.pids(decoding.Lane.INTERACTIVE), flush=True)\n"
         "asyncio.run(main())\n"
     )
@@ -171,7 +176,7 @@ def test_a_server_that_exits_kills_its_zygote_and_decoders() -> None:
 
 async def test_only_registered_decoders_run() -> None:
     with pytest.raises(ValueError, match="not a @decoder"):
-        await decoding.run(arq.display, [(1,)], fallback)
+        await decoding.run(arq_codec.display, [(1,)], fallback)
     with pytest.raises(ValueError, match="module-level function"):
         decoding.decoder(lambda: None)
 
@@ -184,7 +189,7 @@ class Secret:
 async def test_placeholders_cross_and_still_refuse_to_be_pickled_again() -> None:
     raw = pickle.dumps({"a": [Secret(3)], "r": Secret}, protocol=2)
     raw = raw.replace(f"{__name__}\nSecret".encode(), b"app.models\nSecret")  # a class we do not have
-    [value] = await decoding.run(arq.decode, [(raw, "auto")], fallback)
+    [value] = await decoding.run(arq_codec.decode, [(raw, "auto")], fallback)
     assert isinstance(value, dict)
     thing = value["a"][0]
     assert isinstance(thing, unpickler.Placeholder) and thing.qualified_name == "app.models.Secret"

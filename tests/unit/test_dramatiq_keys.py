@@ -10,16 +10,16 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.results.backends.redis import RedisBackend
 
-from callboard.collectors.dramatiq import (
+from callboard.collectors.dramatiq.codec import runnable_since
+from callboard.collectors.dramatiq.config import ResultsConfig
+from callboard.collectors.dramatiq.keys import (
     AckKey,
     QueueKeys,
-    ResultsConfig,
     acks_key,
     classify,
     heartbeats_key,
     queue_keys,
     result_key,
-    runnable_since,
 )
 from callboard.collectors.model import Undecodable
 

@@ -1,4 +1,4 @@
-"""/metrics rendering from a hand-built SnapshotStore: names, types and labels exactly per design §2.3."""
+"""/metrics rendering from a hand-built SnapshotStore: names, types and labels exactly per docs/contracts.md §3."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from callboard.collectors import payloads
-from callboard.collectors.dramatiq import runnable_since, summary
+from callboard.collectors.dramatiq.codec import runnable_since, summary
 from callboard.collectors.model import Undecodable
 
 MESSAGE = {
@@ -179,7 +179,7 @@ def test_last_line_of_a_traceback() -> None:
 
 def test_a_msgpack_map_keyed_by_a_map_is_undecodable() -> None:
     """Found by Hypothesis: {{}: 0} packed is legal msgpack, and Python cannot hash the key."""
-    from callboard.collectors import arq
+    from callboard.collectors.arq import codec as arq_codec
 
-    value = arq.decode(b"\x81\x80\x00", "msgpack")
+    value = arq_codec.decode(b"\x81\x80\x00", "msgpack")
     assert isinstance(value, Undecodable) and value.reason == "not readable as msgpack: TypeError"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from callboard.collectors.dramatiq import DramatiqConfig, ResultsConfig
+from callboard.collectors.dramatiq.config import DramatiqConfig, ResultsConfig
 from callboard.dashboard import cli
 from callboard.dashboard.access import hash_password, hash_token, verify_password
 from callboard.dashboard.settings import (

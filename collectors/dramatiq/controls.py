@@ -1,5 +1,5 @@
 """Dramatiq write controls: requeue and delete dead letters, delete pending messages, run delayed
-messages now. Recipes and races: shared/redis-layouts.md §1.6 and §5.
+messages now. Recipes and races: docs/dramatiq-redis.md §6 and §7.
 
 Every change is one Lua call over a batch of ids, with a compare-and-set per id, so a double click,
 two operators or a worker acting at the same moment make each message change at most once, and the
@@ -39,7 +39,7 @@ from redis.asyncio import Redis
 
 from callboard.collectors import decoding, payloads
 from callboard.collectors.decoding import decoder
-from callboard.collectors.dramatiq import AckKey, QueueKeys, heartbeats_key
+from callboard.collectors.dramatiq.keys import AckKey, QueueKeys, heartbeats_key
 from callboard.collectors.failures import FailureIndex
 from callboard.collectors.keyspace import text
 from callboard.collectors.model import JobOutcome, Outcome, Selection, Undecodable

@@ -5,8 +5,8 @@ never blocks Redis. Key names come from collectors/arq.py only. Payloads are rea
 decoder (`collectors.arq.decode`), never `pickle.loads`, and decoded and re-encoded in a budgeted
 decoder process (`_rebuild`, collectors/decoding.py): a hostile result is skipped after its budget.
 A re-run writes back a pickle of builtin data only (exact, big ints included), and refuses args
-holding placeholders (§3: never re-pickle them), or that its serializer cannot write (JSON or msgpack).
-Recipes and races: shared/redis-layouts.md §2.6 (A1-A3) and §5.
+holding placeholders (docs/arq-redis.md §8: never re-pickle them), or that its serializer cannot write (JSON or msgpack).
+Recipes and races: docs/arq-redis.md §6 (A1 §6.1, A3 §6.2, A2 §6.3) and §7.
 
     retry, failed/succeeded   A1 (re-run under the same id). WATCH result, job and in-progress keys; the
                               result must exist and the job must be neither queued nor running again;
@@ -27,10 +27,10 @@ Recipes and races: shared/redis-layouts.md §2.6 (A1-A3) and §5.
     delete, failed/succeeded  DEL the result key (O(1), no race that matters: the job is finished).
     abort, in_progress        A2. WATCH the in-progress key; it must exist; MULTI: ZADD arq:abort now id.
                               Never moves the queue score: on workers without `allow_abort_jobs` that
-                              would run a deferred job at once (§6 surprise 13), and a running job is
+                              would run a deferred job at once (docs/arq-redis.md §6.3), and a running job is
                               not affected either way. Offered only when the operator says the workers
                               abort (`ArqConfig.allow_abort_jobs`); Redis cannot tell. Score = now,
-                              never future: arq's inverted cleanup drops future entries (§6 surprise 9).
+                              never future: arq's inverted cleanup drops future entries (docs/arq-redis.md §3).
 """
 
 from __future__ import annotations
@@ -49,17 +49,10 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from callboard.collectors import decoding, payloads, unpickler
-from callboard.collectors.arq import (
-    ABORT_KEY,
-    ArqCollector,
-    ArqConfig,
-    decode_record,
-    in_progress_key,
-    job_key,
-    result_key,
-    retry_key,
-    serializer_of,
-)
+from callboard.collectors.arq.codec import decode_record, serializer_of
+from callboard.collectors.arq.config import ArqConfig
+from callboard.collectors.arq.keys import ABORT_KEY, in_progress_key, job_key, result_key, retry_key
+from callboard.collectors.arq.snapshot import ArqCollector
 from callboard.collectors.decoding import decoder
 from callboard.collectors.keyspace import text
 from callboard.collectors.model import JobOutcome, Outcome, Selection, Undecodable

@@ -1,0 +1,304 @@
+"""Dramatiq's part of a collection cycle: discovery from SCANned keys, and the snapshot script.
+
+One read-only Lua call per cycle returns every queue's counters, the head message of each ready
+list (for the oldest age), the oldest dead letter, heartbeats and ack-set sizes: O(queues + workers
++ ack sets), nothing grows with the number of messages. `read_plain` reads the same with plain
+commands for a user whose ACL refuses scripts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from callboard.collectors import decoding
+from callboard.collectors.decoding import Lane
+from callboard.collectors.dramatiq.codec import runnable_since
+from callboard.collectors.dramatiq.config import DramatiqConfig
+from callboard.collectors.dramatiq.deadletters import DeadLetters
+from callboard.collectors.dramatiq.keys import AckKey, QueueKeys, classify, heartbeats_key, queue_keys
+from callboard.collectors.failures import FailureIndex
+from callboard.collectors.keyspace import text as _text
+from callboard.collectors.model import (
+    CollectedPart,
+    Framework,
+    Parser,
+    QueueStats,
+    WorkerStats,
+)
+
+#: Head payloads above this are not read by the snapshot (oldest age is then unknown).
+HEAD_CAP_BYTES = 65_536
+
+
+#: Heartbeat members read per namespace per cycle.
+HEARTBEAT_LIMIT = 1000
+
+
+# One read-only script per cycle: every queue's counters, the head message of each ready list (for the
+# oldest age), the oldest dead letter, heartbeats and ack-set sizes. O(queues + workers + ack sets);
+# nothing here grows with the number of messages.
+SNAPSHOT_LUA = """
+local nq, nh, na = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local cap, hb_limit = tonumber(ARGV[4]), tonumber(ARGV[5])
+local queues, beats, acks = {}, {}, {}
+for i = 0, nq - 1 do
+  local b = i * 5
+  local ready = redis.call('LLEN', KEYS[b + 1])
+  local head = false
+  if ready > 0 then
+    local rid = redis.call('LINDEX', KEYS[b + 1], 0)
+    if rid and redis.call('HSTRLEN', KEYS[b + 2], rid) <= cap then
+      head = redis.call('HGET', KEYS[b + 2], rid)
+    end
+  end
+  local dead = redis.call('ZCARD', KEYS[b + 5])
+  local oldest_dead = false
+  if dead > 0 then oldest_dead = redis.call('ZRANGE', KEYS[b + 5], 0, 0, 'WITHSCORES')[2] end
+  queues[i + 1] = {ready, redis.call('HLEN', KEYS[b + 2]), redis.call('LLEN', KEYS[b + 3]),
+                   redis.call('HLEN', KEYS[b + 4]), dead, head, oldest_dead}
+end
+for i = 1, nh do
+  local k = KEYS[nq * 5 + i]
+  beats[i] = {redis.call('ZCARD', k), redis.call('ZREVRANGE', k, 0, hb_limit - 1, 'WITHSCORES')}
+end
+for i = 1, na do acks[i] = redis.call('SCARD', KEYS[nq * 5 + nh + i]) end
+return {queues, beats, acks}
+"""
+
+
+@dataclass(slots=True)
+class _Seen:
+    """Mutable discovery state: what exists, and when it was last seen (epoch seconds)."""
+
+    namespaces: dict[str, float] = field(default_factory=dict)
+    queues: dict[str, float] = field(default_factory=dict)
+    acks: dict[AckKey, float] = field(default_factory=dict)
+    consumers: set[tuple[str, str]] = field(default_factory=set)
+
+
+class DramatiqCollector:
+    """Per-target Dramatiq reader: discovery state plus the snapshot script."""
+
+    framework = Framework.DRAMATIQ
+    scripts = (SNAPSHOT_LUA,)
+
+    def __init__(self, config: DramatiqConfig | None = None) -> None:
+        self.config = config or DramatiqConfig()
+        self._seen = _Seen()
+        now = time.time()
+        for ns in self.config.namespaces:
+            self._seen.namespaces[ns] = now
+        self._pending: dict[str, float] = {}
+        #: Dead letters grouped by cause (the failures page), read in the background.
+        self.dead = DeadLetters(self.config.dead_message_ttl)
+
+    # -- discovery ---------------------------------------------------------------------------------
+
+    def observe(self, keys: Iterable[str], now: float | None = None) -> None:
+        """Classify keys found by SCAN. Queues count only in namespaces with a heartbeat registry."""
+        now = time.time() if now is None else now
+        for key in keys:
+            kind, name, ack = classify(key)
+            if kind == "heartbeats" and name:
+                self._seen.namespaces[name] = now
+            elif kind == "queue" and name:
+                self._pending[name] = now
+            elif kind == "acks" and ack:
+                self._seen.acks[ack] = now
+                self._seen.consumers.add((ack.namespace, ack.worker))
+        for name, seen in list(self._pending.items()):
+            keys_ = queue_keys(name)
+            if keys_ and keys_.namespace in self._seen.namespaces:
+                self._seen.queues[name] = seen
+                del self._pending[name]
+
+    def queue_keys(self) -> list[QueueKeys]:
+        names = set(self._seen.queues) | set(self.config.queues)
+        found = (queue_keys(n) for n in sorted(names))
+        return [k for k in found if k is not None]
+
+    def ack_keys(self, queue: QueueKeys | None = None) -> list[AckKey]:
+        acks = sorted(self._seen.acks, key=lambda a: (a.namespace, a.queue, a.worker, a.delayed))
+        if queue is None:
+            return acks
+        return [a for a in acks if a.namespace == queue.namespace and a.queue == queue.queue]
+
+    # -- failure groups ----------------------------------------------------------------------------
+
+    @property
+    def failures(self) -> FailureIndex:
+        return self.dead.failures
+
+    async def after_scan(self, redis: Redis) -> int:
+        """Read dead letters for the failure groups (deadletters.py): a budgeted step per cycle."""
+        return await self.dead.step(redis, self.queue_keys())
+
+    # -- snapshot ----------------------------------------------------------------------------------
+
+    def stage(self, pipe: Pipeline, sha: Mapping[str, str]) -> Parser:
+        """Queue the snapshot script on `pipe`; return the parser for its reply (it decodes the head
+        messages for the oldest ages in a decoder process: await it)."""
+        queues = self.queue_keys()
+        namespaces = sorted({q.namespace for q in queues} | set(self._seen.namespaces))
+        acks = self.ack_keys()
+        keys: list[str] = []
+        for q in queues:
+            keys += [q.ready, q.msgs, q.delay, q.delay_msgs, q.dead]
+        keys += [heartbeats_key(ns) for ns in namespaces]
+        keys += [a.key for a in acks]
+        args = [str(n) for n in (len(queues), len(namespaces), len(acks), HEAD_CAP_BYTES, HEARTBEAT_LIMIT)]
+        pipe.evalsha(sha[SNAPSHOT_LUA], len(keys), *keys, *args)
+        return lambda reply: self._parse(reply, queues, namespaces, acks)
+
+    async def read_plain(self, redis: Redis) -> tuple[Any, Parser, int]:
+        """What SNAPSHOT_LUA returns, read with plain commands, for a user whose ACL refuses scripts.
+
+        The same reads, pipelined: one round trip for every counter, heartbeat and ack set, then
+        (only when queues have a head message) one for the heads' sizes and one for the heads under
+        the size cap. The reply has the script's shape, so one parser serves both paths."""
+        queues = self.queue_keys()
+        namespaces = sorted({q.namespace for q in queues} | set(self._seen.namespaces))
+        acks = self.ack_keys()
+        async with redis.pipeline(transaction=False) as pipe:
+            for q in queues:
+                pipe.llen(q.ready)
+                pipe.hlen(q.msgs)
+                pipe.llen(q.delay)
+                pipe.hlen(q.delay_msgs)
+                pipe.zcard(q.dead)
+                pipe.lindex(q.ready, 0)
+                pipe.zrange(q.dead, 0, 0, withscores=True)
+            for ns in namespaces:
+                pipe.zcard(heartbeats_key(ns))
+                pipe.zrevrange(heartbeats_key(ns), 0, HEARTBEAT_LIMIT - 1, withscores=True)
+            for ack in acks:
+                pipe.scard(ack.key)
+            replies = await pipe.execute()
+        trips = 1
+        rows: list[list[Any]] = []
+        heads: dict[int, str] = {}
+        for i in range(len(queues)):
+            ready, stored, delay_list, delayed, dead, rid, oldest = replies[7 * i : 7 * i + 7]
+            rows.append([ready, stored, delay_list, delayed, dead, None, oldest[0][1] if oldest else None])
+            if int(ready) and rid is not None:
+                heads[i] = _text(rid)
+        if heads:
+            async with redis.pipeline(transaction=False) as pipe:
+                for i, rid in heads.items():
+                    pipe.hstrlen(queues[i].msgs, rid)
+                sizes = await pipe.execute()
+            small = [i for i, size in zip(heads, sizes, strict=True) if int(size) <= HEAD_CAP_BYTES]
+            trips += 1
+            if small:
+                async with redis.pipeline(transaction=False) as pipe:
+                    for i in small:
+                        pipe.hget(queues[i].msgs, heads[i])
+                    for i, raw in zip(small, await pipe.execute(), strict=True):
+                        rows[i][5] = raw
+                trips += 1
+        base = 7 * len(queues)
+        beats = [
+            [replies[base + 2 * n], [v for pair in replies[base + 2 * n + 1] for v in pair]]
+            for n in range(len(namespaces))
+        ]
+        sizes = replies[base + 2 * len(namespaces) :]
+        reply = [rows, beats, sizes]
+        return reply, lambda r: self._parse(r, queues, namespaces, acks), trips
+
+    async def _parse(
+        self, reply: Any, queues: list[QueueKeys], namespaces: list[str], acks: list[AckKey]
+    ) -> CollectedPart:
+        now = time.time()
+        q_rows, beat_rows, ack_sizes = reply
+        heads = [(i, row[5]) for i, row in enumerate(q_rows) if int(row[0]) and row[5]]
+        found = await decoding.run(runnable_since, [(h,) for _, h in heads], _unknown, lane=Lane.BACKGROUND)
+        since: dict[int, float | None] = dict(zip((i for i, _ in heads), found, strict=True))
+        beats: dict[tuple[str, str], float] = {}
+        for ns, (_, members) in zip(namespaces, beat_rows, strict=True):
+            for member, score in zip(members[::2], members[1::2], strict=True):
+                beats[(ns, _text(member))] = float(score) / 1000.0
+        timeout = self.config.heartbeat_timeout
+        held: dict[tuple[str, str], list[tuple[AckKey, int]]] = {}
+        orphaned: dict[str, int] = {}
+        for ack, size in zip(acks, ack_sizes, strict=True):
+            size = int(size)
+            if size == 0:  # Redis removed the set: the worker acked everything it held.
+                self._seen.acks.pop(ack, None)
+                continue
+            held.setdefault((ack.namespace, ack.worker), []).append((ack, size))
+            last = beats.get((ack.namespace, ack.worker))
+            if last is None or now - last >= timeout:
+                ready_key = QueueKeys(ack.namespace, ack.queue).ready
+                orphaned[ready_key] = orphaned.get(ready_key, 0) + size
+        stats = tuple(
+            self._queue_stats(q, row, orphaned.get(q.ready, 0), now, since.get(i))
+            for i, (q, row) in enumerate(zip(queues, q_rows, strict=True))
+        )
+        workers = tuple(
+            self._worker(ns, w, last, held.get((ns, w), []), now) for (ns, w), last in beats.items()
+        )
+        self._forget_idle(stats, now)
+        self.dead.counts = {q.key: q.counts["dead"] for q in stats}
+        missing = sum(self.dead.counts.values()) - len(self.failures)
+        return CollectedPart(
+            stats, workers, failures=self.failures.report(now), failures_missing=max(0, missing)
+        )
+
+    def _queue_stats(
+        self, q: QueueKeys, row: list[Any], orphaned: int, now: float, since: float | None
+    ) -> QueueStats:
+        ready, stored, delay_list, delayed, dead, head, oldest_dead = row
+        ready, stored, delayed, dead = int(ready), int(stored), int(delayed), int(dead)
+        if ready or stored or delayed or dead or int(delay_list):
+            self._seen.queues[q.ready] = now
+        oldest: float | None = 0.0
+        if ready:
+            oldest = max(0.0, now - since) if head and since else None
+        return QueueStats(
+            framework=Framework.DRAMATIQ,
+            namespace=q.namespace,
+            name=q.queue,
+            key=q.ready,
+            counts={
+                "ready": ready,
+                # Fetched but not acked: running and prefetched, which Redis cannot tell apart.
+                "in_flight": max(0, stored - ready),
+                # The payload hash, not the .DQ list: workers hold delayed messages in memory.
+                "delayed": delayed,
+                "dead": dead,
+            },
+            oldest_ready_age=oldest,
+            oldest_dead_age=max(0.0, now - float(oldest_dead) / 1000.0) if oldest_dead else None,
+            orphaned=orphaned,
+        )
+
+    def _worker(
+        self, ns: str, worker: str, last: float, held: list[tuple[AckKey, int]], now: float
+    ) -> WorkerStats:
+        consumer = bool(held) or (ns, worker) in self._seen.consumers
+        return WorkerStats(
+            framework=Framework.DRAMATIQ,
+            namespace=ns,
+            worker_id=worker,
+            last_seen=last,
+            alive=now - last < self.config.heartbeat_timeout,
+            role="consumer" if consumer else "unknown",
+            in_flight=sum(size for _, size in held),
+            queues=tuple(sorted({a.queue for a, _ in held})),
+        )
+
+    def _forget_idle(self, stats: tuple[QueueStats, ...], now: float) -> None:
+        ttl = self.config.idle_ttl
+        for name, seen in list(self._seen.queues.items()):
+            if now - seen > ttl and name not in self.config.queues:
+                del self._seen.queues[name]
+
+
+def _unknown(call: decoding.Call, reason: str) -> None:
+    return None
