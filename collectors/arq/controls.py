@@ -5,7 +5,8 @@ never blocks Redis. Key names come from collectors/arq.py only. Payloads are rea
 decoder (`collectors.arq.decode`), never `pickle.loads`, and decoded and re-encoded in a budgeted
 decoder process (`_rebuild`, collectors/decoding.py): a hostile result is skipped after its budget.
 A re-run writes back a pickle of builtin data only (exact, big ints included), and refuses args
-holding placeholders (docs/arq-redis.md §8: never re-pickle them), or that its serializer cannot write (JSON or msgpack).
+holding placeholders (docs/arq-redis.md §8: never re-pickle them), or that its serializer cannot
+write (JSON or msgpack).
 Recipes and races: docs/arq-redis.md §6 (A1 §6.1, A3 §6.2, A2 §6.3) and §7.
 
     retry, failed/succeeded   A1 (re-run under the same id). WATCH result, job and in-progress keys; the
@@ -30,7 +31,8 @@ Recipes and races: docs/arq-redis.md §6 (A1 §6.1, A3 §6.2, A2 §6.3) and §7.
                               would run a deferred job at once (docs/arq-redis.md §6.3), and a running job is
                               not affected either way. Offered only when the operator says the workers
                               abort (`ArqConfig.allow_abort_jobs`); Redis cannot tell. Score = now,
-                              never future: arq's inverted cleanup drops future entries (docs/arq-redis.md §3).
+                              never future: arq's inverted cleanup drops future entries
+                              (docs/arq-redis.md §3).
 """
 
 from __future__ import annotations

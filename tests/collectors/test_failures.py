@@ -2,8 +2,8 @@
 first, follows arrivals and removals), the Arq results index feeding the same groups, stuck Arq
 claims, and the "recover now" recipe for messages held by dead Dramatiq workers.
 
-Layouts are written exactly as the frameworks write them (docs/dramatiq-redis.md, docs/arq-redis.md); workers that
-produce them for real are in tests/integration/test_failure_groups.py.
+Layouts are written exactly as the frameworks write them (docs/dramatiq-redis.md, docs/arq-redis.md);
+workers that produce them for real are in tests/integration/test_failure_groups.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""/metrics rendering from a hand-built SnapshotStore: names, types and labels exactly per docs/contracts.md §3."""
+"""/metrics rendering from a hand-built SnapshotStore: names, types and labels exactly as
+docs/contracts.md §3 gives them."""
 
 from __future__ import annotations
 
