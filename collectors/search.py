@@ -42,7 +42,7 @@ import math
 import re
 import time
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
@@ -57,7 +57,6 @@ from callboard.collectors.decoding import Lane, decoder
 from callboard.collectors.dramatiq import codec as dramatiq_codec
 from callboard.collectors.keyspace import text
 from callboard.collectors.model import Framework, JobSummary, Undecodable
-from callboard.collectors.target import TargetCollector
 
 FIELDS = ("any", "id", "name", "args", "error")
 #: Entries asked for per HSCAN / ZSCAN call, and result ids per MGET.
@@ -212,38 +211,6 @@ class Hit:
     job: JobSummary
 
 
-def sources(
-    collector: TargetCollector, framework: str | None = None, queue: str | None = None
-) -> list[Source]:
-    """What a search of this target walks: every known queue, or one, of one or both frameworks."""
-    out: list[Source] = []
-    name = collector.name
-    if framework in (None, Framework.DRAMATIQ):
-        for q in collector.dramatiq.queue_keys():
-            if queue is not None and q.ready != queue:
-                continue
-            acks = tuple(a.key for a in collector.dramatiq.ack_keys(q) if not a.delayed)
-            fw = Framework.DRAMATIQ
-            out += [
-                Source(name, fw, q.ready, "hash", q.msgs, "ready", acks=acks),
-                Source(name, fw, q.ready, "hash", q.delay_msgs, "delayed"),
-                Source(name, fw, q.ready, "hash", q.dead_msgs, "dead", dead_times=q.dead),
-            ]
-    if framework in (None, Framework.ARQ):
-        serializer = collector.arq.config.serializer
-        by_queue: dict[str, list[str]] = {}
-        for job_id, entry in collector.arq.results.entries.items():
-            by_queue.setdefault(entry.queue, []).append(job_id)
-        for key in collector.arq.queue_names():
-            if queue is not None and key != queue:
-                continue
-            fw = Framework.ARQ
-            ids = tuple(by_queue.get(key, ()))
-            out.append(Source(name, fw, key, "zset", key, "queued", serializer=serializer))
-            out.append(Source(name, fw, key, "results", "", "results", ids=ids, serializer=serializer))
-    return out
-
-
 # -- matching --------------------------------------------------------------------------------------
 
 
@@ -277,17 +244,25 @@ def leaves(value: Any, limit: int = LEAF_LIMIT) -> Iterator[str]:
             stack.extend(item.args)
 
 
-def _texts(framework: Framework, value: dict[str, Any], want: str, result: bool) -> Iterable[str]:
-    if framework == Framework.DRAMATIQ:
-        options = value.get("options") if isinstance(value.get("options"), dict) else {}
-        assert isinstance(options, dict)
-        if want == "id":
-            return [t for t in (payloads.as_text(value.get("message_id")),) if t]
-        if want == "name":
-            return [t for t in (payloads.as_text(value.get("actor_name")),) if t]
-        if want == "args":
-            return leaves([value.get("args"), value.get("kwargs")])
-        return [t for t in (payloads.last_line(payloads.as_text(options.get("traceback"))),) if t]
+#: The texts of a decoded payload a field of a query looks at: (value, field, is a result) -> texts.
+Texts = Callable[[dict[str, Any], str, bool], Iterable[str]]
+
+
+def dramatiq_texts(value: dict[str, Any], want: str, result: bool) -> Iterable[str]:
+    """A Dramatiq message: its message_id, actor, args and kwargs, and the last traceback line."""
+    options = value.get("options") if isinstance(value.get("options"), dict) else {}
+    assert isinstance(options, dict)
+    if want == "id":
+        return [t for t in (payloads.as_text(value.get("message_id")),) if t]
+    if want == "name":
+        return [t for t in (payloads.as_text(value.get("actor_name")),) if t]
+    if want == "args":
+        return leaves([value.get("args"), value.get("kwargs")])
+    return [t for t in (payloads.last_line(payloads.as_text(options.get("traceback"))),) if t]
+
+
+def arq_texts(value: dict[str, Any], want: str, result: bool) -> Iterable[str]:
+    """An Arq job or result: its function, args and kwargs, and a failed result's exception."""
     if want == "name":
         return [t for t in (payloads.as_text(value.get("f")),) if t]
     if want == "args":
@@ -299,7 +274,7 @@ def _texts(framework: Framework, value: dict[str, Any], want: str, result: bool)
 
 
 def match(
-    query: Query, framework: Framework, job_id: str, value: dict[str, Any] | Undecodable, result: bool = False
+    query: Query, texts: Texts, job_id: str, value: dict[str, Any] | Undecodable, result: bool = False
 ) -> str | None:
     """The first field of `query` that matches (id, name, args, error), or None."""
     needle = query.needle
@@ -309,7 +284,7 @@ def match(
             return want
         if isinstance(value, Undecodable):
             continue
-        if any(needle in t.casefold() for t in _texts(framework, value, want, result)):
+        if any(needle in t.casefold() for t in texts(value, want, result)):
             return want
     return None
 
@@ -476,14 +451,14 @@ async def _hash_hits(
 @decoder
 def dramatiq_hit(query: Query, rid: str, raw: bytes) -> tuple[str, JobSummary] | None:
     """(field matched, summary) when the message matches, else None (run in a decoder process)."""
-    matched = match(query, Framework.DRAMATIQ, rid, payloads.decode_json_object(raw))
+    matched = match(query, dramatiq_texts, rid, payloads.decode_json_object(raw))
     return (matched, dramatiq_codec.summary(rid, "?", raw)) if matched else None
 
 
 def _dramatiq_by_id(call: decoding.Call, reason: str) -> tuple[str, JobSummary] | None:
     query, rid, raw = call
     gone = payloads.undecodable(raw, reason)
-    matched = match(query, Framework.DRAMATIQ, rid, gone)
+    matched = match(query, dramatiq_texts, rid, gone)
     return (matched, JobSummary(rid, "?", None, "undecodable payload", undecodable=gone)) if matched else None
 
 
@@ -550,7 +525,7 @@ def arq_hit(
     """(field matched, summary) when an Arq job (with its `due` time) or result (without) matches."""
     result = due is None
     value = arq_codec.decode_record(raw, serializer)
-    matched = match(query, Framework.ARQ, job_id, value, result)
+    matched = match(query, arq_texts, job_id, value, result)
     if not matched:
         return None
     if not result:
@@ -562,7 +537,7 @@ def arq_hit(
 def _arq_by_id(call: decoding.Call, reason: str) -> tuple[str, JobSummary] | None:
     query, job_id, raw, _, due = call
     gone = payloads.undecodable(raw, reason)
-    matched = match(query, Framework.ARQ, job_id, gone, due is None)
+    matched = match(query, arq_texts, job_id, gone, due is None)
     if not matched:
         return None
     state = "?" if due is not None else "unknown"

@@ -16,7 +16,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
 
+from callboard.collectors import backends
 from callboard.collectors.arq.snapshot import ArqCollector
+from callboard.collectors.backend import Backend
 from callboard.collectors.dramatiq.snapshot import DramatiqCollector
 from callboard.collectors.keyspace import KeyspaceScanner
 from callboard.collectors.model import (
@@ -28,6 +30,7 @@ from callboard.collectors.model import (
     TargetSnapshot,
     WorkerStats,
 )
+from callboard.collectors.search import Source
 
 
 def script_sha(source: str) -> str:
@@ -44,11 +47,14 @@ class TargetCollector:
         dramatiq: DramatiqCollector | None = None,
         arq: ArqCollector | None = None,
         scan_budget: int = 20,
+        results_redis: Redis | None = None,
     ) -> None:
         self.name = name
         self.redis = redis
         self.dramatiq = dramatiq or DramatiqCollector()
         self.arq = arq or ArqCollector()
+        #: What pages, controls and search use, by name (collectors/backend.py).
+        self.backends = backends.for_target(redis, self.dramatiq, self.arq, results_redis)
         self.frameworks: tuple[DramatiqCollector | ArqCollector, ...] = (self.dramatiq, self.arq)
         self.scanner = KeyspaceScanner(budget=scan_budget)
         self._sha = {src: script_sha(src) for fw in self.frameworks for src in fw.scripts}
@@ -56,6 +62,16 @@ class TargetCollector:
         self.scripts_allowed = True
         self.info_allowed = True
         self._acl_recheck_at = 0.0
+
+    def backend(self, name: str) -> Backend | None:
+        """The backend called `name` in URLs ("dramatiq", "arq"), if this target has one."""
+        return self.backends.get(name)
+
+    def search_sources(self, framework: str | None = None, queue: str | None = None) -> list[Source]:
+        """What a search of this target walks: every known queue of every backend, or of one, or one
+        queue."""
+        chosen = [b for name, b in self.backends.items() if framework in (None, name)]
+        return [s for b in chosen for s in b.search_sources(self.name, queue)]
 
     async def discover(self) -> int:
         """One budgeted discovery step; returns the round trips it used."""

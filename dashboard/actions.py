@@ -34,7 +34,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from callboard.collectors import audit, payloads
-from callboard.collectors.model import Framework
 from callboard.collectors.target import TargetCollector
 from callboard.dashboard import views
 from callboard.dashboard.api import respond
@@ -44,7 +43,6 @@ from callboard.dashboard.operations import (
     Operation,
     Operations,
     UnknownQueue,
-    known_queue,
     unknown_queue_message,
 )
 from callboard.dashboard.urls import unsegment
@@ -193,8 +191,6 @@ def _gone(request: Request, job_id: str) -> Response:
 
 
 async def _start(request: Request, control: ControlRequest) -> Response:
-    if control.framework not in (Framework.DRAMATIQ, Framework.ARQ):
-        raise HTTPException(404, f"Unknown framework {control.framework!r}.")
     try:
         op, joined = _operations(request).start(control)
     except UnknownQueue as exc:
@@ -255,10 +251,10 @@ async def group_action(request: Request) -> Response:
     p = request.path_params
     target, framework, key, action = p["target"], p["framework"], p["group"], p["action"]
     collector = views.target_collector(request, target)
-    if collector is None or framework not in (Framework.DRAMATIQ, Framework.ARQ):
+    backend = collector.backend(framework) if collector is not None else None
+    if collector is None or backend is None:
         raise HTTPException(404, f"No {framework} failures on target {target!r}.")
-    index = collector.dramatiq.failures if framework == Framework.DRAMATIQ else collector.arq.results.failures
-    members = index.members(key)
+    members = backend.failures.members(key)
     if not members:
         message = "This failure group is empty now: nothing to do."
         if _htmx(request):
@@ -266,10 +262,10 @@ async def group_action(request: Request) -> Response:
             response.headers["HX-Trigger"] = "callboard:changed"
             return response
         return respond({"group": key, "status": "finished", "operations": [], "message": message})
-    state = "dead" if framework == Framework.DRAMATIQ else "failed"
+    state = backend.failed_state
     user, client = _user(request)
     started: list[tuple[Operation, bool]] = []
-    unknown = [q for q in members if not known_queue(collector, framework, q)]
+    unknown = [q for q in members if not backend.knows(q)]
     if unknown:  # checked for all first: start none rather than some
         raise HTTPException(404, unknown_queue_message(target, framework, unknown[0]))
     try:
@@ -285,8 +281,8 @@ async def group_action(request: Request) -> Response:
     running = any(op.status == "running" for op, _ in started)
     failed = max((_status(op) for op, _ in started if op.status == "failed"), default=None)
     if _htmx(request):
-        views_ = [(op.view(), joined) for op, joined in started]
-        response = views.render(request, "partials/operations.html", {"ops": views_}, failed or 200)
+        shown = [(op.view(), joined) for op, joined in started]
+        response = views.render(request, "partials/operations.html", {"ops": shown}, failed or 200)
         if not running:
             response.headers["HX-Trigger"] = "callboard:changed"
         return response

@@ -26,10 +26,8 @@ from typing import Any
 from redis.exceptions import NoPermissionError, RedisError
 
 from callboard.collectors import audit
-from callboard.collectors.arq import controls as arq_controls
-from callboard.collectors.dramatiq import controls as dramatiq_controls
-from callboard.collectors.dramatiq import keys as dramatiq_keys
-from callboard.collectors.model import Framework, JobOutcome, Outcome, Selection
+from callboard.collectors.backend import Backend
+from callboard.collectors.model import JobOutcome, Outcome
 from callboard.collectors.target import TargetCollector
 from callboard.dashboard.poller import Poller
 
@@ -59,11 +57,8 @@ def known_queue(collector: TargetCollector, framework: str, queue: str) -> bool:
     """Whether `queue` is a queue of `framework` on this target: configured, or discovered with the
     framework's own layout. Controls act on nothing else, so a key that merely looks like a queue
     (an app's list or sorted set) is never touched. O(queues) of that target."""
-    if framework == Framework.DRAMATIQ:
-        return any(q.ready == queue for q in collector.dramatiq.queue_keys())
-    if framework == Framework.ARQ:
-        return queue in collector.arq.queue_names()
-    return False
+    backend = collector.backend(framework)
+    return backend is not None and backend.knows(queue)
 
 
 def unknown_queue_message(target: str, framework: str, queue: str) -> str:
@@ -160,14 +155,6 @@ class Operation:
         }
 
 
-def actions(collector: TargetCollector, framework: str, state: str) -> tuple[str, ...]:
-    if framework == Framework.DRAMATIQ:
-        return dramatiq_controls.actions(state)
-    if framework == Framework.ARQ:
-        return arq_controls.actions(state, collector.arq.config)
-    return ()
-
-
 class Operations:
     def __init__(self, collectors: dict[str, TargetCollector], poller: Poller, audit_keep: int) -> None:
         self.collectors = collectors
@@ -186,11 +173,12 @@ class Operations:
         collector = self.collectors.get(request.target)
         if collector is None:
             raise UnknownQueue(f"unknown target {request.target!r}")
-        if not known_queue(collector, request.framework, request.queue):
+        backend = collector.backend(request.framework)
+        if backend is None or not backend.knows(request.queue):
             # Defence in depth: the HTTP layer refuses these first; nothing unknown is ever written.
             raise UnknownQueue(unknown_queue_message(request.target, request.framework, request.queue))
-        if request.action not in actions(collector, request.framework, request.state):
-            allowed = ", ".join(actions(collector, request.framework, request.state)) or "none"
+        if request.action not in backend.actions(request.state):
+            allowed = ", ".join(backend.actions(request.state)) or "none"
             hint = (
                 " (abort needs allow_abort_jobs = true under [targets.arq] in the config)"
                 if request.action == "abort"
@@ -200,8 +188,6 @@ class Operations:
                 f"{request.action!r} does not apply to {request.state} {request.framework} jobs; "
                 f"allowed: {allowed}{hint}"
             )
-        if request.framework == Framework.DRAMATIQ and dramatiq_keys.queue_keys(request.queue) is None:
-            raise ControlError(f"{request.queue!r} is not a Dramatiq queue key (namespace:queue)")
         if request.ids is not None and not request.ids:
             raise ControlError("no job ids given (leave `ids` out to act on every job in the state)")
         if request.ids is not None and len(request.ids) > MAX_IDS and request.group is None:
@@ -210,7 +196,7 @@ class Operations:
             if op.status == "running" and op.request.dedupe_key == request.dedupe_key:
                 return op, True
         op = Operation(uuid.uuid4().hex[:16], request, time.time())
-        op.task = asyncio.create_task(self._run(op, collector), name=f"control:{op.id}")
+        op.task = asyncio.create_task(self._run(op, collector, backend), name=f"control:{op.id}")
         self._ops[op.id] = op
         while len(self._ops) > KEEP_OPERATIONS:
             oldest = next(iter(self._ops.values()))
@@ -219,22 +205,23 @@ class Operations:
             self._ops.popitem(last=False)
         return op, False
 
-    async def _run(self, op: Operation, collector: TargetCollector) -> None:
+    async def _run(self, op: Operation, collector: TargetCollector, backend: Backend) -> None:
         r = op.request
         try:
             if r.action == "recover":
-                op.record(await _recover(collector, r))
+                op.record(await backend.recover(r.queue))
                 op.expected = op.visited
             elif r.ids is not None:
                 op.expected = len(r.ids)
                 for start in range(0, len(r.ids), BATCH):
-                    op.record(await _apply(collector, r, list(r.ids[start : start + BATCH])))
+                    batch = r.ids[start : start + BATCH]
+                    op.record(await backend.apply(r.queue, r.state, r.action, batch, r.new_id))
                     await asyncio.sleep(PAUSE)
             else:
-                selection = await _select_all(collector, r)
+                selection = await backend.select_all(r.queue, r.state)
                 op.expected = selection.expected
                 while ids := await selection.next(BATCH):
-                    outcomes = await _apply(collector, r, ids)
+                    outcomes = await backend.apply(r.queue, r.state, r.action, ids, r.new_id)
                     op.record(outcomes)
                     selection.stayed(sum(1 for o in outcomes if o.in_place))
                     await asyncio.sleep(PAUSE)
@@ -279,30 +266,3 @@ class Operations:
             await audit.append(collector.redis, entry, self.audit_keep)
         except (RedisError, OSError) as exc:
             log.warning("audit entry for %s not stored in Redis (%s); it is in this log", op.id, exc)
-
-
-async def _apply(collector: TargetCollector, r: ControlRequest, ids: list[str]) -> list[JobOutcome]:
-    if r.framework == Framework.ARQ:
-        # Both frameworks' controls take what they changed out of the failure groups at once.
-        return await arq_controls.apply(
-            collector.redis, collector.arq, r.queue, r.state, r.action, ids, new_id=r.new_id
-        )
-    q = dramatiq_keys.queue_keys(r.queue)
-    assert q is not None  # checked in start()
-    failures = collector.dramatiq.failures
-    return await dramatiq_controls.apply(collector.redis, q, r.state, r.action, ids, failures=failures)
-
-
-async def _recover(collector: TargetCollector, r: ControlRequest) -> list[JobOutcome]:
-    q = dramatiq_keys.queue_keys(r.queue)
-    assert q is not None  # checked in start()
-    timeout = collector.dramatiq.config.heartbeat_timeout
-    return await dramatiq_controls.recover(collector.redis, q, collector.dramatiq.ack_keys(q), timeout)
-
-
-async def _select_all(collector: TargetCollector, r: ControlRequest) -> Selection:
-    if r.framework == Framework.ARQ:
-        return await arq_controls.select_all(collector.redis, collector.arq, r.queue, r.state)
-    q = dramatiq_keys.queue_keys(r.queue)
-    assert q is not None
-    return await dramatiq_controls.select_all(collector.redis, q, r.state)

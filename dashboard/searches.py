@@ -23,9 +23,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from callboard.collectors.dramatiq import keys as dramatiq_keys
-from callboard.collectors.model import Framework
-from callboard.collectors.search import Hit, Query, Scan, sources
+from callboard.collectors import backends
+from callboard.collectors.search import Hit, Query, Scan
 from callboard.collectors.target import TargetCollector
 from callboard.dashboard.urls import job_url
 
@@ -168,14 +167,11 @@ class Searches:
             raise SearchBusy(f"{MAX_RUNNING} searches are running: stop one, or wait for one to end")
         search = Search(uuid.uuid4().hex[:16], request, time.time())
         for collector in targets:
-            plan = sources(collector, request.framework, request.queue)
+            plan = collector.search_sources(request.framework, request.queue)
             if plan:
                 search.scans.append(Scan(collector.redis, request.query, plan))
-            if request.framework != Framework.DRAMATIQ and not collector.arq.results.complete:
-                search.notes.append(
-                    f"{collector.name}: the Arq results index is still being built; "
-                    f"{len(collector.arq.results.pending):,} results are not searched yet."
-                )
+            chosen = [b for name, b in collector.backends.items() if request.framework in (None, name)]
+            search.notes += [f"{collector.name}: {note}" for b in chosen for note in b.search_notes()]
         search.task = asyncio.create_task(self._run(search), name=f"search:{search.id}")
         self._searches[search.id] = search
         finished = [k for k, s in self._searches.items() if s.status != "running"]
@@ -200,20 +196,17 @@ class Searches:
 
     def _scope(self, request: SearchRequest) -> list[TargetCollector]:
         r = request
-        if r.framework is not None and r.framework not in (Framework.DRAMATIQ, Framework.ARQ):
+        if r.framework is not None and r.framework not in backends.NAMES:
             raise SearchError(f"unknown framework {r.framework!r}")
         if r.queue is not None and (r.target is None or r.framework is None):
             raise SearchError("a queue is named with its target and framework")
-        if (
-            r.queue is not None
-            and r.framework == Framework.DRAMATIQ
-            and dramatiq_keys.queue_keys(r.queue) is None
-        ):
-            raise SearchError(f"{r.queue!r} is not a Dramatiq queue key (namespace:queue)")
         if r.target is None:
             return list(self.collectors.values())
         if r.target not in self.collectors:
             raise SearchError(f"unknown target {r.target!r}")
+        backend = self.collectors[r.target].backend(r.framework) if r.framework else None
+        if r.queue is not None and (backend is None or not backend.knows(r.queue)):
+            raise SearchError(f"no {r.framework} queue {r.queue!r} on target {r.target!r}")
         return [self.collectors[r.target]]
 
     async def _run(self, search: Search) -> None:

@@ -38,9 +38,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from callboard.collectors.arq.config import SERIALIZERS, ArqConfig
+from callboard.collectors.credentials import redact as redact  # pages, logs and metrics use it from here
 from callboard.collectors.dramatiq.config import DEAD_MESSAGE_TTL, DramatiqConfig, ResultsConfig
 from callboard.dashboard.access import AuthConfig, is_loopback, valid_hash
 from callboard.dashboard.hosts import normalise_entry
@@ -97,20 +98,6 @@ class Settings:
 
     def target(self, name: str) -> TargetSettings | None:
         return next((t for t in self.targets if t.name == name), None)
-
-
-def redact(url: str) -> str:
-    """The URL without its password (in the user part or a `password=` query), for pages, logs, metrics."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    userinfo, at, hostport = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
-    query = "&".join(
-        f"{k}=***" if k.lower() == "password" else f"{k}{sep}{v}"
-        for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item)
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def parse_target(spec: str) -> TargetSettings:

@@ -16,22 +16,20 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from callboard.collectors.arq import browse as arq_browse
-from callboard.collectors.arq import keys as arq_keys
-from callboard.collectors.dramatiq import browse as dramatiq_browse
-from callboard.collectors.dramatiq import keys as dramatiq_keys
+from callboard.collectors import backends
+from callboard.collectors.backend import Backend
 from callboard.collectors.model import (
     QUEUE_STATES,
     FailureGroup,
-    Framework,
     JobDetail,
     JobPage,
     QueueStats,
     StuckJob,
     WorkerStats,
 )
+from callboard.collectors.snippets import Snippet
 from callboard.collectors.target import TargetCollector
-from callboard.dashboard import operations, snippets
+from callboard.dashboard import operations
 from callboard.dashboard.rendercache import RenderCache, Rendered, send
 from callboard.dashboard.settings import DEFAULT_URL
 from callboard.dashboard.store import SnapshotStore, TargetState
@@ -58,10 +56,6 @@ STATE_LABELS = {
     "in_progress": "In progress",
     "failed": "Failed",
     "succeeded": "Succeeded",
-}
-BROWSE_STATES = {
-    Framework.DRAMATIQ.value: dramatiq_browse.BROWSE_STATES,
-    Framework.ARQ.value: arq_browse.BROWSE_STATES,
 }
 
 
@@ -233,8 +227,8 @@ def _bars(spark: tuple[int, ...]) -> tuple[tuple[float, float], ...]:
 def failures_framework(request: Request) -> str:
     """`?framework=` of the failures page: "", dramatiq or arq (a 400 otherwise)."""
     framework = request.query_params.get("framework") or ""
-    if framework and framework not in BROWSE_STATES:
-        raise HTTPException(400, f"Unknown framework {framework!r}: dramatiq or arq.")
+    if framework and framework not in backends.NAMES:
+        raise HTTPException(400, f"Unknown framework {framework!r}: {' or '.join(backends.NAMES)}.")
     return framework
 
 
@@ -256,10 +250,14 @@ def failures_context(request: Request) -> dict[str, Any]:
             for g in snap.failures
             if not framework or g.framework.value == framework
         ]
-        stale = [w for w in snap.workers if w.framework == Framework.DRAMATIQ and not w.alive and w.in_flight]
+        stale = [w for w in snap.workers if not w.alive and w.in_flight]
         for q in snap.queues:
             if q.orphaned:
-                holders = tuple(w for w in stale if w.namespace == q.namespace and q.name in w.queues)
+                holders = tuple(
+                    w
+                    for w in stale
+                    if w.framework is q.framework and w.namespace == q.namespace and q.name in w.queues
+                )
                 orphans.append(OrphanRow(state.name, q, holders))
         stuck += [(state.name, j) for j in snap.stuck]
     groups.sort(key=lambda r: (-r.group.count, -(r.group.last_seen or 0.0), r.target, r.group.key))
@@ -294,19 +292,14 @@ async def failures_fragment(request: Request) -> Response:
 
 def _queue_context(request: Request) -> dict[str, Any]:
     target, framework, key = (request.path_params[k] for k in ("target", "framework", "queue"))
-    require_queue(request, target, framework, key)
+    backend = require_queue(request, target, framework, key)
     found = _store(request).queue(target, framework, key)
     state = _store(request).get(target)
     assert state is not None
-    if found is None:
-        # Known (configured, or discovered since the last snapshot) but not collected yet.
-        stats = _empty_stats(framework, key)
-        if stats is None:
-            raise HTTPException(404, operations.unknown_queue_message(target, framework, key))
-    else:
-        stats = found[1]
+    # Known (configured, or discovered since the last snapshot) but not collected yet: zero counts.
+    stats = backend.empty_stats(key) if found is None else found[1]
     history = _store(request).history(target, key)
-    tabs = [Tab(s, _tab_count(stats, s)) for s in BROWSE_STATES[framework]]
+    tabs = [Tab(s, _tab_count(stats, s)) for s in backend.states]
     return {"target": state, "queue": stats, "tabs": tabs, "history": _history_series(history, stats)}
 
 
@@ -314,18 +307,6 @@ def _tab_count(stats: QueueStats, state: str) -> int | None:
     if state in stats.counts:
         return stats.counts[state]
     return stats.results.get(state) if stats.results is not None else None
-
-
-def _empty_stats(framework: str, key: str) -> QueueStats | None:
-    """A known queue the store does not list yet (no snapshot since it was found): zero counts."""
-    if framework == Framework.ARQ:
-        states = QUEUE_STATES[Framework.ARQ]
-        return QueueStats(Framework.ARQ, arq_keys.NAMESPACE, key, key, dict.fromkeys(states, 0), None)
-    q = dramatiq_keys.queue_keys(key)
-    if q is None:
-        return None
-    states = QUEUE_STATES[Framework.DRAMATIQ]
-    return QueueStats(Framework.DRAMATIQ, q.namespace, q.queue, q.ready, dict.fromkeys(states, 0), None)
 
 
 def _history_series(history: list[tuple[float, Any]], stats: QueueStats) -> dict[str, Any]:
@@ -349,9 +330,10 @@ def action_label(state: str, action: str) -> str:
 def control_actions(request: Request, target: str, framework: str, state: str) -> list[tuple[str, str]]:
     """(action, label) of the controls shown for jobs in `state`; none in read-only mode."""
     collector = target_collector(request, target)
-    if request.app.state.settings.read_only or collector is None:
+    backend = collector.backend(framework) if collector is not None else None
+    if request.app.state.settings.read_only or backend is None:
         return []
-    return [(a, action_label(state, a)) for a in operations.actions(collector, framework, state)]
+    return [(a, action_label(state, a)) for a in backend.actions(state)]
 
 
 async def _jobs_context(request: Request, context: dict[str, Any]) -> dict[str, Any]:
@@ -437,57 +419,34 @@ def _paging(request: Request) -> tuple[int, int]:
     return offset, limit
 
 
-def resend(request: Request, target: str, detail: JobDetail) -> snippets.Snippet:
+def resend(request: Request, target: str, detail: JobDetail) -> Snippet:
     """The job's "copy as code" snippet, written with the target's URL minus its password."""
     settings = request.app.state.settings.target(target)
-    return snippets.resend_snippet(detail, settings.safe_url if settings else DEFAULT_URL)
+    backend = require_queue(request, target, detail.framework.value, detail.queue_key)
+    return backend.resend(detail, settings.safe_url if settings else DEFAULT_URL)
 
 
-def require_queue(request: Request, target: str, framework: str, key: str) -> TargetCollector:
-    """The target's collector when `key` is a queue it knows for `framework`; else a 404 that says
-    what is unknown (and how queues are discovered)."""
+def require_queue(request: Request, target: str, framework: str, key: str) -> Backend:
+    """The target's backend `framework` when `key` is a queue it knows; else a 404 that says what is
+    unknown (and how queues are discovered)."""
     collector = target_collector(request, target)
     if collector is None:
         raise HTTPException(404, f"Unknown target {target!r}.")
-    if framework not in BROWSE_STATES:
-        raise HTTPException(404, f"Unknown framework {framework!r}: dramatiq or arq.")
-    if not operations.known_queue(collector, framework, key):
+    backend = collector.backend(framework)
+    if backend is None:
+        raise HTTPException(404, f"Unknown framework {framework!r}: {' or '.join(backends.NAMES)}.")
+    if not backend.knows(key):
         raise HTTPException(404, operations.unknown_queue_message(target, framework, key))
-    return collector
+    return backend
 
 
 async def list_jobs(request: Request, target: str, framework: str, key: str, state: str) -> JobPage:
-    collector = require_queue(request, target, framework, key)
-    if state not in BROWSE_STATES[framework]:
-        raise HTTPException(400, f"Unknown state {state!r}; one of {', '.join(BROWSE_STATES[framework])}.")
+    backend = require_queue(request, target, framework, key)
+    if state not in backend.states:
+        raise HTTPException(400, f"Unknown state {state!r}; one of {', '.join(backend.states)}.")
     offset, limit = _paging(request)
-    if framework == Framework.ARQ:
-        return await arq_browse.list_jobs(collector.redis, collector.arq, key, state, offset, limit)
-    q = dramatiq_keys.queue_keys(key)
-    if q is None:
-        raise HTTPException(404, f"{key!r} is not a Dramatiq queue key (namespace:queue).")
-    return await dramatiq_browse.list_jobs(
-        collector.redis, q, state, offset, limit, collector.dramatiq.ack_keys(q)
-    )
+    return await backend.list_jobs(key, state, offset, limit)
 
 
 async def load_job(request: Request, target: str, framework: str, key: str, job_id: str) -> JobDetail | None:
-    collector = require_queue(request, target, framework, key)
-    if framework == Framework.ARQ:
-        return await arq_browse.get_job(collector.redis, collector.arq, key, job_id)
-    q = dramatiq_keys.queue_keys(key)
-    if q is None:
-        raise HTTPException(404, f"{key!r} is not a Dramatiq queue key (namespace:queue).")
-    results_redis = request.app.state.results_redis.get(target)
-    return await dramatiq_browse.get_job(
-        collector.redis,
-        q,
-        job_id,
-        collector.dramatiq.ack_keys(q),
-        collector.dramatiq.config.results,
-        results_redis,
-    )
-
-
-def target_states(request: Request) -> list[TargetState]:
-    return _store(request).targets()
+    return await require_queue(request, target, framework, key).get_job(key, job_id)

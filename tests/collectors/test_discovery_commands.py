@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from callboard.collectors.arq.snapshot import ArqCollector
 from callboard.collectors.dramatiq.keys import QueueKeys
 from callboard.collectors.dramatiq.snapshot import DramatiqCollector
-from callboard.collectors.search import Query, Scan, sources
+from callboard.collectors.search import Query, Scan
 from callboard.collectors.target import TargetCollector
 from tests.collectors.conftest import BrokerFactory, make_actor
 
@@ -88,7 +88,7 @@ async def test_discovery_and_search_never_send_keys(
         ("arq", default_queue_name): {"ready": 1, "deferred": 0, "in_progress": 1},
     }
 
-    scan = Scan(aredis, Query("erin@example", "any"), sources(tc))
+    scan = Scan(aredis, Query("erin@example", "any"), tc.search_sources())
     await scan.measure()
     hits = await scan.lookup()
     while not scan.done:

@@ -25,7 +25,7 @@ from callboard.collectors.arq.snapshot import ArqCollector
 from callboard.collectors.dramatiq.config import DramatiqConfig
 from callboard.collectors.dramatiq.keys import QueueKeys
 from callboard.collectors.dramatiq.snapshot import DramatiqCollector
-from callboard.collectors.search import COUNT, FOLDS_INTO_ASCII, Hit, Query, Scan, prefilter, sources
+from callboard.collectors.search import COUNT, FOLDS_INTO_ASCII, Hit, Query, Scan, prefilter
 from callboard.collectors.target import TargetCollector
 from callboard.dashboard.searches import KEEP_HITS, MAX_RUNNING, SearchBusy, Searches, SearchRequest
 from tests.collectors.conftest import BrokerFactory, make_actor
@@ -53,7 +53,7 @@ async def collected(aredis: Redis) -> TargetCollector:
 
 async def run(tc: TargetCollector, query: Query, queue: str | None = None) -> tuple[Scan, list[Hit]]:
     framework = None if queue is None else ("dramatiq" if queue.startswith("dramatiq:") else "arq")
-    scan = Scan(tc.redis, query, sources(tc, framework, queue))
+    scan = Scan(tc.redis, query, tc.search_sources(framework, queue))
     await scan.measure()
     hits = await scan.lookup()
     while not scan.done:
@@ -124,9 +124,9 @@ async def test_dramatiq_ids(dramatiq_jobs: dict[str, Any], aredis: Redis) -> Non
     j = dramatiq_jobs
     tc = await collected(aredis)
     # A redis message id is found without walking anything: one HGET per hash of each queue.
-    scan = Scan(aredis, Query(j["dead"].upper(), "id"), sources(tc))
+    scan = Scan(aredis, Query(j["dead"].upper(), "id"), tc.search_sources())
     assert found(await scan.lookup()) == {}  # lookups are exact
-    scan = Scan(aredis, Query(j["dead"], "id"), sources(tc))
+    scan = Scan(aredis, Query(j["dead"], "id"), tc.search_sources())
     assert found(await scan.lookup()) == {j["dead"]: ("dead", "id")}
     assert scan.scanned == 0
     # The message_id is not where the structure can find it: the walk does (and a prefix works).
@@ -215,7 +215,7 @@ async def test_arq_fields_states_and_ids(arq_jobs: dict[str, Any], aredis: Redis
 
     # Ids: queued jobs and results are found at once, and a prefix by the walk.
     for state in ("deferred", "succeeded"):
-        scan = Scan(aredis, Query(j[state], "id"), sources(tc))
+        scan = Scan(aredis, Query(j[state], "id"), tc.search_sources())
         assert found(await scan.lookup()) == {j[state]: (state, "id")}
     _, hits = await run(tc, Query(j["failed"][:10], "id"))
     assert found(hits) == {j["failed"]: ("failed", "id")}
@@ -253,7 +253,7 @@ async def test_progress_counts_and_duplicates(brokers: BrokerFactory, aredis: Re
     for i in range(COUNT * 2 + 500):
         work.send(i, f"order-{i}")
     tc = await collected(aredis)
-    scan = Scan(aredis, Query("order-1", "args"), sources(tc))
+    scan = Scan(aredis, Query("order-1", "args"), tc.search_sources())
     await scan.measure()
     assert scan.total == COUNT * 2 + 500
     seen = [scan.scanned]

@@ -19,10 +19,14 @@ from typing import Any
 import pytest
 from arq.connections import ArqRedis
 
+from callboard.collectors import snippets
+from callboard.collectors.arq import resend as arq_resend
+from callboard.collectors.arq.resend import ARQ_OWN_NAMES
+from callboard.collectors.dramatiq import resend as dramatiq_resend
+from callboard.collectors.literals import literal
 from callboard.collectors.model import Framework, JobDetail, StoredCall, Undecodable
+from callboard.collectors.snippets import URL_VARIABLE, Snippet
 from callboard.collectors.unpickler import placeholder_class
-from callboard.dashboard.literals import literal
-from callboard.dashboard.snippets import ARQ_OWN_NAMES, URL_VARIABLE, resend_snippet
 
 URL = "redis://127.0.0.1:6380/3"
 
@@ -66,6 +70,12 @@ VALUE_CALLS = {
     "collections.OrderedDict",
 }
 NAMESPACE = {"datetime": datetime, "decimal": decimal, "uuid": uuid, "collections": collections}
+
+
+def resend_snippet(job: JobDetail, url: str) -> Snippet:
+    """What the job page shows: the shared checks, then the job's own backend's writer."""
+    write = dramatiq_resend.write if job.framework is Framework.DRAMATIQ else arq_resend.write
+    return snippets.resend_snippet(job, url, write)
 
 
 def dotted(node: ast.expr) -> str:

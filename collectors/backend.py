@@ -1,0 +1,111 @@
+"""The one shape every queue backend has: what the dashboard may ask of it, and nothing else.
+
+A backend (Dramatiq on Redis, Arq on Redis) lives in its own package with the same file names
+(keys, config, snapshot, browse, codec, controls, resend) and shows itself through one class that
+satisfies `Backend`, made per target by the registry (backends.py). The pages, the API, the
+controls and search look a backend up by its name from the URL and call these methods: none of
+them compares framework names, so a new backend touches no page (docs/backends.md walks through
+adding one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+from callboard.collectors.failures import FailureIndex
+from callboard.collectors.model import (
+    Framework,
+    JobDetail,
+    JobOutcome,
+    JobPage,
+    QueueStats,
+    Selection,
+)
+from callboard.collectors.search import Source
+from callboard.collectors.snippets import Snippet
+
+
+@dataclass(frozen=True, slots=True)
+class Words:
+    """How a backend's own documentation names things, for pages that speak to its users."""
+
+    #: "Dramatiq", "Arq".
+    label: str
+    #: What one unit of work is called: "messages", "jobs".
+    jobs: str
+    #: What runs it: "actor", "function".
+    runner: str
+    #: The retry action on a failed job: "Requeue" (the same message again), "Re-run".
+    retry: str
+    #: What the failed state holds: "dead letters", "failed results".
+    failed: str
+    #: The heading of a job's options: "Options", "Execution".
+    options: str
+
+
+class Backend(Protocol):
+    """One backend on one target: reads, controls and search, all keyed by queue key and state."""
+
+    framework: Framework
+    #: The tabs of a queue page, in order; every state a page or control may name.
+    states: tuple[str, ...]
+    #: The states counted in every snapshot (the charted ones), a prefix-free subset of `states`.
+    counted: tuple[str, ...]
+    #: Where failed jobs land (the failures page links and acts there).
+    failed_state: str
+    words: Words
+
+    @property
+    def redis(self) -> Redis: ...
+
+    @property
+    def failures(self) -> FailureIndex:
+        """Failed jobs of this target grouped by cause (kept up to date in the background)."""
+        ...
+
+    def knows(self, queue: str) -> bool:
+        """Whether `queue` is one of this backend's queues on the target: configured, or discovered
+        with its own layout. Pages and controls act on nothing else. O(queues)."""
+        ...
+
+    def empty_stats(self, queue: str) -> QueueStats:
+        """Zero counts for a known queue no snapshot has listed yet."""
+        ...
+
+    async def list_jobs(self, queue: str, state: str, offset: int, limit: int) -> JobPage: ...
+
+    async def get_job(self, queue: str, job_id: str) -> JobDetail | None: ...
+
+    def actions(self, state: str) -> tuple[str, ...]:
+        """The controls jobs in `state` allow, in display order ("retry", "delete", "abort", ...)."""
+        ...
+
+    async def apply(
+        self, queue: str, state: str, action: str, ids: Sequence[str], new_id: bool
+    ) -> list[JobOutcome]:
+        """Act on `ids`, each by compare-and-set: a job that changed meanwhile is reported, not hit."""
+        ...
+
+    async def select_all(self, queue: str, state: str) -> Selection:
+        """Every job of `state` as batches, bounded when the run starts."""
+        ...
+
+    async def recover(self, queue: str) -> list[JobOutcome]:
+        """Put back what dead workers held (the "orphaned" state's one action), where there is one."""
+        ...
+
+    def search_sources(self, target: str, queue: str | None) -> list[Source]:
+        """What a search walks: every known queue, or `queue` alone."""
+        ...
+
+    def search_notes(self) -> list[str]:
+        """What a search started now cannot see yet (an index still being built)."""
+        ...
+
+    def resend(self, job: JobDetail, redis_url: str) -> Snippet:
+        """Python that re-sends `job` (copy as code); the URL's password is never written."""
+        ...

@@ -1,0 +1,124 @@
+"""Dramatiq on Redis behind the Backend protocol (collectors/backend.py), one per target.
+
+Queue keys arrive as URLs carry them (`namespace:queue`); `knows()` admits only queues the snapshot
+collector has (configured, or discovered in a namespace with a heartbeat registry), so every other
+method may parse them without a check of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+
+from callboard.collectors import snippets
+from callboard.collectors.backend import Words
+from callboard.collectors.dramatiq import browse, controls, resend
+from callboard.collectors.dramatiq.keys import QueueKeys, queue_keys
+from callboard.collectors.dramatiq.snapshot import DramatiqCollector
+from callboard.collectors.failures import FailureIndex
+from callboard.collectors.model import (
+    QUEUE_STATES,
+    Framework,
+    JobDetail,
+    JobOutcome,
+    JobPage,
+    QueueStats,
+    Selection,
+)
+from callboard.collectors.search import Source
+from callboard.collectors.snippets import Snippet
+
+WORDS = Words(
+    label="Dramatiq",
+    jobs="messages",
+    runner="actor",
+    retry="Requeue",
+    failed="dead letters",
+    options="Options",
+)
+
+
+class DramatiqBackend:
+    framework = Framework.DRAMATIQ
+    states: tuple[str, ...] = browse.BROWSE_STATES
+    counted: tuple[str, ...] = QUEUE_STATES[Framework.DRAMATIQ]
+    failed_state = "dead"
+    words = WORDS
+
+    def __init__(
+        self, redis: Redis, collector: DramatiqCollector, results_redis: Redis | None = None
+    ) -> None:
+        self._redis = redis
+        self.collector = collector
+        #: Where the app's results backend keeps results, when not in the broker's database.
+        self.results_redis = results_redis
+
+    @property
+    def redis(self) -> Redis:
+        return self._redis
+
+    @property
+    def failures(self) -> FailureIndex:
+        return self.collector.failures
+
+    def knows(self, queue: str) -> bool:
+        return any(q.ready == queue for q in self.collector.queue_keys())
+
+    def _keys(self, queue: str) -> QueueKeys:
+        q = queue_keys(queue)
+        if q is None:  # knows() admitted it, so it parses; a caller that skipped knows() is a bug
+            raise ValueError(f"{queue!r} is not a Dramatiq queue key (namespace:queue)")
+        return q
+
+    def empty_stats(self, queue: str) -> QueueStats:
+        q = self._keys(queue)
+        return QueueStats(self.framework, q.namespace, q.queue, q.ready, dict.fromkeys(self.counted, 0), None)
+
+    async def list_jobs(self, queue: str, state: str, offset: int, limit: int) -> JobPage:
+        q = self._keys(queue)
+        return await browse.list_jobs(self._redis, q, state, offset, limit, self.collector.ack_keys(q))
+
+    async def get_job(self, queue: str, job_id: str) -> JobDetail | None:
+        q = self._keys(queue)
+        acks = self.collector.ack_keys(q)
+        results = self.collector.config.results
+        return await browse.get_job(self._redis, q, job_id, acks, results, self.results_redis)
+
+    def actions(self, state: str) -> tuple[str, ...]:
+        return controls.actions(state)
+
+    async def apply(
+        self, queue: str, state: str, action: str, ids: Sequence[str], new_id: bool
+    ) -> list[JobOutcome]:
+        # The recipes take what they changed out of the failure groups at once.
+        q = self._keys(queue)
+        return await controls.apply(self._redis, q, state, action, ids, failures=self.failures)
+
+    async def select_all(self, queue: str, state: str) -> Selection:
+        return await controls.select_all(self._redis, self._keys(queue), state)
+
+    async def recover(self, queue: str) -> list[JobOutcome]:
+        q = self._keys(queue)
+        timeout = self.collector.config.heartbeat_timeout
+        return await controls.recover(self._redis, q, self.collector.ack_keys(q), timeout)
+
+    def search_sources(self, target: str, queue: str | None) -> list[Source]:
+        out: list[Source] = []
+        fw = self.framework
+        for q in self.collector.queue_keys():
+            if queue is not None and q.ready != queue:
+                continue
+            acks = tuple(a.key for a in self.collector.ack_keys(q) if not a.delayed)
+            out += [
+                Source(target, fw, q.ready, "hash", q.msgs, "ready", acks=acks),
+                Source(target, fw, q.ready, "hash", q.delay_msgs, "delayed"),
+                Source(target, fw, q.ready, "hash", q.dead_msgs, "dead", dead_times=q.dead),
+            ]
+        return out
+
+    def search_notes(self) -> list[str]:
+        return []
+
+    def resend(self, job: JobDetail, redis_url: str) -> Snippet:
+        return snippets.resend_snippet(job, redis_url, resend.write)
