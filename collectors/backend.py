@@ -45,6 +45,8 @@ class Words:
     failed: str
     #: The heading of a job's options: "Options", "Execution".
     options: str
+    #: What the page says about states it shows from stored results, if any.
+    retained: str = ""
 
 
 class Backend(Protocol):
@@ -58,6 +60,8 @@ class Backend(Protocol):
     #: Where failed jobs land (the failures page links and acts there).
     failed_state: str
     words: Words
+    #: Whether a retry may run a job again under a new id, keeping the old one's result.
+    offers_new_id: bool
 
     @property
     def redis(self) -> Redis: ...

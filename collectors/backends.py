@@ -13,10 +13,18 @@ from callboard.collectors.arq.snapshot import ArqCollector
 from callboard.collectors.backend import Backend
 from callboard.collectors.dramatiq.backend import DramatiqBackend
 from callboard.collectors.dramatiq.snapshot import DramatiqCollector
-from callboard.collectors.model import Framework
+from callboard.collectors.model import QueueStats
 
+#: Each backend's class by name: what pages may know without a target (words, states, traits).
+KINDS: dict[str, type[Backend]] = {k.framework.value: k for k in (DramatiqBackend, ArqBackend)}
 #: Names as URLs carry them, in display order.
-NAMES: tuple[str, ...] = tuple(f.value for f in Framework)
+NAMES: tuple[str, ...] = tuple(KINDS)
+
+
+def failed_count(q: QueueStats) -> int | None:
+    """How many jobs of `q` are in its backend's failed state (dead letters, failed results)."""
+    state = KINDS[q.framework.value].failed_state
+    return q.counts[state] if state in q.counts else (q.results or {}).get(state)
 
 
 def for_target(

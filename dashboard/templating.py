@@ -21,6 +21,7 @@ from markupsafe import Markup
 from starlette.templating import Jinja2Templates
 
 import callboard
+from callboard.collectors import backends
 from callboard.dashboard.urls import BUILDERS, segment
 from callboard.dashboard.urls import job_url as job_url  # re-exported: templates and older callers use these
 from callboard.dashboard.urls import queue_url as queue_url
@@ -123,7 +124,7 @@ def printable(value: Any) -> Any:
 def make_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(asset_dir("templates")))
     env = templates.env
-    env.globals.update(static=static, **BUILDERS)
+    env.globals.update(static=static, kinds=backends.KINDS, failed_count=backends.failed_count, **BUILDERS)
     env.filters.update(
         ago=ago, duration=duration, when=when, compact=compact, pretty=pretty, bytes=bytes_, segment=segment
     )

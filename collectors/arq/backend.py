@@ -30,7 +30,13 @@ from callboard.collectors.search import Source
 from callboard.collectors.snippets import Snippet
 
 WORDS = Words(
-    label="Arq", jobs="jobs", runner="function", retry="Re-run", failed="failed results", options="Execution"
+    label="Arq",
+    jobs="jobs",
+    runner="function",
+    retry="Re-run",
+    failed="failed results",
+    options="Execution",
+    retained="failed and succeeded: retained results (Arq keeps them 1 h by default)",
 )
 
 
@@ -40,6 +46,7 @@ class ArqBackend:
     counted: tuple[str, ...] = QUEUE_STATES[Framework.ARQ]
     failed_state = "failed"
     words = WORDS
+    offers_new_id = True
 
     def __init__(self, redis: Redis, collector: ArqCollector) -> None:
         self._redis = redis

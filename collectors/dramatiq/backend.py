@@ -45,6 +45,7 @@ class DramatiqBackend:
     counted: tuple[str, ...] = QUEUE_STATES[Framework.DRAMATIQ]
     failed_state = "dead"
     words = WORDS
+    offers_new_id = False
 
     def __init__(
         self, redis: Redis, collector: DramatiqCollector, results_redis: Redis | None = None
