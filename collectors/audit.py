@@ -40,7 +40,7 @@ async def recent(redis: Redis, limit: int) -> list[dict[str, Any]]:
     for raw in raws:
         try:
             entry = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays nested past the parser's depth
             continue  # not ours to interpret; the list is ours, but be robust to hand edits
         if isinstance(entry, dict):
             out.append(entry)

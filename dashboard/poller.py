@@ -84,9 +84,11 @@ class Poller:
         POLLER.set(True)  # this task's Redis commands may use the connection kept for the poller
         wake = self._wake[name]
         while True:
+            # Cleared before the cycle, not after: a refresh() that arrives while this cycle runs (it
+            # may have read before the write that asked for it) starts one more cycle at once.
+            wake.clear()
             await self.collect_once(name)
             await trim_pools(self.pools.get(name, ()))
-            wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=self.interval)
 

@@ -48,7 +48,7 @@ def static(path: str) -> str:
 def ago(ts: float | None, now: float | None = None) -> str:
     if ts is None:
         return "—"
-    delta = (now or time.time()) - ts
+    delta = (time.time() if now is None else now) - ts
     future = delta < 0
     text = duration(abs(delta))
     return f"in {text}" if future else f"{text} ago"
@@ -58,10 +58,16 @@ def duration(seconds: float | None) -> str:
     if seconds is None:
         return "—"
     s = float(seconds)
+    # Below a minute the figure is rounded, but never up into the next unit's wording (0.9996 s is
+    # "999 ms", not "1000 ms"; 59.7 s is "59 s", not "60 s"); from minutes on, whole units truncate.
+    if s < 0.001:
+        return "0 s"
     if s < 1:
-        return f"{s * 1000:.0f} ms" if s >= 0.001 else "0 s"
+        return f"{min(s * 1000, 999):.0f} ms"
+    if s < 10:
+        return f"{min(s, 9.9):.1f} s"
     if s < 60:
-        return f"{s:.0f} s" if s >= 10 else f"{s:.1f} s"
+        return f"{min(s, 59):.0f} s"
     if s < 3600:
         return f"{int(s // 60)} min {int(s % 60)} s"
     if s < 86400:
@@ -80,10 +86,12 @@ def compact(n: int | float | None) -> str:
         return "—"
     if abs(n) < 10_000:
         return f"{n:,}"
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)
+    # The smallest unit whose rounded figure stays under 1000 (999,999 is "1.0M", not "1000.0k").
+    for unit, size in (("k", 1e3), ("M", 1e6)):
+        text = f"{n / size:.1f}"
+        if abs(float(text)) < 1000:
+            return text + unit
+    return f"{n / 1e9:.1f}G"
 
 
 def pretty(value: Any) -> str:
@@ -94,13 +102,19 @@ def pretty(value: Any) -> str:
 
 
 def bytes_(n: int | None) -> str:
+    """Whole bytes below 1 KiB, else one decimal in the smallest binary unit whose rounded figure stays
+    under 1024 (1,992,294 is "1.9 MiB"; 1,048,575 is "1.0 MiB", not "1024.0 KiB"), up to TiB."""
     if n is None:
         return "—"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n = int(n / 1024)
-    return f"{n:.1f} TiB"
+    if abs(n) < 1024:
+        return f"{n:.0f} B"
+    value = n / 1024  # one division per unit from the exact count: no truncation on the way
+    for unit in ("KiB", "MiB", "GiB"):
+        text = f"{value:.1f}"
+        if abs(float(text)) < 1024:
+            return f"{text} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
 
 
 def printable(value: Any) -> Any:
