@@ -301,11 +301,39 @@ async def _audit_entries(request: Request) -> tuple[list[dict[str, Any]], list[s
     for name, collector in collectors.items():
         try:
             for entry in await audit.recent(collector.redis, AUDIT_PAGE):
-                entries.append({**entry, "target": entry.get("target", name)})
+                entries.append(_clean(entry, name))
         except (RedisError, OSError) as exc:
             errors.append(f"{name}: {type(exc).__name__}")
-    entries.sort(key=lambda e: -float(e.get("finished_at") or e.get("started_at") or 0))
+    entries.sort(key=lambda e: -_when(e))
     return entries[:AUDIT_PAGE], errors
+
+
+_AUDIT_TIMES = ("started_at", "finished_at", "seconds")
+_AUDIT_COUNTS = ("expected", "requested", "visited", "done", "skipped", "changed")
+
+
+def _clean(entry: dict[str, Any], target: str) -> dict[str, Any]:
+    """An audit entry as the page and API show it. The list is in Redis, where anyone who can write
+    may have edited it: times and counts that are not numbers become None, ids become strings and
+    every other field text, so one odd entry is shown as it is instead of failing the page."""
+    out: dict[str, Any] = {k: v if isinstance(v, str) or v is None else str(v) for k, v in entry.items()}
+    for name in _AUDIT_TIMES:
+        value = entry.get(name)
+        out[name] = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    for name in _AUDIT_COUNTS:
+        value = entry.get(name)
+        out[name] = value if isinstance(value, int) and not isinstance(value, bool) else None
+    ids = entry.get("ids")
+    out["ids"] = [str(i) for i in ids] if isinstance(ids, list) else None
+    changed_ids = entry.get("changed_ids")
+    out["changed_ids"] = [str(i) for i in changed_ids] if isinstance(changed_ids, list) else []
+    out["target"] = out.get("target") or target
+    return out
+
+
+def _when(entry: dict[str, Any]) -> float:
+    """When an entry ended (or began), for ordering (entries are clean: numbers or None)."""
+    return float(entry.get("finished_at") or entry.get("started_at") or 0.0)
 
 
 async def audit_api(request: Request) -> Response:
