@@ -61,13 +61,16 @@ FAILURE_BURST, FAILURE_REFILL_PER_SECOND = 10, 1.0
 
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
-    #: user name -> "scrypt$N$r$p$salt$hash" (base64), from `callboard hash-password`.
+    #: User name -> password hash (`scrypt$N$r$p$salt$hash`, base64), from `callboard hash-password`;
+    #: plain passwords are refused.
     users: Mapping[str, str] = field(default_factory=dict)
-    #: token name -> "sha256$hex", from `callboard new-token`.
+    #: Token name -> the token's hash (`sha256$hex`), from `callboard new-token`; clients send the token
+    #: as `Authorization: Bearer <token>`.
     tokens: Mapping[str, str] = field(default_factory=dict)
-    #: Let Prometheus scrape without credentials (the figures are not secret to everyone).
+    #: Let `/metrics` answer without credentials, for a Prometheus that sends none (the figures are not
+    #: secret to everyone).
     metrics_public: bool = False
-    #: Origins besides this host allowed to POST (e.g. "https://ops.example.com" behind a proxy).
+    #: Origins besides this host allowed to POST (e.g. `https://ops.example.com` behind a proxy).
     trusted_origins: tuple[str, ...] = ()
 
     @property

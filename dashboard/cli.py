@@ -8,7 +8,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from callboard.dashboard.settings import SettingsError, load
+from callboard.dashboard.settings import Settings, SettingsError, load
+
+DEFAULTS = Settings()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,12 +19,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="watch one or more Redis targets and serve the dashboard")
+    add_serve_arguments(serve)
+    sub.add_parser("hash-password", help="read a password, print the hash for [auth] users in the config")
+    sub.add_parser("new-token", help="print a new bearer token and the hash for [auth] tokens")
+    demo = sub.add_parser("demo", help="embedded Redis, real demo workers and traffic, and the dashboard")
+    demo.add_argument("--port", type=int, default=DEFAULTS.port)
+    demo.add_argument("--host", default=DEFAULTS.host)
+    return parser
+
+
+def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
+    """The flags of `callboard serve`. Each `dest` is the setting it sets, or `redis` and `config`, the
+    arguments of `load` (so docs/configuration.md lists them from here); not given, each is None or []."""
     serve.add_argument(
         "--redis", action="append", default=[], metavar="[NAME=]URL", help="a Redis target (repeatable)"
     )
-    serve.add_argument("--config", help="TOML config file listing targets")
-    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--config", metavar="FILE", help="TOML config file (docs/configuration.md)")
+    serve.add_argument("--host", help=f"address to bind (default {DEFAULTS.host})")
+    serve.add_argument("--port", type=int, help=f"port (default {DEFAULTS.port})")
     serve.add_argument("--read-only", action="store_true", default=None, help="hide and refuse every control")
     serve.add_argument("--poll-interval", type=float, metavar="SECONDS", help="seconds between collections")
     serve.add_argument(
@@ -33,17 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--allowed-host",
+        dest="allowed_hosts",
         action="append",
-        default=[],
         metavar="HOST",
         help="a Host name to serve under besides loopback: ops.example.com, *.example.com or * (repeatable)",
     )
-    sub.add_parser("hash-password", help="read a password, print the hash for [auth] users in the config")
-    sub.add_parser("new-token", help="print a new bearer token and the hash for [auth] tokens")
-    demo = sub.add_parser("demo", help="embedded Redis, real demo workers and traffic, and the dashboard")
-    demo.add_argument("--port", type=int, default=8000)
-    demo.add_argument("--host", default="127.0.0.1")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,17 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(host=args.host, port=args.port)
     if args.command in ("hash-password", "new-token"):
         return _secrets(args.command)
+    flags = {key: value for key, value in vars(args).items() if key not in ("command", "redis", "config")}
     try:
-        settings = load(
-            redis=args.redis,
-            config=args.config,
-            host=args.host,
-            port=args.port,
-            read_only=args.read_only,
-            poll_interval=args.poll_interval,
-            allow_unauthenticated=args.allow_unauthenticated,
-            allowed_hosts=args.allowed_host or None,
-        )
+        settings = load(redis=args.redis, config=args.config, **flags)
     except SettingsError as exc:
         print(f"callboard: {exc}", file=sys.stderr)
         return 2

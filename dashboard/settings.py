@@ -1,52 +1,46 @@
-"""Settings: flags, then environment (`CALLBOARD_*`), then a TOML config file, then defaults.
+"""Settings: defaults < a TOML config file < the environment (`CALLBOARD_*`) < flags.
 
-Config file shape (every key optional):
-
-    poll_interval = 2.0
-    allowed_hosts = ["ops.example.com"]    # Host names served besides loopback (see Settings)
-    [[targets]]
-    name = "main"
-    url = "redis://localhost:6379/0"
-    [targets.dramatiq]
-    namespaces = ["dramatiq"]              # discovered when not listed
-    queues = ["dramatiq:default"]          # always shown, even while empty
-    heartbeat_timeout = 60
-    dead_message_ttl = 604800              # the broker's, in seconds (7 days): when dead letters go
-    [targets.dramatiq.results]             # only when the app stores results
-    namespace = "dramatiq-results"
-    prefix_keys = false                    # Dramatiq 2.2 use_namespace_prefix_keys
-    url = "redis://localhost:6379/1"       # when results live elsewhere
-    [targets.arq]
-    queues = ["arq:queue"]                 # discovered when not listed
-    serializer = "auto"                    # auto (sniffed) | pickle | msgpack | json
-    health_check_interval = 3600           # the workers' setting, to turn the key's TTL into an age
-    allow_abort_jobs = false               # true only if every worker runs with allow_abort_jobs=True
-    job_timeout = 300                      # the workers' job_timeout: older claims show as stuck
-
-    [auth]                                 # when present, everything but /healthz needs credentials
-    users = { alice = "scrypt$..." }       # `callboard hash-password`
-    tokens = { prometheus = "sha256$..." } # `callboard new-token`; sent as Authorization: Bearer
-    metrics_public = false
-    trusted_origins = []                   # extra origins allowed to POST (behind a proxy)
+Each setting is documented once, by the `#:` comment above its field, and has its default once, in its
+dataclass; docs/configuration.md is generated from both (dashboard/reference.py). A config key is read
+by its field's type, so a new field is a new key, documented, with nothing else to edit.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import tomllib
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from callboard.collectors.arq.config import SERIALIZERS, ArqConfig
 from callboard.collectors.credentials import redact as redact  # pages, logs and metrics use it from here
-from callboard.collectors.dramatiq.config import DEAD_MESSAGE_TTL, DramatiqConfig, ResultsConfig
+from callboard.collectors.dramatiq.config import DramatiqConfig, ResultsConfig
 from callboard.dashboard.access import AuthConfig, is_loopback, valid_hash
 from callboard.dashboard.hosts import normalise_entry
 
 DEFAULT_URL = "redis://localhost:6379/0"
+#: The environment variables that name the config file and the targets.
+ENV_CONFIG = "CALLBOARD_CONFIG"
+ENV_REDIS = "CALLBOARD_REDIS"
+#: Top-level settings the environment sets, each from `CALLBOARD_<KEY>` (`env_var`).
+ENV_SETTINGS = ("host", "port", "read_only", "poll_interval", "allow_unauthenticated", "allowed_hosts")
+#: A boolean in the environment is true when it is one of these (any case); anything else is false.
+TRUE_WORDS = ("1", "true", "yes")
+#: Fields no config key sets (tuning kept in code), as `Class.field`.
+CODE_ONLY = frozenset({"ArqConfig.result_budget"})
+#: String settings that take one of a few values, as `Class.field`.
+CHOICES: dict[str, tuple[str, ...]] = {"ArqConfig.serializer": SERIALIZERS}
+#: Field metadata for a field the config file sets outside its own class's table: the dotted path
+#: from that table.
+FILE_KEY = "file_key"
+
+T = TypeVar("T")
 
 
 class SettingsError(ValueError):
@@ -55,12 +49,18 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class TargetSettings:
+    #: Shown on pages and in the metrics' `target` label; unique. When not given: the URL's
+    #: `host-port-db`.
     name: str
+    #: The Redis database: `redis://`, `rediss://` (TLS), `unix://` or `valkey://` (read as `redis://`).
+    #: Required. Its password never appears in pages, logs or metrics.
     url: str
+    #: How to read Dramatiq's keys on this target.
     dramatiq: DramatiqConfig = field(default_factory=DramatiqConfig)
+    #: How to read Arq's keys on this target.
     arq: ArqConfig = field(default_factory=ArqConfig)
-    #: Where Dramatiq results live, when not in the broker's database.
-    results_url: str | None = None
+    #: The Redis database of the Dramatiq results, when it is not the target's `url`.
+    results_url: str | None = field(default=None, metadata={FILE_KEY: "dramatiq.results.url"})
 
     @property
     def safe_url(self) -> str:
@@ -69,18 +69,25 @@ class TargetSettings:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    #: The Redis databases to watch, one `[[targets]]` table each; Callboard finds both frameworks'
+    #: queues in each.
     targets: tuple[TargetSettings, ...] = (TargetSettings("default", DEFAULT_URL),)
+    #: Address to bind. Any but a loopback address needs `[auth]` or `allow_unauthenticated`.
     host: str = "127.0.0.1"
+    #: Port to bind.
     port: int = 8000
+    #: Hide every control and refuse every POST that would change a job (403).
     read_only: bool = False
     #: Seconds between collections; every viewer and scraper reads the latest one.
     poll_interval: float = 2.0
-    #: How much depth history the store keeps for charts.
+    #: Seconds of depth history kept in memory for the charts (long-term history is Grafana's).
     history_seconds: float = 1800.0
-    #: SCAN calls per discovery step (1,000 keys each).
+    #: SCAN calls per discovery step, one step per collection (1,000 keys each).
     scan_budget: int = 20
-    #: Redis connect/read timeout; keep it below Prometheus' scrape timeout.
+    #: Redis connect/read timeout in seconds; keep it below Prometheus' scrape timeout.
     redis_timeout: float = 2.0
+    #: Who may use Callboard. With users or tokens configured, every request but `/healthz` needs HTTP
+    #: basic credentials of a user or `Authorization: Bearer <token>`.
     auth: AuthConfig = field(default_factory=AuthConfig)
     #: Serve a non-loopback address without auth: an explicit choice (a private network, a proxy
     #: that authenticates); without it `serve` refuses to start.
@@ -91,13 +98,45 @@ class Settings:
     #: Host is not one of them gets 400 (all but /healthz). Always allowed: `localhost`, `*.localhost`,
     #: 127.0.0.0/8, ::1, and the bind `host` when it is a specific address (not 0.0.0.0 or ::).
     #: Entries: `ops.example.com` or `10.0.0.5` (exact, any case, no port), `*.example.com` (its
-    #: subdomains), `*` (any Host: only behind a proxy that checks it). TOML `allowed_hosts = [...]`,
-    #: env `CALLBOARD_ALLOWED_HOSTS` (comma or space separated), flag `--allowed-host` (repeatable);
-    #: the highest of these that is given replaces the others.
+    #: subdomains), `*` (any Host: only behind a proxy that checks it).
     allowed_hosts: tuple[str, ...] = ()
 
     def target(self, name: str) -> TargetSettings | None:
         return next((t for t in self.targets if t.name == name), None)
+
+
+def env_var(key: str) -> str:
+    """The environment variable of a top-level setting in ENV_SETTINGS."""
+    return f"CALLBOARD_{key.upper()}"
+
+
+@functools.cache
+def hints(cls: type) -> dict[str, Any]:
+    """A settings dataclass's field types, resolved."""
+    return typing.get_type_hints(cls)
+
+
+def table_class(hint: Any) -> tuple[type, bool] | None:
+    """The dataclass a field of this type is a table of, and whether it is an array of tables;
+    None for a plain key."""
+    args = [a for a in typing.get_args(hint) if a is not type(None) and a is not Ellipsis]
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return hint, False
+    if len(args) == 1 and dataclasses.is_dataclass(args[0]) and isinstance(args[0], type):
+        return args[0], typing.get_origin(hint) is tuple
+    return None
+
+
+def file_keys(cls: type) -> dict[str, Any]:
+    """The keys of `cls`'s own config table, with their types: every field but tables, code-only
+    fields and those set elsewhere (FILE_KEY)."""
+    return {
+        f.name: hints(cls)[f.name]
+        for f in dataclasses.fields(cls)
+        if table_class(hints(cls)[f.name]) is None
+        and f"{cls.__name__}.{f.name}" not in CODE_ONLY
+        and FILE_KEY not in f.metadata
+    }
 
 
 def parse_target(spec: str) -> TargetSettings:
@@ -124,19 +163,11 @@ def load(
     """Merge defaults < config file < environment < flags. Flags set to None are not given."""
     env = os.environ if environ is None else environ
     settings = Settings()
-    config = config or env.get("CALLBOARD_CONFIG")
+    config = config or env.get(ENV_CONFIG)
     if config:
         settings = _from_file(Path(config), settings)
-    env_values: dict[str, Any] = {
-        "host": env.get("CALLBOARD_HOST"),
-        "port": env.get("CALLBOARD_PORT"),
-        "read_only": env.get("CALLBOARD_READ_ONLY"),
-        "poll_interval": env.get("CALLBOARD_POLL_INTERVAL"),
-        "allow_unauthenticated": env.get("CALLBOARD_ALLOW_UNAUTHENTICATED"),
-        "allowed_hosts": env.get("CALLBOARD_ALLOWED_HOSTS"),
-    }
-    settings = _apply(settings, env_values)
-    specs = list(redis) or env.get("CALLBOARD_REDIS", "").replace(",", " ").split()
+    settings = _apply(settings, {key: env.get(env_var(key)) for key in ENV_SETTINGS})
+    specs = list(redis) or env.get(ENV_REDIS, "").replace(",", " ").split()
     if specs:
         targets = tuple(parse_target(s) for s in specs)
         settings = replace(settings, targets=targets)
@@ -155,41 +186,34 @@ def load(
 
 
 def _apply(settings: Settings, values: Mapping[str, Any]) -> Settings:
+    """Top-level settings from the file, the environment or flags; a value of None is not given."""
+    keys = file_keys(Settings)
     changes: dict[str, Any] = {}
     for key, value in values.items():
         if value is None:
             continue
+        if key not in keys:
+            raise SettingsError(f"unknown setting {key!r}")
         try:
-            if key == "port":
-                changes[key] = int(value)
-            elif key in ("poll_interval", "history_seconds", "redis_timeout"):
-                changes[key] = float(value)
-            elif key in ("scan_budget", "audit_keep"):
-                changes[key] = int(value)
-            elif key in ("read_only", "allow_unauthenticated"):
-                changes[key] = (
-                    value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-                )
-            elif key == "host":
-                changes[key] = str(value)
-            elif key == "allowed_hosts":
-                changes[key] = _allowed_hosts(value)
-            else:
-                raise SettingsError(f"unknown setting {key!r}")
-        except ValueError as exc:
+            changes[key] = _top_level(key, keys[key], value)
+        except SettingsError:
+            raise
+        except (TypeError, ValueError) as exc:
             raise SettingsError(f"{key}: {exc}") from None
     if changes.get("poll_interval", 1.0) <= 0:
         raise SettingsError("poll_interval must be positive")
     return replace(settings, **changes)
 
 
-def _allowed_hosts(value: Any) -> tuple[str, ...]:
-    """A list (TOML, flags) or a comma/space separated string (environment) of allowed-host entries."""
-    items = value.replace(",", " ").split() if isinstance(value, str) else _strings(value, "allowed_hosts")
-    try:
-        return tuple(normalise_entry(item) for item in items)
-    except ValueError as exc:
-        raise SettingsError(f"allowed_hosts: {exc}") from None
+def _top_level(key: str, hint: Any, value: Any) -> Any:
+    """A top-level value by its field's type; from the environment it is a string (a boolean is true
+    for TRUE_WORDS, a list is comma or space separated)."""
+    if hint is bool:
+        return value if isinstance(value, bool) else str(value).lower() in TRUE_WORDS
+    if hint == tuple[str, ...]:
+        items = value.replace(",", " ").split() if isinstance(value, str) else _strings(value, key)
+        return tuple(normalise_entry(item) for item in items) if key == "allowed_hosts" else tuple(items)
+    return hint(value)
 
 
 def _from_file(path: Path, settings: Settings) -> Settings:
@@ -198,8 +222,9 @@ def _from_file(path: Path, settings: Settings) -> Settings:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise SettingsError(f"config {path}: {exc}") from None
     top = {k: v for k, v in data.items() if k not in ("targets", "auth")}
-    if "allowed_hosts" in top:  # a list in the file (the environment's comma-separated form is for env)
-        top["allowed_hosts"] = list(_strings(top["allowed_hosts"], "allowed_hosts"))
+    for key, value in top.items():
+        if file_keys(Settings).get(key) == tuple[str, ...]:
+            _strings(value, key)  # a list in the file (the comma-separated form is the environment's)
     settings = _apply(settings, top)
     if "auth" in data:
         settings = replace(settings, auth=_auth(data["auth"], path))
@@ -215,11 +240,22 @@ def _target(table: Any, path: Path) -> TargetSettings:
     if not isinstance(table, dict) or "url" not in table:
         raise SettingsError(f"config {path}: every [[targets]] needs a url")
     try:
-        return _target_table(table, path)
-    except (TypeError, ValueError, AttributeError) as exc:
-        if isinstance(exc, SettingsError):
-            raise
+        return _target_table(table)
+    except (TypeError, ValueError) as exc:
         raise SettingsError(f"config {path}: target {table.get('name', table['url'])!r}: {exc}") from None
+
+
+def _target_table(table: dict[str, Any]) -> TargetSettings:
+    base = parse_target(f"{table['name']}={table['url']}" if "name" in table else str(table["url"]))
+    dq = table.get("dramatiq", {})
+    results = dq.get("results") if isinstance(dq, dict) else None
+    results_config = None if results is None else _table(ResultsConfig, results, "dramatiq.results")
+    dramatiq = _table(DramatiqConfig, dq, "dramatiq", results=results_config)
+    results_url = None
+    if isinstance(results, dict) and "url" in results:
+        results_url = _read(str, results["url"], "dramatiq.results.url", None)
+    arq = _table(ArqConfig, table.get("arq", {}), "arq")
+    return replace(base, dramatiq=dramatiq, arq=arq, results_url=results_url)
 
 
 def _auth(table: Any, path: Path) -> AuthConfig:
@@ -235,12 +271,41 @@ def _auth(table: Any, path: Path) -> AuthConfig:
                 f"config {path}: auth.{what} maps names to {scheme}$... hashes (`callboard {command}`); "
                 "plain passwords or tokens are not accepted"
             )
-    return AuthConfig(
-        users=dict(users),
-        tokens=dict(tokens),
-        metrics_public=_flag(table.get("metrics_public", False), "auth.metrics_public"),
-        trusted_origins=_strings(table.get("trusted_origins", []), "auth.trusted_origins"),
-    )
+    try:
+        return _table(AuthConfig, table, "auth", users=dict(users), tokens=dict(tokens))
+    except SettingsError as exc:
+        raise SettingsError(f"config {path}: {exc}") from None
+
+
+def _table(cls: type[T], table: Any, what: str, **given: Any) -> T:
+    """`cls` from a config table: each key read by its field's type; a key not given keeps its default."""
+    if not isinstance(table, dict):
+        raise SettingsError(f"{what} must be a table")
+    values = {
+        key: _read(hint, table[key], f"{what}.{key}", CHOICES.get(f"{cls.__name__}.{key}"))
+        for key, hint in file_keys(cls).items()
+        if key in table and key not in given
+    }
+    return cls(**values, **given)
+
+
+def _read(hint: Any, value: Any, what: str, choices: tuple[str, ...] | None) -> Any:
+    """A value of a config table by its field's type."""
+    if hint is bool:
+        return _flag(value, what)
+    if hint == tuple[str, ...]:
+        return _strings(value, what)
+    if hint in (str, str | None):
+        if not isinstance(value, str):
+            raise SettingsError(f"{what} must be a string")
+        if choices is not None and value not in choices:
+            raise SettingsError(f"{what} must be one of {', '.join(choices)}")
+        return value
+    if hint is int or hint is float:
+        if isinstance(value, bool) or not isinstance(value, int if hint is int else int | float):
+            raise SettingsError(f"{what} must be {'an integer' if hint is int else 'a number'}")
+        return hint(value)
+    raise TypeError(f"{what}: no reader for {hint}")
 
 
 def _flag(value: Any, what: str) -> bool:
@@ -253,35 +318,3 @@ def _strings(value: Any, what: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise SettingsError(f"{what} must be a list of strings")
     return tuple(value)
-
-
-def _target_table(table: dict[str, Any], path: Path) -> TargetSettings:
-    base = parse_target(f"{table['name']}={table['url']}" if "name" in table else str(table["url"]))
-    dq = table.get("dramatiq", {})
-    results = dq.get("results")
-    dramatiq = DramatiqConfig(
-        namespaces=_strings(dq.get("namespaces", []), "dramatiq.namespaces"),
-        queues=_strings(dq.get("queues", []), "dramatiq.queues"),
-        heartbeat_timeout=float(dq.get("heartbeat_timeout", 60.0)),
-        idle_ttl=float(dq.get("idle_ttl", 3600.0)),
-        dead_message_ttl=float(dq.get("dead_message_ttl", DEAD_MESSAGE_TTL)),
-        results=ResultsConfig(
-            namespace=str(results.get("namespace", "dramatiq-results")),
-            prefix_keys=bool(results.get("prefix_keys", False)),
-        )
-        if isinstance(results, dict)
-        else None,
-    )
-    results_url = results.get("url") if isinstance(results, dict) else None
-    aq = table.get("arq", {})
-    serializer = str(aq.get("serializer", "auto"))
-    if serializer not in SERIALIZERS:
-        raise SettingsError(f"config {path}: arq serializer must be one of {', '.join(SERIALIZERS)}")
-    arq = ArqConfig(
-        queues=_strings(aq.get("queues", []), "arq.queues"),
-        serializer=serializer,
-        health_check_interval=float(aq.get("health_check_interval", 3600.0)),
-        allow_abort_jobs=_flag(aq.get("allow_abort_jobs", False), "arq.allow_abort_jobs"),
-        job_timeout=float(aq.get("job_timeout", 300.0)),
-    )
-    return replace(base, dramatiq=dramatiq, arq=arq, results_url=results_url)

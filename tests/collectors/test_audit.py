@@ -1,5 +1,5 @@
 """README: each control ends with an audit entry "in Redis under `callboard:audit` (a list trimmed to
-10,000 entries, Callboard's only key)". `collectors.audit.append` writes them; here on real Redis
+`audit_keep` entries, Callboard's only key)". `collectors.audit.append` writes them; here on real Redis
 and Valkey, past a small keep and past the default one."""
 
 from __future__ import annotations
