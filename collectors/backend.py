@@ -10,7 +10,7 @@ adding one).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +24,7 @@ from callboard.collectors.model import (
     JobPage,
     QueueStats,
     Selection,
+    WorkerStats,
 )
 from callboard.collectors.search import Source
 from callboard.collectors.snippets import Snippet
@@ -100,6 +101,11 @@ class Backend(Protocol):
 
     async def recover(self, queue: str) -> list[JobOutcome]:
         """Put back what dead workers held (the "orphaned" state's one action), where there is one."""
+        ...
+
+    @staticmethod
+    def liveness(queues: Iterable[QueueStats], workers: Iterable[WorkerStats]) -> dict[str, tuple[int, int]]:
+        """(alive, stale) per namespace of this backend in a snapshot (the callboard_workers gauge)."""
         ...
 
     def search_sources(self, target: str, queue: str | None) -> list[Source]:

@@ -16,7 +16,8 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from callboard.collectors.model import QUEUE_STATES, Framework, TargetSnapshot
+from callboard.collectors import backends
+from callboard.collectors.model import QUEUE_STATES, TargetSnapshot
 from callboard.dashboard import __version__
 from callboard.dashboard.rendercache import RenderCache, Rendered, send
 from callboard.dashboard.store import SnapshotStore
@@ -105,24 +106,15 @@ def _queue_samples(
 
 
 def _worker_samples(t: str, snap: TargetSnapshot, workers: GaugeMetricFamily) -> None:
-    # Every Dramatiq namespace with queues exports both states, 0 included, so alerts work when idle.
-    by_ns: dict[tuple[str, str], dict[str, int]] = {}
-    for q in snap.queues:
-        if q.framework is Framework.DRAMATIQ:
-            by_ns.setdefault((q.framework.value, q.namespace), {"alive": 0, "stale": 0})
-    for w in snap.workers:
-        if w.framework is Framework.DRAMATIQ:
-            counts = by_ns.setdefault((w.framework.value, w.namespace), {"alive": 0, "stale": 0})
-            counts["alive" if w.alive else "stale"] += 1
-    # Arq: a queue's health-check key present counts as alive, a known queue without one as stale.
-    checked = {q for w in snap.workers if w.framework is Framework.ARQ for q in w.queues}
-    for q in snap.queues:
-        if q.framework is Framework.ARQ:
-            counts = by_ns.setdefault((q.framework.value, q.namespace), {"alive": 0, "stale": 0})
-            counts["alive" if q.name in checked else "stale"] += 1
+    # Each backend says what alive and stale mean for it (collectors/<backend>/snapshot.py: liveness).
+    by_ns = {
+        (name, ns): counts
+        for name, kind in backends.KINDS.items()
+        for ns, counts in kind.liveness(snap.queues, snap.workers).items()
+    }
     for (fw, ns), counts in sorted(by_ns.items()):
-        for name, n in counts.items():
-            workers.add_metric([t, fw, label(ns), name], n)
+        for state, n in zip(("alive", "stale"), counts, strict=True):
+            workers.add_metric([t, fw, label(ns), state], n)
 
 
 def make_registry(store: SnapshotStore) -> CollectorRegistry:

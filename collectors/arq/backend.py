@@ -7,12 +7,12 @@ check or a stored result).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from redis.asyncio import Redis
 
 from callboard.collectors import snippets
-from callboard.collectors.arq import browse, controls, resend
+from callboard.collectors.arq import browse, controls, resend, snapshot
 from callboard.collectors.arq.keys import NAMESPACE
 from callboard.collectors.arq.snapshot import ArqCollector
 from callboard.collectors.backend import Words
@@ -25,6 +25,7 @@ from callboard.collectors.model import (
     JobPage,
     QueueStats,
     Selection,
+    WorkerStats,
 )
 from callboard.collectors.search import Source
 from callboard.collectors.snippets import Snippet
@@ -59,6 +60,10 @@ class ArqBackend:
     @property
     def failures(self) -> FailureIndex:
         return self.collector.results.failures
+
+    @staticmethod
+    def liveness(queues: Iterable[QueueStats], workers: Iterable[WorkerStats]) -> dict[str, tuple[int, int]]:
+        return snapshot.liveness(queues, workers)
 
     def knows(self, queue: str) -> bool:
         return queue in self.collector.queue_names()

@@ -98,6 +98,17 @@ return {out, health}
 """
 
 
+def liveness(queues: Iterable[QueueStats], workers: Iterable[WorkerStats]) -> dict[str, tuple[int, int]]:
+    """(alive, stale) per namespace, for callboard_workers. Arq workers leave no registry, only a
+    health-check key per queue: a known queue with one counts as alive, one without as stale."""
+    checked = {q for w in workers if w.framework is Framework.ARQ for q in w.queues}
+    by_ns: dict[str, list[int]] = {}
+    for q in queues:
+        if q.framework is Framework.ARQ:
+            by_ns.setdefault(q.namespace, [0, 0])[0 if q.name in checked else 1] += 1
+    return {ns: (alive, stale) for ns, (alive, stale) in by_ns.items()}
+
+
 class ArqCollector:
     framework = Framework.ARQ
     scripts = (SNAPSHOT_LUA,)

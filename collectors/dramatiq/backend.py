@@ -7,13 +7,13 @@ method may parse them without a check of its own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from redis.asyncio import Redis
 
 from callboard.collectors import snippets
 from callboard.collectors.backend import Words
-from callboard.collectors.dramatiq import browse, controls, resend
+from callboard.collectors.dramatiq import browse, controls, resend, snapshot
 from callboard.collectors.dramatiq.keys import QueueKeys, queue_keys
 from callboard.collectors.dramatiq.snapshot import DramatiqCollector
 from callboard.collectors.failures import FailureIndex
@@ -25,6 +25,7 @@ from callboard.collectors.model import (
     JobPage,
     QueueStats,
     Selection,
+    WorkerStats,
 )
 from callboard.collectors.search import Source
 from callboard.collectors.snippets import Snippet
@@ -62,6 +63,10 @@ class DramatiqBackend:
     @property
     def failures(self) -> FailureIndex:
         return self.collector.failures
+
+    @staticmethod
+    def liveness(queues: Iterable[QueueStats], workers: Iterable[WorkerStats]) -> dict[str, tuple[int, int]]:
+        return snapshot.liveness(queues, workers)
 
     def knows(self, queue: str) -> bool:
         return any(q.ready == queue for q in self.collector.queue_keys())

@@ -82,6 +82,16 @@ class _Seen:
     consumers: set[tuple[str, str]] = field(default_factory=set)
 
 
+def liveness(queues: Iterable[QueueStats], workers: Iterable[WorkerStats]) -> dict[str, tuple[int, int]]:
+    """(alive, stale) workers per namespace, for callboard_workers: a worker is alive while its
+    heartbeat is fresh. Every namespace with queues is listed, 0 included, so alerts work when idle."""
+    by_ns = {q.namespace: [0, 0] for q in queues if q.framework is Framework.DRAMATIQ}
+    for w in workers:
+        if w.framework is Framework.DRAMATIQ:
+            by_ns.setdefault(w.namespace, [0, 0])[0 if w.alive else 1] += 1
+    return {ns: (alive, stale) for ns, (alive, stale) in by_ns.items()}
+
+
 class DramatiqCollector:
     """Per-target Dramatiq reader: discovery state plus the snapshot script."""
 
