@@ -53,7 +53,8 @@ DECODER_MODULES = (
     "callboard.collectors.dramatiq.codec",
     "callboard.collectors.dramatiq.deadletters",
     "callboard.collectors.dramatiq.controls",
-    "callboard.collectors.search",
+    "callboard.collectors.arq.search",
+    "callboard.collectors.dramatiq.search",
 )
 OVER_TIME = "exceeds decode budget (time)"
 OVER_MEMORY = "exceeds decode budget (memory)"

@@ -12,7 +12,8 @@ caller (dashboard/searches.py) decides how many steps to run before yielding to 
     Arq results                      MGET arq:result:<id> of 1000 ids the       ~0.5 ms
                                      results index holds (collectors/arq.py)
 
-Key names come from the layout modules (`dramatiq_keys.QueueKeys`, `arq_keys.job_key`, `arq_keys.result_key`).
+Each backend walks its own sources (collectors/<backend>/search.py, a `Walker` per kind of source),
+so key names come from the layout modules only.
 Payloads are first checked on their raw bytes (cheap: every ASCII word of the query must occur in
 the lower-cased bytes) and only candidates are decoded, Arq's pickles by the restricted unpickler
 alone, each candidate in the `search` lane's decoder process (collectors/decoding.py: a hostile payload
@@ -37,46 +38,58 @@ Arq ids by GET of the job and result keys and ZSCORE in each queue, in one round
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
-import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Any
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
-from callboard.collectors import decoding, payloads, unpickler
-from callboard.collectors.arq import codec as arq_codec
-from callboard.collectors.arq import keys as arq_keys
-from callboard.collectors.arq.codec import job_summary, result_summary
-from callboard.collectors.decoding import Lane, decoder
-from callboard.collectors.dramatiq import codec as dramatiq_codec
+from callboard.collectors import payloads, unpickler
 from callboard.collectors.keyspace import text
 from callboard.collectors.model import Framework, JobSummary, Undecodable
 
 FIELDS = ("any", "id", "name", "args", "error")
+
+
 #: Entries asked for per HSCAN / ZSCAN call, and result ids per MGET.
 COUNT = 1000
+
+
 #: Query length cap (a query is matched against every candidate's texts).
 MAX_QUERY = 200
+
+
 #: Ids remembered to drop duplicates (HSCAN/ZSCAN may return an entry twice while a hash rehashes);
 #: past this, counts may include such a duplicate and say "about".
 SEEN_CAP = 200_000
+
+
 #: Leaves of one payload's args looked at (hostile payloads can be huge); the rest is not matched.
 LEAF_LIMIT = 10_000
+
+
 _WORD = re.compile(rb"[a-z0-9_]+")
+
+
 #: Words a binary serializer may store as binary rather than text (numbers, None and booleans).
 _BINARY_NUMBER = re.compile(rb"[0-9e]+")
+
+
 _BINARY_WORDS = (b"none", b"true", b"false")
+
+
 #: Every non-ASCII character whose case fold holds ASCII letters (Unicode 15; a test recomputes it).
 FOLDS_INTO_ASCII = (
     "\u00df\u0130\u0149\u017f\u01f0\u1e96\u1e97\u1e98\u1e99\u1e9a"
     "\u1e9e\u212a\ufb00\ufb01\ufb02\ufb03\ufb04\ufb05\ufb06"
 )  # ß İ ŉ ſ ǰ ẖ ẗ ẘ ẙ ẚ ẞ, the Kelvin sign, the ligatures ﬀ to ﬆ
+
+
 _FOLDS_INTO_ASCII = re.compile(
     b"|".join(re.escape(c.encode()) + b"|" + re.escape(f"\\u{ord(c):04x}".encode()) for c in FOLDS_INTO_ASCII)
 )
@@ -175,6 +188,37 @@ def id_matches(ids: Sequence[bytes | str], query: Query) -> set[int]:
 
 
 @dataclass(frozen=True, slots=True)
+class Step:
+    """What one step over a source found, and where the next one starts."""
+
+    hits: list[Hit]
+    #: The SCAN cursor (or an index into `Source.ids`) to go on from; 0 when the source is done.
+    cursor: int
+    #: Entries looked at by this step.
+    scanned: int
+
+
+class Walker(Protocol):
+    """How a backend walks one kind of source: sized, stepped, and asked for an exact id."""
+
+    def size(self, pipe: Pipeline, source: Source) -> bool:
+        """Queue the read of how many entries `source` holds; False when it is known already."""
+        ...
+
+    async def step(self, redis: Redis, query: Query, words: Prefilter, source: Source, cursor: int) -> Step:
+        """One bounded call (a SCAN-family call, or an MGET) and the decoding of its candidates."""
+        ...
+
+    def stage_lookup(self, pipe: Pipeline, sources: list[Source], job_id: str) -> int:
+        """Queue the reads that find `job_id` exactly in `sources`; returns how many replies."""
+        ...
+
+    async def lookup(self, redis: Redis, job_id: str, sources: list[Source], replies: list[Any]) -> list[Hit]:
+        """The hits of an exact id, from the replies `stage_lookup` asked for."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class Source:
     """One hash, sorted set or list of result ids to walk through."""
 
@@ -182,8 +226,8 @@ class Source:
     framework: Framework
     #: The queue's key, as URLs carry it.
     queue: str
-    #: "hash" (Dramatiq payloads), "zset" (an Arq queue), "results" (Arq results from the index).
-    kind: str
+    #: How its backend walks it (collectors/<backend>/search.py).
+    walker: Walker
     #: The hash or sorted set walked ("" for results).
     key: str
     #: State of what it holds; a Dramatiq `.msgs` entry is told ready or in flight per hit.
@@ -209,9 +253,6 @@ class Hit:
     #: What matched: id, name, args or error.
     matched: str
     job: JobSummary
-
-
-# -- matching --------------------------------------------------------------------------------------
 
 
 def leaves(value: Any, limit: int = LEAF_LIMIT) -> Iterator[str]:
@@ -248,31 +289,6 @@ def leaves(value: Any, limit: int = LEAF_LIMIT) -> Iterator[str]:
 Texts = Callable[[dict[str, Any], str, bool], Iterable[str]]
 
 
-def dramatiq_texts(value: dict[str, Any], want: str, result: bool) -> Iterable[str]:
-    """A Dramatiq message: its message_id, actor, args and kwargs, and the last traceback line."""
-    options = value.get("options") if isinstance(value.get("options"), dict) else {}
-    assert isinstance(options, dict)
-    if want == "id":
-        return [t for t in (payloads.as_text(value.get("message_id")),) if t]
-    if want == "name":
-        return [t for t in (payloads.as_text(value.get("actor_name")),) if t]
-    if want == "args":
-        return leaves([value.get("args"), value.get("kwargs")])
-    return [t for t in (payloads.last_line(payloads.as_text(options.get("traceback"))),) if t]
-
-
-def arq_texts(value: dict[str, Any], want: str, result: bool) -> Iterable[str]:
-    """An Arq job or result: its function, args and kwargs, and a failed result's exception."""
-    if want == "name":
-        return [t for t in (payloads.as_text(value.get("f")),) if t]
-    if want == "args":
-        return leaves([value.get("a"), value.get("k")])
-    if want == "error" and result and not value.get("s"):
-        kind, message, _ = arq_codec.exception_parts(value.get("r"))
-        return [f"{kind}: {message}" if message else kind]
-    return []
-
-
 def match(
     query: Query, texts: Texts, job_id: str, value: dict[str, Any] | Undecodable, result: bool = False
 ) -> str | None:
@@ -289,9 +305,6 @@ def match(
     return None
 
 
-# -- the walk --------------------------------------------------------------------------------------
-
-
 class Scan:
     """One target's part of a search: its sources, where it is in them, and what it found so far.
 
@@ -306,7 +319,6 @@ class Scan:
         self.filter = prefilter(query)
         self.index = 0
         self.cursor = 0
-        self.position = 0
         self.scanned = 0
         self.totals: list[int] = [len(s.ids) for s in plan]
         self.seen: set[tuple[str, str]] = set()
@@ -326,14 +338,9 @@ class Scan:
 
     async def measure(self) -> None:
         """How many entries each source holds now (HLEN / ZCARD), pipelined: one round trip."""
-        walked = [i for i, s in enumerate(self.sources) if s.kind != "results"]
-        if not walked:
-            return
         async with self.redis.pipeline(transaction=False) as pipe:
-            for i in walked:
-                s = self.sources[i]
-                pipe.hlen(s.key) if s.kind == "hash" else pipe.zcard(s.key)
-            sizes = await pipe.execute()
+            walked = [i for i, s in enumerate(self.sources) if s.walker.size(pipe, s)]
+            sizes = await pipe.execute() if walked else []
         for i, size in zip(walked, sizes, strict=True):
             self.totals[i] = int(size)
 
@@ -352,247 +359,31 @@ class Scan:
         return out
 
     async def step(self) -> list[Hit]:
-        """One SCAN-family call (or one MGET of indexed results) and the decoding of its candidates."""
+        """One bounded call over the current source and the decoding of its candidates."""
         source = self.current
         if source is None:
             return []
-        if source.kind == "hash":
-            cursor, found = await self.redis.hscan(source.key, cursor=self.cursor, count=COUNT)
-            self.scanned += len(found)
-            keys, raws = list(found), list(found.values())
-            hits = await _hash_hits(self.redis, self.query, self.filter, [source] * len(keys), keys, raws)
-            self._advance(int(cursor))
-        elif source.kind == "zset":
-            cursor, rows = await self.redis.zscan(source.key, cursor=self.cursor, count=COUNT)
-            self.scanned += len(rows)
-            hits = await _queue_hits(self.redis, self.query, self.filter, source, rows)
-            self._advance(int(cursor))
-        else:
-            ids = list(source.ids[self.position : self.position + COUNT])
-            self.position += len(ids)
-            self.scanned += len(ids)
-            raws = await self.redis.mget([arq_keys.result_key(i) for i in ids]) if ids else []
-            hits = await _result_hits(self.query, self.filter, source, ids, raws)
-            if self.position >= len(source.ids):
-                self._advance(0)
-        return self.fresh(hits)
-
-    def _advance(self, cursor: int) -> None:
-        if cursor == 0:
+        step = await source.walker.step(self.redis, self.query, self.filter, source, self.cursor)
+        self.scanned += step.scanned
+        if step.cursor == 0:
             self.index += 1
-            self.position = 0
-        self.cursor = cursor
+        self.cursor = step.cursor
+        return self.fresh(step.hits)
 
     async def lookup(self) -> list[Hit]:
         """Jobs whose id is exactly the query, in one round trip: O(queues in scope)."""
         job_id = self.query.text.strip()
         if any(c.isspace() for c in job_id):
             return []
-        hashes = [s for s in self.sources if s.kind == "hash"]
-        queues = [s for s in self.sources if s.kind == "zset"]
+        groups: dict[int, tuple[Walker, list[Source]]] = {}
+        for source in self.sources:
+            groups.setdefault(id(source.walker), (source.walker, []))[1].append(source)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for s in hashes:
-                pipe.hget(s.key, job_id)
-            if queues:
-                pipe.get(arq_keys.job_key(job_id))
-                pipe.get(arq_keys.result_key(job_id))
-                pipe.exists(arq_keys.in_progress_key(job_id))
-                for s in queues:
-                    pipe.zscore(s.key, job_id)
+            counts = [walker.stage_lookup(pipe, sources, job_id) for walker, sources in groups.values()]
             replies = await pipe.execute()
-        stored = [(s, raw) for s, raw in zip(hashes, replies, strict=False) if raw is not None]
-        hits = await _hash_hits(
-            self.redis,
-            Query(job_id, "id"),
-            Prefilter((), ()),
-            [s for s, _ in stored],
-            [job_id] * len(stored),
-            [raw for _, raw in stored],
-        )
-        if queues:
-            hits += await _arq_lookup(job_id, queues, replies[len(hashes) :])
+        hits: list[Hit] = []
+        start = 0
+        for (walker, sources), count in zip(groups.values(), counts, strict=True):
+            hits += await walker.lookup(self.redis, job_id, sources, replies[start : start + count])
+            start += count
         return self.fresh(hits)
-
-
-async def _hash_hits(
-    redis: Redis,
-    query: Query,
-    words: Prefilter,
-    srcs: list[Source],
-    keys: Sequence[bytes | str],
-    raws: list[bytes],
-) -> list[Hit]:
-    """Dramatiq payloads that match; then, for hits only, in flight or ready and when dead (one trip).
-    The message_id is inside the payload, so the raw check applies to an id search too."""
-    picked = sorted(id_matches(keys, query) | candidates(raws, words))
-    calls = [(query, text(keys[i]), raws[i]) for i in picked]
-    matches = await decoding.run(dramatiq_hit, calls, _dramatiq_by_id, lane=Lane.SEARCH)
-    found = [(srcs[i], job) for i, job in zip(picked, matches, strict=True) if job is not None]
-    if not found:
-        return []
-    async with redis.pipeline(transaction=False) as pipe:
-        for src, (_, job) in found:
-            for ack in src.acks:
-                pipe.sismember(ack, job.job_id)
-            if src.dead_times:
-                pipe.zscore(src.dead_times, job.job_id)
-        replies = iter(await pipe.execute())
-    hits = []
-    for src, (matched, job) in found:
-        held = [bool(next(replies)) for _ in src.acks]
-        dead_at = next(replies) if src.dead_times else None
-        state = "in_flight" if any(held) else src.state
-        failed_at = float(dead_at) / 1000.0 if dead_at else job.failed_at
-        job = dataclasses.replace(job, state=state, failed_at=failed_at)
-        hits.append(Hit(src.target, Framework.DRAMATIQ, src.queue, matched, job))
-    return hits
-
-
-@decoder
-def dramatiq_hit(query: Query, rid: str, raw: bytes) -> tuple[str, JobSummary] | None:
-    """(field matched, summary) when the message matches, else None (run in a decoder process)."""
-    matched = match(query, dramatiq_texts, rid, payloads.decode_json_object(raw))
-    return (matched, dramatiq_codec.summary(rid, "?", raw)) if matched else None
-
-
-def _dramatiq_by_id(call: decoding.Call, reason: str) -> tuple[str, JobSummary] | None:
-    query, rid, raw = call
-    gone = payloads.undecodable(raw, reason)
-    matched = match(query, dramatiq_texts, rid, gone)
-    return (matched, JobSummary(rid, "?", None, "undecodable payload", undecodable=gone)) if matched else None
-
-
-async def _queue_hits(
-    redis: Redis, query: Query, words: Prefilter, source: Source, rows: list[tuple[bytes, float]]
-) -> list[Hit]:
-    """Arq jobs of one ZSCAN reply that match. Their payloads live in other keys: one MGET (unless
-    only ids are searched), and EXISTS of the in-progress key for the hits that are due."""
-    ids = [text(m) for m, _ in rows]
-    due = {i: float(score) / 1000.0 for i, (_, score) in zip(ids, rows, strict=True)}
-    if query.field == "id":
-        ids = [i for i in ids if query.needle in i.casefold()]
-    raws: list[bytes | None] = list(await redis.mget([arq_keys.job_key(i) for i in ids])) if ids else []
-    found = await _arq_matches(query, words, source, ids, raws, due)
-    if not found:
-        return []
-    async with redis.pipeline(transaction=False) as pipe:
-        for _, job in found:
-            pipe.exists(arq_keys.in_progress_key(job.job_id))
-        running = await pipe.execute()
-    now = _now()
-    hits = []
-    for (matched, job), run in zip(found, running, strict=True):
-        state = "in_progress" if run else ("ready" if due[job.job_id] <= now else "deferred")
-        hits.append(
-            Hit(source.target, Framework.ARQ, source.queue, matched, dataclasses.replace(job, state=state))
-        )
-    return hits
-
-
-async def _result_hits(
-    query: Query, words: Prefilter, source: Source, ids: list[str], raws: list[bytes | None]
-) -> list[Hit]:
-    found = await _arq_matches(query, words, source, ids, raws, None)
-    return [Hit(source.target, Framework.ARQ, source.queue, matched, job) for matched, job in found]
-
-
-async def _arq_matches(
-    query: Query,
-    words: Prefilter,
-    source: Source,
-    ids: list[str],
-    raws: list[bytes | None],
-    due: dict[str, float] | None,
-) -> list[tuple[str, JobSummary]]:
-    """(field matched, summary) of the Arq payloads that match: queued jobs (with their due times) or,
-    without `due`, results. Expired ones (None) are skipped."""
-    present = [(job_id, raw) for job_id, raw in zip(ids, raws, strict=True) if raw is not None]
-    picked = id_matches([job_id for job_id, _ in present], query)
-    if query.field != "id":
-        picked |= candidates([raw for _, raw in present], words)
-    calls = [
-        (query, job_id, raw, source.serializer, None if due is None else due[job_id])
-        for job_id, raw in (present[i] for i in sorted(picked))
-    ]
-    matches = await decoding.run(arq_hit, calls, _arq_by_id, lane=Lane.SEARCH)
-    return [m for m in matches if m is not None]
-
-
-@decoder
-def arq_hit(
-    query: Query, job_id: str, raw: bytes, serializer: str, due: float | None
-) -> tuple[str, JobSummary] | None:
-    """(field matched, summary) when an Arq job (with its `due` time) or result (without) matches."""
-    result = due is None
-    value = arq_codec.decode_record(raw, serializer)
-    matched = match(query, arq_texts, job_id, value, result)
-    if not matched:
-        return None
-    if not result:
-        return matched, job_summary(job_id, "?", raw, due, serializer)
-    state = "unknown" if isinstance(value, Undecodable) else ("succeeded" if value.get("s") else "failed")
-    return matched, result_summary(job_id, state, raw, serializer)
-
-
-def _arq_by_id(call: decoding.Call, reason: str) -> tuple[str, JobSummary] | None:
-    query, job_id, raw, _, due = call
-    gone = payloads.undecodable(raw, reason)
-    matched = match(query, arq_texts, job_id, gone, due is None)
-    if not matched:
-        return None
-    state = "?" if due is not None else "unknown"
-    return matched, JobSummary(job_id, state, None, "undecodable payload", eta=due, undecodable=gone)
-
-
-async def _arq_lookup(job_id: str, queues: list[Source], replies: list[Any]) -> list[Hit]:
-    job_raw, result_raw, running, *scores = replies
-    in_queue = [(s, score) for s, score in zip(queues, scores, strict=True) if score is not None]
-    job_state, due, src = None, None, None
-    if job_raw is not None and in_queue:
-        src, score = in_queue[0]
-        due = float(score) / 1000.0
-        job_state = "in_progress" if running else ("ready" if due <= _now() else "deferred")
-    call = (job_id, job_raw if src else None, job_state, due, result_raw, queues[0].serializer)
-    [(job, result)] = await decoding.run(lookup_arq, [call], _lookup_undecodable, lane=Lane.SEARCH)
-    hits = []
-    if job is not None and src is not None:
-        hits.append(Hit(src.target, Framework.ARQ, src.queue, "id", job))
-    src_of = {s.queue: s for s in queues}
-    if result is not None and result[0] in src_of:
-        hits.append(Hit(src_of[result[0]].target, Framework.ARQ, result[0], "id", result[1]))
-    return hits
-
-
-@decoder
-def lookup_arq(
-    job_id: str,
-    job_raw: bytes | None,
-    job_state: str | None,
-    due: float | None,
-    result_raw: bytes | None,
-    serializer: str,
-) -> tuple[JobSummary | None, tuple[str, JobSummary] | None]:
-    """An exact id's queued job (when in a queue) and result (with the queue it names), summarised."""
-    job = None
-    if job_raw is not None and job_state is not None:
-        job = job_summary(job_id, job_state, job_raw, due, serializer)
-    result = None
-    if result_raw is not None:
-        value = arq_codec.decode_record(result_raw, serializer)
-        queue = value.get("q") if isinstance(value, dict) else None
-        if isinstance(queue, str):
-            state = "succeeded" if isinstance(value, dict) and value.get("s") else "failed"
-            result = queue, result_summary(job_id, state, result_raw, serializer)
-    return job, result
-
-
-def _lookup_undecodable(call: decoding.Call, reason: str) -> tuple[JobSummary | None, None]:
-    job_id, job_raw, job_state, due = call[:4]
-    if job_raw is None or job_state is None:
-        return None, None
-    gone = payloads.undecodable(job_raw, reason)
-    return JobSummary(job_id, job_state, None, "undecodable payload", eta=due, undecodable=gone), None
-
-
-def _now() -> float:
-    return time.time()

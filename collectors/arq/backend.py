@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from callboard.collectors import snippets
 from callboard.collectors.arq import browse, controls, resend, snapshot
+from callboard.collectors.arq import search as arq_search
 from callboard.collectors.arq.keys import NAMESPACE
 from callboard.collectors.arq.snapshot import ArqCollector
 from callboard.collectors.backend import Words
@@ -105,8 +106,10 @@ class ArqBackend:
             if queue is not None and key != queue:
                 continue
             ids = tuple(by_queue.get(key, ()))
-            out.append(Source(target, fw, key, "zset", key, "queued", serializer=serializer))
-            out.append(Source(target, fw, key, "results", "", "results", ids=ids, serializer=serializer))
+            out.append(Source(target, fw, key, arq_search.QUEUE, key, "queued", serializer=serializer))
+            out.append(
+                Source(target, fw, key, arq_search.RESULTS, "", "results", ids=ids, serializer=serializer)
+            )
         return out
 
     def search_notes(self) -> list[str]:

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from callboard.collectors import snippets
 from callboard.collectors.backend import Words
 from callboard.collectors.dramatiq import browse, controls, resend, snapshot
+from callboard.collectors.dramatiq import search as dramatiq_search
 from callboard.collectors.dramatiq.keys import QueueKeys, queue_keys
 from callboard.collectors.dramatiq.snapshot import DramatiqCollector
 from callboard.collectors.failures import FailureIndex
@@ -117,9 +118,9 @@ class DramatiqBackend:
                 continue
             acks = tuple(a.key for a in self.collector.ack_keys(q) if not a.delayed)
             out += [
-                Source(target, fw, q.ready, "hash", q.msgs, "ready", acks=acks),
-                Source(target, fw, q.ready, "hash", q.delay_msgs, "delayed"),
-                Source(target, fw, q.ready, "hash", q.dead_msgs, "dead", dead_times=q.dead),
+                Source(target, fw, q.ready, dramatiq_search.PAYLOADS, q.msgs, "ready", acks=acks),
+                Source(target, fw, q.ready, dramatiq_search.PAYLOADS, q.delay_msgs, "delayed"),
+                Source(target, fw, q.ready, dramatiq_search.PAYLOADS, q.dead_msgs, "dead", dead_times=q.dead),
             ]
         return out
 

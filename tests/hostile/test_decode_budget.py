@@ -37,9 +37,11 @@ from callboard.collectors.arq import browse as arq_browse
 from callboard.collectors.arq import codec as arq_codec
 from callboard.collectors.arq import keys as arq_keys
 from callboard.collectors.arq import results as arq_results
+from callboard.collectors.arq import search as arq_search
 from callboard.collectors.arq.config import ArqConfig
 from callboard.collectors.arq.snapshot import ArqCollector
 from callboard.collectors.dramatiq import browse as dramatiq_browse
+from callboard.collectors.dramatiq import search as dramatiq_search
 from callboard.collectors.dramatiq.keys import QueueKeys
 from callboard.collectors.failures import UNDECODABLE
 from callboard.collectors.model import Framework, JobDetail, JobSummary
@@ -377,10 +379,18 @@ def search_plan() -> list[Source]:
     """What `sources()` makes of the seeded target once discovery has run (built here by hand)."""
     results = tuple(f"r-{name}" for name in [*HOSTILE, "bigint", "ok"])
     return [
-        Source("t", Framework.DRAMATIQ, DQ.ready, "hash", DQ.msgs, "ready"),
-        Source("t", Framework.DRAMATIQ, DQ.ready, "hash", DQ.dead_msgs, "dead", dead_times=DQ.dead),
-        Source("t", Framework.ARQ, Q, "zset", Q, "queued"),
-        Source("t", Framework.ARQ, Q, "results", "", "results", ids=results),
+        Source("t", Framework.DRAMATIQ, DQ.ready, dramatiq_search.PAYLOADS, DQ.msgs, "ready"),
+        Source(
+            "t",
+            Framework.DRAMATIQ,
+            DQ.ready,
+            dramatiq_search.PAYLOADS,
+            DQ.dead_msgs,
+            "dead",
+            dead_times=DQ.dead,
+        ),
+        Source("t", Framework.ARQ, Q, arq_search.QUEUE, Q, "queued"),
+        Source("t", Framework.ARQ, Q, arq_search.RESULTS, "", "results", ids=results),
     ]
 
 
