@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -38,13 +39,16 @@ from callboard.dashboard.templating import asset_dir, make_templates
 log = logging.getLogger("callboard")
 
 
-def _collector(target: TargetSettings, settings: Settings) -> TargetCollector:
+def _collector(
+    target: TargetSettings, settings: Settings, results_redis: Redis | None = None
+) -> TargetCollector:
     return TargetCollector(
         target.name,
         redis_client(target.url, settings.redis_timeout),
         DramatiqCollector(target.dramatiq),
         ArqCollector(target.arq),
         scan_budget=settings.scan_budget,
+        results_redis=results_redis,
     )
 
 
@@ -145,12 +149,12 @@ def named_routes() -> list[BaseRoute]:
 
 
 def create_app(settings: Settings) -> Starlette:
-    collectors = {t.name: _collector(t, settings) for t in settings.targets}
     history_points = max(10, int(settings.history_seconds / settings.poll_interval))
     store = SnapshotStore(((t.name, t.safe_url) for t in settings.targets), history_points)
     results_redis = {
         t.name: redis_client(t.results_url, settings.redis_timeout) for t in settings.targets if t.results_url
     }
+    collectors = {t.name: _collector(t, settings, results_redis.get(t.name)) for t in settings.targets}
     pools = {
         name: [c.redis, *([results_redis[name]] if name in results_redis else [])]
         for name, c in collectors.items()
