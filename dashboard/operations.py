@@ -18,18 +18,19 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import NoPermissionError, RedisError
+from redis.exceptions import RedisError
 
 from callboard.collectors import audit
 from callboard.collectors.backend import Backend
 from callboard.collectors.model import JobOutcome, Outcome
 from callboard.collectors.target import TargetCollector
+from callboard.dashboard import tasks
 from callboard.dashboard.poller import Poller
+from callboard.dashboard.tasks import Tasks
 
 log = logging.getLogger("callboard.audit")
 
@@ -94,6 +95,10 @@ class ControlRequest:
         return (self.target, self.framework, self.queue, self.state, self.action, self.ids, self.new_id)
 
 
+#: What a control refused by the ACL adds to its reason.
+ACL_HINT = " Nothing more was changed; see README, Security, for the ACL controls need"
+
+
 @dataclass(slots=True)
 class Operation:
     id: str
@@ -115,6 +120,10 @@ class Operation:
         if self.finished_at is None:
             return "running"
         return "failed" if self.error else "finished"
+
+    @property
+    def dedupe_key(self) -> tuple[object, ...]:
+        return self.request.dedupe_key
 
     def record(self, outcomes: Sequence[JobOutcome]) -> None:
         self.visited += len(outcomes)
@@ -160,13 +169,13 @@ class Operations:
         self.collectors = collectors
         self.poller = poller
         self.audit_keep = audit_keep
-        self._ops: OrderedDict[str, Operation] = OrderedDict()
+        self.tasks: Tasks[Operation] = Tasks("control", KEEP_OPERATIONS)
 
     def get(self, op_id: str) -> Operation | None:
-        return self._ops.get(op_id)
+        return self.tasks.get(op_id)
 
     def recent(self) -> list[Operation]:
-        return list(reversed(self._ops.values()))
+        return self.tasks.recent()
 
     def start(self, request: ControlRequest) -> tuple[Operation, bool]:
         """The operation for `request`, and whether it joined an identical one already running."""
@@ -192,22 +201,17 @@ class Operations:
             raise ControlError("no job ids given (leave `ids` out to act on every job in the state)")
         if request.ids is not None and len(request.ids) > MAX_IDS and request.group is None:
             raise ControlError(f"at most {MAX_IDS} ids per request; act on the whole state instead")
-        for op in self._ops.values():
-            if op.status == "running" and op.request.dedupe_key == request.dedupe_key:
-                return op, True
+        joined = self.tasks.joinable(request.dedupe_key)
+        if joined is not None:
+            return joined, True
         op = Operation(uuid.uuid4().hex[:16], request, time.time())
-        op.task = asyncio.create_task(self._run(op, collector, backend), name=f"control:{op.id}")
-        self._ops[op.id] = op
-        while len(self._ops) > KEEP_OPERATIONS:
-            oldest = next(iter(self._ops.values()))
-            if oldest.status == "running":
-                break
-            self._ops.popitem(last=False)
+        self.tasks.start(op, self._run(op, collector, backend))
         return op, False
 
     async def _run(self, op: Operation, collector: TargetCollector, backend: Backend) -> None:
         r = op.request
-        try:
+
+        async def work() -> None:
             if r.action == "recover":
                 op.record(await backend.recover(r.queue))
                 op.expected = op.visited
@@ -225,21 +229,10 @@ class Operations:
                     op.record(outcomes)
                     selection.stayed(sum(1 for o in outcomes if o.in_place))
                     await asyncio.sleep(PAUSE)
-        except NoPermissionError as exc:
-            op.error = (
-                f"the Redis user may not do this (its ACL refused a command) after {op.visited} jobs: "
-                f"{exc}. Nothing more was changed; see README, Security, for the ACL controls need"
-            )[:400]
-            op.error_status = 403
-        except (RedisError, OSError) as exc:
-            op.error = f"Redis failed after {op.visited} jobs: {type(exc).__name__}: {exc}"[:300]
-            op.error_status = 503
-        except Exception as exc:  # a bug ends this operation, visibly, and nothing else
-            log.exception("control %s failed", op.id)
-            op.error = f"internal error after {op.visited} jobs: {type(exc).__name__}"
-            op.error_status = 500
+
+        try:
+            await tasks.run(op, work, log, lambda: f" after {op.visited} jobs", ACL_HINT)
         finally:
-            op.finished_at = time.time()
             self.poller.refresh(r.target)
             await self._audit(op, collector)
 

@@ -13,19 +13,17 @@ stops itself, and at most `keep` finished searches are remembered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
-
-from redis.exceptions import RedisError
 
 from callboard.collectors import backends
 from callboard.collectors.search import Hit, Query, Scan
 from callboard.collectors.target import TargetCollector
+from callboard.dashboard import tasks
+from callboard.dashboard.tasks import Tasks
 from callboard.dashboard.urls import job_url
 
 log = logging.getLogger("callboard.search")
@@ -78,6 +76,7 @@ class Search:
     finished_at: float | None = None
     stopped: str | None = None
     error: str | None = None
+    error_status: int | None = None
     notes: list[str] = field(default_factory=list)
     polled_at: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
@@ -87,6 +86,10 @@ class Search:
         if self.finished_at is None:
             return "running"
         return "failed" if self.error else ("stopped" if self.stopped else "finished")
+
+    @property
+    def dedupe_key(self) -> tuple[object, ...]:
+        return self.request.dedupe_key
 
     def record(self, hits: list[Hit]) -> None:
         self.matches += len(hits)
@@ -147,11 +150,11 @@ class Searches:
         self.budget = budget
         self.pause = pause
         self.idle_timeout = idle_timeout
-        self._searches: OrderedDict[str, Search] = OrderedDict()
+        self.tasks: Tasks[Search] = Tasks("search", KEEP_SEARCHES)
 
     def get(self, search_id: str) -> Search | None:
         """The search, marked as watched (a search nobody watches stops itself)."""
-        search = self._searches.get(search_id)
+        search = self.tasks.get(search_id)
         if search is not None:
             search.polled_at = time.monotonic()
         return search
@@ -159,11 +162,11 @@ class Searches:
     def start(self, request: SearchRequest) -> tuple[Search, bool]:
         """The search for `request`, and whether it joined an identical one already running."""
         targets = self._scope(request)
-        for search in self._searches.values():
-            if search.status == "running" and search.request.dedupe_key == request.dedupe_key:
-                search.polled_at = time.monotonic()
-                return search, True
-        if sum(1 for s in self._searches.values() if s.status == "running") >= MAX_RUNNING:
+        joined = self.tasks.joinable(request.dedupe_key)
+        if joined is not None:
+            joined.polled_at = time.monotonic()
+            return joined, True
+        if len(self.tasks.running()) >= MAX_RUNNING:
             raise SearchBusy(f"{MAX_RUNNING} searches are running: stop one, or wait for one to end")
         search = Search(uuid.uuid4().hex[:16], request, time.time())
         for collector in targets:
@@ -172,27 +175,18 @@ class Searches:
                 search.scans.append(Scan(collector.redis, request.query, plan))
             chosen = [b for name, b in collector.backends.items() if request.framework in (None, name)]
             search.notes += [f"{collector.name}: {note}" for b in chosen for note in b.search_notes()]
-        search.task = asyncio.create_task(self._run(search), name=f"search:{search.id}")
-        self._searches[search.id] = search
-        finished = [k for k, s in self._searches.items() if s.status != "running"]
-        for key in finished[: max(0, len(finished) - KEEP_SEARCHES)]:
-            del self._searches[key]
+        self.tasks.start(search, self._run(search))
         return search, False
 
     def stop(self, search_id: str, why: str = "stopped by a user") -> Search | None:
-        search = self._searches.get(search_id)
+        search = self.tasks.get(search_id)
         if search is not None and search.status == "running":
             search.stopped = why
         return search
 
     async def close(self) -> None:
         """Cancel running searches (the app is shutting down)."""
-        tasks = [s.task for s in self._searches.values() if s.task and not s.task.done()]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self.tasks.close()
 
     def _scope(self, request: SearchRequest) -> list[TargetCollector]:
         r = request
@@ -210,7 +204,7 @@ class Searches:
         return [self.collectors[r.target]]
 
     async def _run(self, search: Search) -> None:
-        try:
+        async def work() -> None:
             for scan in search.scans:
                 await scan.measure()
             for scan in search.scans:
@@ -219,13 +213,8 @@ class Searches:
                 search.found_by_id = True  # an exact id: nothing else can match it better
                 return
             await self._walk(search)
-        except (RedisError, OSError) as exc:
-            search.error = f"Redis failed: {type(exc).__name__}: {exc}"[:300]
-        except Exception as exc:  # a bug ends this search, visibly, and nothing else
-            log.exception("search %s failed", search.id)
-            search.error = f"internal error: {type(exc).__name__}"
-        finally:
-            search.finished_at = time.time()
+
+        await tasks.run(search, work, log)
 
     async def _walk(self, search: Search) -> None:
         for scan in search.scans:
