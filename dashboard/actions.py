@@ -34,17 +34,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from callboard.collectors import audit, payloads
-from callboard.collectors.target import TargetCollector
 from callboard.dashboard import views
 from callboard.dashboard.api import respond
 from callboard.dashboard.operations import (
     ControlError,
     ControlRequest,
     Operation,
-    Operations,
     UnknownQueue,
     unknown_queue_message,
 )
+from callboard.dashboard.services import services
 from callboard.dashboard.urls import unsegment
 
 #: Seconds a POST waits for its operation before answering 202 with progress.
@@ -56,11 +55,6 @@ GROUP_ACTIONS = ("retry", "delete")
 MAX_BODY = 1024 * 1024
 #: Audit entries shown per target.
 AUDIT_PAGE = 200
-
-
-def _operations(request: Request) -> Operations:
-    ops: Operations = request.app.state.operations
-    return ops
 
 
 def _htmx(request: Request) -> bool:
@@ -192,7 +186,7 @@ def _gone(request: Request, job_id: str) -> Response:
 
 async def _start(request: Request, control: ControlRequest) -> Response:
     try:
-        op, joined = _operations(request).start(control)
+        op, joined = services(request).operations.start(control)
     except UnknownQueue as exc:
         raise HTTPException(404, str(exc)) from None
     except ControlError as exc:
@@ -227,14 +221,14 @@ def _operation_response(request: Request, op: Operation, joined: bool = False) -
 
 
 async def operation(request: Request) -> Response:
-    op = _operations(request).get(request.path_params["op_id"])
+    op = services(request).operations.get(request.path_params["op_id"])
     if op is None:
         raise HTTPException(404, "No such operation (finished ones are kept for a while only).")
     return _operation_response(request, op)
 
 
 async def operation_fragment(request: Request) -> Response:
-    op = _operations(request).get(request.path_params["op_id"])
+    op = services(request).operations.get(request.path_params["op_id"])
     if op is None:
         raise HTTPException(404, "No such operation (finished ones are kept for a while only).")
     response = views.render(request, "partials/operation.html", {"op": op.view()})
@@ -273,7 +267,7 @@ async def group_action(request: Request) -> Response:
             control = ControlRequest(
                 target, framework, queue, state, action, tuple(ids), False, user, client, group=key
             )
-            started.append(_operations(request).start(control))
+            started.append(services(request).operations.start(control))
     except ControlError as exc:
         raise HTTPException(400, str(exc)) from None
     tasks = {op.task for op, _ in started if op.task is not None}
@@ -295,7 +289,7 @@ async def group_action(request: Request) -> Response:
 
 
 async def _audit_entries(request: Request) -> tuple[list[dict[str, Any]], list[str]]:
-    collectors: dict[str, TargetCollector] = request.app.state.collectors
+    collectors = services(request).collectors
     entries: list[dict[str, Any]] = []
     errors: list[str] = []
     for name, collector in collectors.items():
@@ -343,7 +337,7 @@ async def audit_api(request: Request) -> Response:
 
 async def audit_page(request: Request) -> Response:
     entries, errors = await _audit_entries(request)
-    running = [op.view() for op in _operations(request).recent() if op.status == "running"]
+    running = [op.view() for op in services(request).operations.recent() if op.status == "running"]
     return views.render(
         request, "pages/audit.html", {"entries": entries, "errors": errors, "running": running}
     )

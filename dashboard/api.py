@@ -13,7 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from callboard.dashboard import views
-from callboard.dashboard.store import SnapshotStore, TargetState
+from callboard.dashboard.services import services
+from callboard.dashboard.store import TargetState
 
 
 def to_jsonable(value: Any) -> Any:
@@ -66,7 +67,7 @@ def _target(state: TargetState) -> dict[str, Any]:
 
 
 async def queues(request: Request) -> Response:
-    store: SnapshotStore = request.app.state.store
+    store = services(request).store
     return respond(
         {
             "targets": [_target(s) for s in store.targets()],
@@ -93,7 +94,7 @@ async def job(request: Request) -> Response:
 
 
 async def workers(request: Request) -> Response:
-    store: SnapshotStore = request.app.state.store
+    store = services(request).store
     out = []
     for state in store.targets():
         for w in state.snapshot.workers if state.snapshot else ():
@@ -104,7 +105,7 @@ async def workers(request: Request) -> Response:
 async def failures(request: Request) -> Response:
     """Failure groups, what expires soon, orphaned and stuck work, and the per-queue counts."""
     context = views.failures_context(request)
-    store: SnapshotStore = request.app.state.store
+    store = services(request).store
     out = [
         {
             "target": s.name,

@@ -32,6 +32,7 @@ from callboard.dashboard.redispool import redis_client as redis_client  # tests 
 from callboard.dashboard.rendercache import RenderCache
 from callboard.dashboard.routing import SegmentRoute, Shape
 from callboard.dashboard.searches import Searches
+from callboard.dashboard.services import Services, services
 from callboard.dashboard.settings import Settings, TargetSettings
 from callboard.dashboard.store import SnapshotStore
 from callboard.dashboard.templating import asset_dir, make_templates
@@ -57,7 +58,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    store: SnapshotStore = request.app.state.store
+    store = services(request).store
     down = [s for s in store.targets() if not s.ready]
     if down:
         lines = [f"{s.name}: {s.error or 'no collection yet'}" for s in down]
@@ -221,14 +222,15 @@ def create_app(settings: Settings) -> Starlette:
             ),
         ],
     )
-    app.state.settings = settings
-    app.state.store = store
-    app.state.poller = poller
-    app.state.collectors = collectors
-    app.state.results_redis = results_redis
-    app.state.templates = make_templates()
-    app.state.render_cache = RenderCache(store, max_age=settings.poll_interval)
-    app.state.operations = Operations(collectors, poller, settings.audit_keep)
-    app.state.searches = searches
-    app.state.registry = make_registry(store)
+    app.state.services = Services(
+        settings=settings,
+        store=store,
+        poller=poller,
+        collectors=collectors,
+        templates=make_templates(),
+        render_cache=RenderCache(store, max_age=settings.poll_interval),
+        operations=Operations(collectors, poller, settings.audit_keep),
+        searches=searches,
+        registry=make_registry(store),
+    )
     return app

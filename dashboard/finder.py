@@ -21,7 +21,8 @@ from starlette.responses import Response
 from callboard.collectors.search import Query
 from callboard.dashboard import views
 from callboard.dashboard.api import respond
-from callboard.dashboard.searches import Search, SearchBusy, SearchError, Searches, SearchRequest
+from callboard.dashboard.searches import Search, SearchBusy, SearchError, SearchRequest
+from callboard.dashboard.services import services
 
 FIELD_LABELS = {
     "any": "anything",
@@ -30,11 +31,6 @@ FIELD_LABELS = {
     "args": "arguments",
     "error": "error",
 }
-
-
-def _searches(request: Request) -> Searches:
-    searches: Searches = request.app.state.searches
-    return searches
 
 
 def _params(request: Request) -> dict[str, Any]:
@@ -52,7 +48,7 @@ def _start(request: Request, params: dict[str, Any]) -> tuple[Search, bool]:
     try:
         query = Query(params["q"], params["field"])
         search_request = SearchRequest(query, params["target"], params["framework"], params["queue"])
-        return _searches(request).start(search_request)
+        return services(request).searches.start(search_request)
     except SearchBusy as exc:
         raise HTTPException(429, str(exc)) from None
     except SearchError as exc:
@@ -62,7 +58,7 @@ def _start(request: Request, params: dict[str, Any]) -> tuple[Search, bool]:
 
 
 def _found(request: Request) -> Search:
-    search = _searches(request).get(request.path_params["search_id"])
+    search = services(request).searches.get(request.path_params["search_id"])
     if search is None:
         raise HTTPException(404, "No such search (finished ones are kept for a while only).")
     return search
@@ -94,7 +90,7 @@ async def search_state(request: Request) -> Response:
 
 
 async def search_stop(request: Request) -> Response:
-    search = _searches(request).stop(request.path_params["search_id"])
+    search = services(request).searches.stop(request.path_params["search_id"])
     if search is None:
         raise HTTPException(404, "No such search (finished ones are kept for a while only).")
     return _answer(search)

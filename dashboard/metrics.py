@@ -19,7 +19,8 @@ from starlette.responses import Response
 from callboard.collectors import backends
 from callboard.collectors.model import QUEUE_STATES, TargetSnapshot
 from callboard.dashboard import __version__
-from callboard.dashboard.rendercache import RenderCache, Rendered, send
+from callboard.dashboard.rendercache import Rendered, send
+from callboard.dashboard.services import services
 from callboard.dashboard.store import SnapshotStore
 
 QUEUE_LABELS = ["target", "framework", "namespace", "queue"]
@@ -126,8 +127,8 @@ def make_registry(store: SnapshotStore) -> CollectorRegistry:
 
 async def metrics_endpoint(request: Request) -> Response:
     """The exposition of the latest snapshot, encoded once per poll whatever the number of scrapers."""
-    registry: CollectorRegistry = request.app.state.registry
-    cache: RenderCache = request.app.state.render_cache
+    registry = services(request).registry
+    cache = services(request).render_cache
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))
     rendered = await cache.get(("metrics", content_type), lambda: Rendered(encoder(registry), content_type))
     return send(request, rendered)

@@ -30,7 +30,8 @@ from callboard.collectors.model import (
 from callboard.collectors.snippets import Snippet
 from callboard.collectors.target import TargetCollector
 from callboard.dashboard import operations
-from callboard.dashboard.rendercache import RenderCache, Rendered, send
+from callboard.dashboard.rendercache import Rendered, send
+from callboard.dashboard.services import services
 from callboard.dashboard.settings import DEFAULT_URL
 from callboard.dashboard.store import SnapshotStore, TargetState
 
@@ -75,17 +76,12 @@ class QueueRow:
     spark_max: int
 
 
-def _store(request: Request) -> SnapshotStore:
-    store: SnapshotStore = request.app.state.store
-    return store
-
-
 def _base(request: Request) -> dict[str, Any]:
     return {
         "request": request,
-        "targets": _store(request).targets(),
-        "read_only": request.app.state.settings.read_only,
-        "poll_ms": int(request.app.state.settings.poll_interval * 1000),
+        "targets": services(request).store.targets(),
+        "read_only": services(request).settings.read_only,
+        "poll_ms": int(services(request).settings.poll_interval * 1000),
         "now": time.time(),
         "state_labels": STATE_LABELS,
     }
@@ -93,7 +89,7 @@ def _base(request: Request) -> dict[str, Any]:
 
 def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
     """A page that reads Redis on demand (or an error page): rendered per request."""
-    response: Response = request.app.state.templates.TemplateResponse(
+    response: Response = services(request).templates.TemplateResponse(
         request, name, {**_base(request), **context}, status_code=status
     )
     response.headers["Cache-Control"] = "no-store"
@@ -106,10 +102,10 @@ async def _live(request: Request, name: str, build: Callable[[], dict[str, Any]]
     `build` runs with the render in a worker thread, so computing rows for a large overview does not
     hold the event loop either. Nothing user-specific may go into these templates.
     """
-    cache: RenderCache = request.app.state.render_cache
+    cache = services(request).render_cache
 
     def rendered_now() -> Rendered:
-        template = request.app.state.templates.get_template(name)
+        template = services(request).templates.get_template(name)
         return Rendered(template.render({**_base(request), **build()}).encode(), HTML)
 
     rendered = await cache.get(("html", name, request.url.path, request.url.query), rendered_now)
@@ -147,7 +143,7 @@ def overview_page(request: Request) -> int:
 def overview_context(request: Request) -> dict[str, Any]:
     """The overview's rows: filtered by `?q=` (every word must match target, framework or queue),
     `OVERVIEW_ROWS` per `?page=`. Sparklines are computed for the shown rows only."""
-    store = _store(request)
+    store = services(request).store
     query = (request.query_params.get("q") or "").strip()[:200]
     words = query.casefold().split()
     found = [(s, q) for s, q in store.queues() if _matches(words, s, q)]
@@ -234,7 +230,7 @@ def failures_framework(request: Request) -> str:
 
 def failures_context(request: Request) -> dict[str, Any]:
     """Everything the failures page shows, from the store alone: groups, retention, orphans, stuck."""
-    store = _store(request)
+    store = services(request).store
     framework = failures_framework(request)
     groups: list[GroupRow] = []
     orphans: list[OrphanRow] = []
@@ -274,7 +270,7 @@ def failures_context(request: Request) -> dict[str, Any]:
         "orphans": orphans,
         "stuck": stuck,
         "rows": failure_rows(store),
-        "controls": not request.app.state.settings.read_only,
+        "controls": not services(request).settings.read_only,
         # Queues with a page: a failure of an unreadable result names no queue ("?"), so no link.
         "listed": {(s.name, q.framework.value, q.key) for s, q in store.queues()},
     }
@@ -293,12 +289,12 @@ async def failures_fragment(request: Request) -> Response:
 def _queue_context(request: Request) -> dict[str, Any]:
     target, framework, key = (request.path_params[k] for k in ("target", "framework", "queue"))
     backend = require_queue(request, target, framework, key)
-    found = _store(request).queue(target, framework, key)
-    state = _store(request).get(target)
+    found = services(request).store.queue(target, framework, key)
+    state = services(request).store.get(target)
     assert state is not None
     # Known (configured, or discovered since the last snapshot) but not collected yet: zero counts.
     stats = backend.empty_stats(key) if found is None else found[1]
-    history = _store(request).history(target, key)
+    history = services(request).store.history(target, key)
     tabs = [Tab(s, _tab_count(stats, s)) for s in backend.states]
     return {"target": state, "queue": stats, "tabs": tabs, "history": _history_series(history, stats)}
 
@@ -331,7 +327,7 @@ def control_actions(request: Request, target: str, framework: str, state: str) -
     """(action, label) of the controls shown for jobs in `state`; none in read-only mode."""
     collector = target_collector(request, target)
     backend = collector.backend(framework) if collector is not None else None
-    if request.app.state.settings.read_only or backend is None:
+    if services(request).settings.read_only or backend is None:
         return []
     return [(a, action_label(state, a)) for a in backend.actions(state)]
 
@@ -394,7 +390,7 @@ async def job_page(request: Request) -> Response:
 
 
 def target_collector(request: Request, target: str) -> TargetCollector | None:
-    collectors: dict[str, TargetCollector] = request.app.state.collectors
+    collectors = services(request).collectors
     return collectors.get(target)
 
 
@@ -421,7 +417,7 @@ def _paging(request: Request) -> tuple[int, int]:
 
 def resend(request: Request, target: str, detail: JobDetail) -> Snippet:
     """The job's "copy as code" snippet, written with the target's URL minus its password."""
-    settings = request.app.state.settings.target(target)
+    settings = services(request).settings.target(target)
     backend = require_queue(request, target, detail.framework.value, detail.queue_key)
     return backend.resend(detail, settings.safe_url if settings else DEFAULT_URL)
 

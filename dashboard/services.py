@@ -1,0 +1,44 @@
+"""What request handlers use, made once by `create_app`: one typed object instead of app.state.X.
+
+A handler asks `services(request)` and gets every shared part with its type, so a renamed or
+missing part is a mypy error, not an AttributeError on a page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+from starlette.requests import Request
+from starlette.templating import Jinja2Templates
+
+from callboard.collectors.target import TargetCollector
+from callboard.dashboard.operations import Operations
+from callboard.dashboard.poller import Poller
+from callboard.dashboard.rendercache import RenderCache
+from callboard.dashboard.searches import Searches
+from callboard.dashboard.settings import Settings
+from callboard.dashboard.store import SnapshotStore
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    #: The latest snapshot of every target, and their history: what live pages read.
+    store: SnapshotStore
+    poller: Poller
+    #: Per target: its backends (collectors/backend.py) and Redis client, for on-demand reads.
+    collectors: Mapping[str, TargetCollector]
+    templates: Jinja2Templates
+    render_cache: RenderCache
+    operations: Operations
+    searches: Searches
+    #: What /metrics exports.
+    registry: CollectorRegistry
+
+
+def services(request: Request) -> Services:
+    found = request.app.state.services
+    assert isinstance(found, Services), "create_app() sets app.state.services"
+    return found
