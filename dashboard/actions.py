@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from callboard.collectors import audit, payloads
-from callboard.dashboard import views
+from callboard.dashboard import reports, views
 from callboard.dashboard.api import respond
 from callboard.dashboard.operations import (
     ControlError,
@@ -145,7 +145,7 @@ def _flag(value: Any) -> bool:
 async def queue_action(request: Request) -> Response:
     p = request.path_params
     target, framework, key, action = p["target"], p["framework"], p["queue"], p["action"]
-    views.require_queue(request, target, framework, key)  # a 404 before reading the body
+    reports.require_queue(request, target, framework, key)  # a 404 before reading the body
     data, form = await _body(request)
     state = data.get("state")
     if not isinstance(state, str) or not state:
@@ -162,11 +162,11 @@ async def job_action(request: Request) -> Response:
     target, framework, key, job_id, action = (
         p[k] for k in ("target", "framework", "queue", "job_id", "action")
     )
-    views.require_queue(request, target, framework, key)  # a queue that does not exist is not "finished"
+    reports.require_queue(request, target, framework, key)  # a queue that does not exist is not "finished"
     data, _ = await _body(request)
     state = data.get("state")
     if not isinstance(state, str) or not state:
-        detail = await views.load_job(request, target, framework, key, job_id)
+        detail = await reports.load_job(request, target, framework, key, job_id)
         if detail is None:
             # Idempotent: a job that is gone needs nothing more; say so rather than fail.
             return _gone(request, job_id)
@@ -244,7 +244,7 @@ async def group_action(request: Request) -> Response:
     recipe's compare-and-set, so a job that changed meanwhile is reported, never acted on twice."""
     p = request.path_params
     target, framework, key, action = p["target"], p["framework"], p["group"], p["action"]
-    collector = views.target_collector(request, target)
+    collector = reports.target_collector(request, target)
     backend = collector.backend(framework) if collector is not None else None
     if collector is None or backend is None:
         raise HTTPException(404, f"No {framework} failures on target {target!r}.")

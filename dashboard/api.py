@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from callboard.dashboard import views
+from callboard.dashboard import reports
 from callboard.dashboard.services import services
 from callboard.dashboard.store import TargetState
 
@@ -79,18 +79,18 @@ async def queues(request: Request) -> Response:
 async def jobs(request: Request) -> Response:
     p = request.path_params
     state = request.query_params.get("state") or "ready"
-    page = await views.list_jobs(request, p["target"], p["framework"], p["queue"], state)
+    page = await reports.list_jobs(request, p["target"], p["framework"], p["queue"], state)
     return respond(page)
 
 
 async def job(request: Request) -> Response:
     p = request.path_params
     key, job_id = p["queue"], p["job_id"]
-    detail = await views.load_job(request, p["target"], p["framework"], key, job_id)
-    if detail is None:
+    report = await reports.job_report(request, p["target"], p["framework"], key, job_id)
+    if report is None:
         raise HTTPException(404, f"No job {job_id!r} in {key!r}: it finished, was deleted or never existed.")
-    snippet = views.resend(request, p["target"], detail)
-    return respond({**to_jsonable(detail), "resend_code": snippet.code, "resend_notes": snippet.notes})
+    snippet = report.resend
+    return respond({**to_jsonable(report.detail), "resend_code": snippet.code, "resend_notes": snippet.notes})
 
 
 async def workers(request: Request) -> Response:
@@ -104,7 +104,7 @@ async def workers(request: Request) -> Response:
 
 async def failures(request: Request) -> Response:
     """Failure groups, what expires soon, orphaned and stuck work, and the per-queue counts."""
-    context = views.failures_context(request)
+    report = reports.failures_report(request)
     store = services(request).store
     out = [
         {
@@ -121,13 +121,13 @@ async def failures(request: Request) -> Response:
     return respond(
         {
             "failures": out,
-            "groups": [{"target": r.target, **to_jsonable(r.group)} for r in context["groups"]],
+            "groups": [{"target": r.target, **to_jsonable(r.group)} for r in report.groups],
             "retention": {
-                "failures": context["total"],
-                "not_grouped_yet": context["missing"],
-                "expiring_within_hour": context["expiring_hour"],
-                "expiring_within_day": context["expiring_day"],
-                "next_expiry": context["next_expiry"],
+                "failures": report.total,
+                "not_grouped_yet": report.missing,
+                "expiring_within_hour": report.expiring_hour,
+                "expiring_within_day": report.expiring_day,
+                "next_expiry": report.next_expiry,
             },
             "orphaned": [
                 {
@@ -136,9 +136,9 @@ async def failures(request: Request) -> Response:
                     "messages": r.queue.orphaned,
                     "workers": [w.worker_id for w in r.workers],
                 }
-                for r in context["orphans"]
+                for r in report.orphans
             ],
-            "stuck": [{"target": t, **to_jsonable(j)} for t, j in context["stuck"]],
+            "stuck": [{"target": t, **to_jsonable(j)} for t, j in report.stuck],
         }
     )
 
@@ -227,8 +227,8 @@ def _op(
 
 
 _QUERY: dict[str, dict[str, Any]] = {
-    "cursor": {"type": "integer", "minimum": 0, "maximum": views.MAX_OFFSET},
-    "limit": {"type": "integer", "minimum": 1, "maximum": views.MAX_LIMIT},
+    "cursor": {"type": "integer", "minimum": 0, "maximum": reports.MAX_OFFSET},
+    "limit": {"type": "integer", "minimum": 1, "maximum": reports.MAX_LIMIT},
     "framework": {"type": "string", "enum": ["dramatiq", "arq"]},
 }
 

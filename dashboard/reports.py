@@ -1,0 +1,210 @@
+"""The read service between the collectors and HTTP: typed reports that pages and the API share.
+
+views.py renders them as HTML and api.py as JSON; neither imports the other. Everything here reads
+the store (the latest snapshots) or asks a target's backend (collectors/backend.py) on demand, and
+turns what a client got wrong (an unknown target, queue or state, a cursor out of range) into an
+HTTP error that says what to change, before Redis is asked anything.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from callboard.collectors import backends
+from callboard.collectors.backend import Backend
+from callboard.collectors.model import (
+    FailureGroup,
+    JobDetail,
+    JobPage,
+    QueueStats,
+    StuckJob,
+    WorkerStats,
+)
+from callboard.collectors.snippets import Snippet
+from callboard.collectors.target import TargetCollector
+from callboard.dashboard import operations
+from callboard.dashboard.services import services
+from callboard.dashboard.settings import DEFAULT_URL
+
+DEFAULT_LIMIT = 50
+
+
+#: Jobs per page at most (a page is read and rendered per request).
+MAX_LIMIT = 500
+
+
+#: Highest cursor (an offset): beyond any real queue, well inside Redis' 64-bit indexes.
+MAX_OFFSET = 10**12
+
+
+INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRow:
+    target: str
+    group: FailureGroup
+    #: SVG bars of when they failed: (x, height) per bar, in a 120 x 24 box.
+    bars: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanRow:
+    target: str
+    queue: QueueStats
+    #: Workers with a stale heartbeat that hold messages of this queue.
+    workers: tuple[WorkerStats, ...]
+
+
+def _bars(spark: tuple[int, ...]) -> tuple[tuple[float, float], ...]:
+    top = max(spark, default=0) or 1
+    width = 120 / max(1, len(spark))
+    return tuple((i * width, max(1.0, 22 * n / top) if n else 0.0) for i, n in enumerate(spark))
+
+
+def failures_framework(request: Request) -> str:
+    """`?framework=` of the failures page: "", dramatiq or arq (a 400 otherwise)."""
+    framework = request.query_params.get("framework") or ""
+    if framework and framework not in backends.NAMES:
+        raise HTTPException(400, f"Unknown framework {framework!r}: {' or '.join(backends.NAMES)}.")
+    return framework
+
+
+@dataclass(frozen=True, slots=True)
+class FailuresReport:
+    """The failures page and GET /api/v1/failures: groups, retention, orphaned and stuck work."""
+
+    #: `?framework=` ("" for all).
+    framework: str
+    #: Largest first, then the most recent.
+    groups: tuple[GroupRow, ...]
+    #: Failures grouped, and those the counters know of that no group covers yet.
+    total: int
+    missing: int
+    expiring_hour: int
+    expiring_day: int
+    next_expiry: float | None
+    orphans: tuple[OrphanRow, ...]
+    #: (target, job) of Arq claims held longer than the job timeout.
+    stuck: tuple[tuple[str, StuckJob], ...]
+
+
+def failures_report(request: Request) -> FailuresReport:
+    """Everything the failures page shows, from the store alone: groups, retention, orphans, stuck."""
+    store = services(request).store
+    framework = failures_framework(request)
+    groups: list[GroupRow] = []
+    orphans: list[OrphanRow] = []
+    stuck: list[tuple[str, StuckJob]] = []
+    missing = 0
+    for state in store.targets():
+        snap = state.snapshot
+        if snap is None:
+            continue
+        missing += snap.failures_missing
+        groups += [
+            GroupRow(state.name, g, _bars(g.spark))
+            for g in snap.failures
+            if not framework or g.framework.value == framework
+        ]
+        stale = [w for w in snap.workers if not w.alive and w.in_flight]
+        for q in snap.queues:
+            if q.orphaned:
+                holders = tuple(
+                    w
+                    for w in stale
+                    if w.framework is q.framework and w.namespace == q.namespace and q.name in w.queues
+                )
+                orphans.append(OrphanRow(state.name, q, holders))
+        stuck += [(state.name, j) for j in snap.stuck]
+    groups.sort(key=lambda r: (-r.group.count, -(r.group.last_seen or 0.0), r.target, r.group.key))
+    next_expiries = [r.group.next_expiry for r in groups if r.group.next_expiry is not None]
+    return FailuresReport(
+        framework=framework,
+        groups=tuple(groups),
+        total=sum(r.group.count for r in groups),
+        missing=missing,
+        expiring_hour=sum(r.group.expiring_hour for r in groups),
+        expiring_day=sum(r.group.expiring_day for r in groups),
+        next_expiry=min(next_expiries, default=None),
+        orphans=tuple(orphans),
+        stuck=tuple(stuck),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class JobReport:
+    """One job's page and GET /api/v1/jobs/...: what is stored, and the code that re-sends it."""
+
+    detail: JobDetail
+    resend: Snippet
+
+
+async def job_report(
+    request: Request, target: str, framework: str, key: str, job_id: str
+) -> JobReport | None:
+    detail = await load_job(request, target, framework, key, job_id)
+    return None if detail is None else JobReport(detail, resend(request, target, detail))
+
+
+def target_collector(request: Request, target: str) -> TargetCollector | None:
+    collectors = services(request).collectors
+    return collectors.get(target)
+
+
+def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """The query parameter `name` as an integer in [low, high]; a 400 that says so otherwise.
+
+    Checked here, before Redis sees it: a cursor of 10**32 is not "Redis is unreachable"."""
+    raw = (request.query_params.get(name) or "").strip()
+    if not raw:
+        return default
+    if len(raw) > 20 or not INTEGER.fullmatch(raw):
+        raise HTTPException(400, f"`{name}` must be an integer from {low:,} to {high:,}.")
+    value = int(raw)
+    if not low <= value <= high:
+        raise HTTPException(400, f"`{name}` must be an integer from {low:,} to {high:,}; got {value:,}.")
+    return value
+
+
+def _paging(request: Request) -> tuple[int, int]:
+    offset = int_param(request, "cursor", 0, 0, MAX_OFFSET)
+    limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    return offset, limit
+
+
+def resend(request: Request, target: str, detail: JobDetail) -> Snippet:
+    """The job's "copy as code" snippet, written with the target's URL minus its password."""
+    settings = services(request).settings.target(target)
+    backend = require_queue(request, target, detail.framework.value, detail.queue_key)
+    return backend.resend(detail, settings.safe_url if settings else DEFAULT_URL)
+
+
+def require_queue(request: Request, target: str, framework: str, key: str) -> Backend:
+    """The target's backend `framework` when `key` is a queue it knows; else a 404 that says what is
+    unknown (and how queues are discovered)."""
+    collector = target_collector(request, target)
+    if collector is None:
+        raise HTTPException(404, f"Unknown target {target!r}.")
+    backend = collector.backend(framework)
+    if backend is None:
+        raise HTTPException(404, f"Unknown framework {framework!r}: {' or '.join(backends.NAMES)}.")
+    if not backend.knows(key):
+        raise HTTPException(404, operations.unknown_queue_message(target, framework, key))
+    return backend
+
+
+async def list_jobs(request: Request, target: str, framework: str, key: str, state: str) -> JobPage:
+    backend = require_queue(request, target, framework, key)
+    if state not in backend.states:
+        raise HTTPException(400, f"Unknown state {state!r}; one of {', '.join(backend.states)}.")
+    offset, limit = _paging(request)
+    return await backend.list_jobs(key, state, offset, limit)
+
+
+async def load_job(request: Request, target: str, framework: str, key: str, job_id: str) -> JobDetail | None:
+    return await require_queue(request, target, framework, key).get_job(key, job_id)
