@@ -36,6 +36,7 @@ from starlette.responses import Response
 from callboard.collectors import audit, payloads
 from callboard.dashboard import reports, views
 from callboard.dashboard.api import respond
+from callboard.dashboard.openapi import Doc, documented
 from callboard.dashboard.operations import (
     ControlError,
     ControlRequest,
@@ -142,6 +143,9 @@ def _flag(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"))
 
 
+@documented(
+    Doc("{action} the jobs of `ids` in `state`, or every job in `state` when `ids` is absent", body=True)
+)
 async def queue_action(request: Request) -> Response:
     p = request.path_params
     target, framework, key, action = p["target"], p["framework"], p["queue"], p["action"]
@@ -157,6 +161,7 @@ async def queue_action(request: Request) -> Response:
     return await _start(request, control)
 
 
+@documented(Doc("{action} one job (its state is looked up when not given)", body=False))
 async def job_action(request: Request) -> Response:
     p = request.path_params
     target, framework, key, job_id, action = (
@@ -220,6 +225,7 @@ def _operation_response(request: Request, op: Operation, joined: bool = False) -
     return response
 
 
+@documented(Doc("Progress and outcome of a control"))
 async def operation(request: Request) -> Response:
     op = services(request).operations.get(request.path_params["op_id"])
     if op is None:
@@ -237,6 +243,7 @@ async def operation_fragment(request: Request) -> Response:
     return response
 
 
+@documented(Doc("{action} every job of a failure group (one operation per queue it spans)", body=False))
 async def group_action(request: Request) -> Response:
     """Retry or delete every job of a failure group, as the index knows it now.
 
@@ -330,6 +337,7 @@ def _when(entry: dict[str, Any]) -> float:
     return float(entry.get("finished_at") or entry.get("started_at") or 0.0)
 
 
+@documented(Doc("The newest controls run, from every target's audit log", redis=True))
 async def audit_api(request: Request) -> Response:
     entries, errors = await _audit_entries(request)
     return respond({"entries": entries, "unreachable": errors})

@@ -12,7 +12,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from callboard.collectors.model import FailureGroup, JobDetail, JobPage, QueueStats, StuckJob, WorkerStats
 from callboard.dashboard import reports
+from callboard.dashboard.openapi import STRING, Doc, document, documented, listing, with_
 from callboard.dashboard.services import services
 from callboard.dashboard.store import TargetState
 
@@ -66,6 +68,22 @@ def _target(state: TargetState) -> dict[str, Any]:
     }
 
 
+@documented(
+    Doc(
+        "Every queue of every target with counts by state, and target health",
+        response=lambda c: {
+            "type": "object",
+            "required": ["targets", "queues"],
+            "properties": {
+                "targets": {"type": "array", "items": {"type": "object"}},
+                "queues": {
+                    "type": "array",
+                    "items": with_(QueueStats, c, target=STRING, up={"type": "boolean"}),
+                },
+            },
+        },
+    )
+)
 async def queues(request: Request) -> Response:
     store = services(request).store
     return respond(
@@ -76,6 +94,14 @@ async def queues(request: Request) -> Response:
     )
 
 
+@documented(
+    Doc(
+        "A page of jobs in one state (ready, in_flight, delayed, dead)",
+        ("state", "cursor", "limit"),
+        redis=True,
+        response=JobPage,
+    )
+)
 async def jobs(request: Request) -> Response:
     p = request.path_params
     state = request.query_params.get("state") or "ready"
@@ -83,6 +109,18 @@ async def jobs(request: Request) -> Response:
     return respond(page)
 
 
+@documented(
+    Doc(
+        "Everything stored about one job, and `resend_code`: Python that re-sends it by hand",
+        redis=True,
+        response=lambda c: with_(
+            JobDetail,
+            c,
+            resend_code={"type": ["string", "null"]},
+            resend_notes={"type": "array", "items": STRING},
+        ),
+    )
+)
 async def job(request: Request) -> Response:
     p = request.path_params
     key, job_id = p["queue"], p["job_id"]
@@ -93,6 +131,7 @@ async def job(request: Request) -> Response:
     return respond({**to_jsonable(report.detail), "resend_code": snippet.code, "resend_notes": snippet.notes})
 
 
+@documented(Doc("Workers of every target", response=listing("workers", WorkerStats, target=STRING)))
 async def workers(request: Request) -> Response:
     store = services(request).store
     out = []
@@ -102,6 +141,20 @@ async def workers(request: Request) -> Response:
     return respond({"workers": out})
 
 
+@documented(
+    Doc(
+        "Failure groups (by cause), retention, orphaned and stuck work, and queues with dead jobs",
+        ("framework",),
+        response=lambda c: {
+            "type": "object",
+            "required": ["failures", "groups", "retention", "orphaned", "stuck"],
+            "properties": {
+                "groups": {"type": "array", "items": with_(FailureGroup, c, target=STRING)},
+                "stuck": {"type": "array", "items": with_(StuckJob, c, target=STRING)},
+            },
+        },
+    )
+)
 async def failures(request: Request) -> Response:
     """Failure groups, what expires soon, orphaned and stuck work, and the per-queue counts."""
     report = reports.failures_report(request)
@@ -143,186 +196,5 @@ async def failures(request: Request) -> Response:
     )
 
 
-#: Every error answer of the API is this object, with a message that says what to change.
-ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {"error": {"type": "string", "description": "What went wrong, in words"}},
-}
-_READ_ERRORS = {
-    "400": "A parameter is invalid: not an integer, out of range, or an unknown state or framework",
-    "401": "Auth is on and no valid credentials were sent",
-    "404": "No such target, framework, queue (neither configured nor discovered), job, or path",
-    "405": "Wrong method for this path; the `Allow` header lists the right ones",
-}
-_WRITE_ERRORS = {
-    **_READ_ERRORS,
-    "400": "Bad body or parameters: not valid JSON (or nested too deep), no `state`, bad `ids`, "
-    "or the action does not apply to jobs in that state",
-    "403": "Read-only mode, a cross-site request, or the Redis user's ACL refused the write",
-    "413": "The body is over 1 MiB (10,000 ids fit): act on the whole state instead",
-    "415": "The body is neither JSON nor a urlencoded form",
-}
-_REDIS_ERROR = {"503": "Redis is unreachable or failed; try again once it is back"}
-
-
-def _errors(descriptions: dict[str, str]) -> dict[str, Any]:
-    schema = {"$ref": "#/components/schemas/Error"}
-    return {
-        code: {"description": text, "content": {"application/json": {"schema": schema}}}
-        for code, text in sorted(descriptions.items())
-    }
-
-
-def _path_params(params: list[str]) -> list[dict[str, Any]]:
-    return [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in params]
-
-
-_CONTROL_BODY = {
-    "type": "object",
-    "properties": {
-        "state": {"type": "string"},
-        "ids": {"type": "array", "items": {"type": "string"}, "maxItems": 10_000},
-        "new_id": {"type": "boolean"},
-    },
-}
-
-
-def _post(summary: str, params: list[str], body: bool, extra: dict[str, str] | None = None) -> dict[str, Any]:
-    op: dict[str, Any] = {
-        "summary": summary,
-        "parameters": _path_params(params),
-        "responses": {
-            "200": {"description": "The operation ended: counts done, skipped, changed, per-job outcomes"},
-            "202": {"description": "Still running: progress so far; poll the Location"},
-            **_errors({**_WRITE_ERRORS, **_REDIS_ERROR, **(extra or {})}),
-        },
-    }
-    schema = {**_CONTROL_BODY, "required": ["state"]} if body else _CONTROL_BODY
-    op["requestBody"] = {
-        "required": body,
-        "content": {
-            "application/json": {"schema": schema},
-            "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
-        },
-    }
-    return {"post": op}
-
-
-def _op(
-    summary: str,
-    params: list[str],
-    query: tuple[str, ...] = (),
-    redis: bool = False,
-    extra: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    parameters = _path_params(params)
-    parameters += [
-        {"name": n, "in": "query", "required": False, "schema": _QUERY.get(n, {"type": "string"})}
-        for n in query
-    ]
-    errors = {**_READ_ERRORS, **(_REDIS_ERROR if redis else {}), **(extra or {})}
-    responses = {"200": {"description": "JSON"}, **_errors(errors)}
-    return {"get": {"summary": summary, "parameters": parameters, "responses": responses}}
-
-
-_QUERY: dict[str, dict[str, Any]] = {
-    "cursor": {"type": "integer", "minimum": 0, "maximum": reports.MAX_OFFSET},
-    "limit": {"type": "integer", "minimum": 1, "maximum": reports.MAX_LIMIT},
-    "framework": {"type": "string", "enum": ["dramatiq", "arq"]},
-}
-
-
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {
-        "title": "Callboard API",
-        "version": "1",
-        "description": (
-            "Each path parameter is exactly one path segment: percent-encode its UTF-8 bytes (a key "
-            "that is not UTF-8: its raw bytes), everything outside A-Za-z0-9-._~:@ included, so "
-            "`report/2024/07` is `report%2F2024%2F07`. A name that is empty, `.` or `..` (after any "
-            'leading tildes) takes one more leading `~`: `..` is `~..`. Errors are JSON {"error": ...}.'
-        ),
-    },
-    "paths": {
-        "/api/v1/queues": _op("Every queue of every target with counts by state, and target health", []),
-        "/api/v1/queues/{target}/{framework}/{queue}/jobs": _op(
-            "A page of jobs in one state (ready, in_flight, delayed, dead)",
-            ["target", "framework", "queue"],
-            ("state", "cursor", "limit"),
-            redis=True,
-        ),
-        "/api/v1/jobs/{target}/{framework}/{queue}/{job_id}": _op(
-            "Everything stored about one job, and `resend_code`: Python that re-sends it by hand",
-            ["target", "framework", "queue", "job_id"],
-            redis=True,
-        ),
-        "/api/v1/workers": _op("Workers of every target", []),
-        "/api/v1/failures": _op(
-            "Failure groups (by cause), retention, orphaned and stuck work, and queues with dead jobs",
-            [],
-            ("framework",),
-        ),
-        **{
-            f"/api/v1/failures/{{target}}/{{framework}}/{{group}}/{action}": _post(
-                f"{action} every job of a failure group (one operation per queue it spans)",
-                ["target", "framework", "group"],
-                body=False,
-            )
-            for action in ("retry", "delete")
-        },
-        "/api/v1/audit": _op("The newest controls run, from every target's audit log", [], redis=True),
-        "/api/v1/operations/{op_id}": _op("Progress and outcome of a control", ["op_id"]),
-        "/api/v1/search": _op(
-            "Start a search of stored jobs (or join the identical one running); its id and progress. "
-            "`in`: any, id, name, args or error; scope: every queue, or narrowed by target, framework, queue",
-            [],
-            ("q", "in", "target", "framework", "queue"),
-            extra={"429": "Too many different searches are running: stop one, or wait"},
-        ),
-        "/api/v1/searches/{search_id}": _op(
-            "A search's progress (scanned, total, matches) and its first 1,000 matches", ["search_id"]
-        ),
-        "/api/v1/searches/{search_id}/stop": {
-            "post": {
-                "summary": "Stop a search (allowed in read-only mode: it changes no job)",
-                "parameters": [
-                    {"name": "search_id", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-                "responses": {
-                    "200": {"description": "The search's state"},
-                    **_errors(
-                        {
-                            **_READ_ERRORS,
-                            "400": "A bad request (the search id is a path segment; nothing else is read)",
-                            "403": "A cross-site request",
-                            "404": "No such search (finished ones are kept for a while only)",
-                        }
-                    ),
-                },
-            }
-        },
-        **{
-            f"/api/v1/queues/{{target}}/{{framework}}/{{queue}}/{action}": _post(
-                f"{action} the jobs of `ids` in `state`, or every job in `state` when `ids` is absent",
-                ["target", "framework", "queue"],
-                body=True,
-            )
-            for action in ("retry", "delete", "abort", "recover")
-        },
-        **{
-            f"/api/v1/jobs/{{target}}/{{framework}}/{{queue}}/{{job_id}}/{action}": _post(
-                f"{action} one job (its state is looked up when not given)",
-                ["target", "framework", "queue", "job_id"],
-                body=False,
-            )
-            for action in ("retry", "delete", "abort")
-        },
-    },
-    "components": {"schemas": {"Error": ERROR_SCHEMA}},
-}
-
-
 async def openapi(request: Request) -> Response:
-    return JSONResponse(OPENAPI)
+    return JSONResponse(document(request.app.routes))

@@ -21,6 +21,7 @@ from starlette.responses import Response
 from callboard.collectors.search import Query
 from callboard.dashboard import views
 from callboard.dashboard.api import respond
+from callboard.dashboard.openapi import Doc, documented
 from callboard.dashboard.searches import Search, SearchBusy, SearchError, SearchRequest
 from callboard.dashboard.services import services
 
@@ -77,6 +78,14 @@ async def search_fragment(request: Request) -> Response:
     return views.render(request, "partials/search_progress.html", {"search": _found(request).view()})
 
 
+@documented(
+    Doc(
+        "Start a search of stored jobs (or join the identical one running); its id and progress. "
+        "`in`: any, id, name, args or error; scope: every queue, or narrowed by target, framework, queue",
+        ("q", "in", "target", "framework", "queue"),
+        errors={"429": "Too many different searches are running: stop one, or wait"},
+    )
+)
 async def search_api(request: Request) -> Response:
     params = _params(request)
     if not params["q"]:
@@ -85,10 +94,22 @@ async def search_api(request: Request) -> Response:
     return _answer(search, joined)
 
 
+@documented(Doc("A search's progress (scanned, total, matches) and its first 1,000 matches"))
 async def search_state(request: Request) -> Response:
     return _answer(_found(request))
 
 
+@documented(
+    Doc(
+        "Stop a search (allowed in read-only mode: it changes no job)",
+        ok="The search's state",
+        errors={
+            "400": "A bad request (the search id is a path segment; nothing else is read)",
+            "403": "A cross-site request",
+            "404": "No such search (finished ones are kept for a while only)",
+        },
+    )
+)
 async def search_stop(request: Request) -> Response:
     search = services(request).searches.stop(request.path_params["search_id"])
     if search is None:

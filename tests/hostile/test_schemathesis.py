@@ -7,7 +7,7 @@ document: valid ones and invalid ones, with free parameters and with real ones f
 (its queues, its jobs). The POST controls run too: they act on the throwaway Redis only.
 
 Checks: no server error (5xx), every answer JSON (errors included: "JSON API errors are JSON with a
-message"), and status codes and content types as the document says.
+message"), and status codes, content types and bodies (schemas generated from the types) as the document says.
 """
 
 from __future__ import annotations
@@ -28,7 +28,11 @@ from schemathesis.checks import CheckContext, not_a_server_error
 from schemathesis.core.failures import FailureGroup
 from schemathesis.core.result import Err
 from schemathesis.core.transport import Response
-from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from tests.hostile.conftest import CappedBoard, new_redis, start_board, wait_for_corpus
 from tests.hostile.corpus import TARGET, Manifest, write_corpus
@@ -76,7 +80,13 @@ def answers_json(ctx: CheckContext, response: Response, case: Case[Any]) -> bool
 #: Integers at and past every bound, for the query parameters that take one.
 _NUMBERS = ["0", "-1", "1", "500", "501", "10" * 16, str(10**32), "1e3", "0x10", " 5", "９"]
 BOUNDARIES = {"cursor": _NUMBERS, "limit": _NUMBERS, "page": _NUMBERS}
-CHECKS = [not_a_server_error, answers_json, status_code_conformance, content_type_conformance]
+CHECKS = [
+    not_a_server_error,
+    answers_json,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 
 
 #: (path parameters, query parameters) of a case.
