@@ -324,10 +324,6 @@ class JobOutcome:
     in_place: bool = False
 
 
-#: A control on a queue's jobs in one state: `retry` (requeue, re-run or run now), `delete`, `abort`.
-CONTROL_ACTIONS = ("retry", "delete", "abort")
-
-
 class Selection(Protocol):
     """The jobs a bulk control works through ("all dead letters of this queue").
 

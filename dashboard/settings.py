@@ -200,9 +200,16 @@ def _apply(settings: Settings, values: Mapping[str, Any]) -> Settings:
             raise
         except (TypeError, ValueError) as exc:
             raise SettingsError(f"{key}: {exc}") from None
-    if changes.get("poll_interval", 1.0) <= 0:
-        raise SettingsError("poll_interval must be positive")
+    # Zero or less would mean nothing sensible: no polling, no discovery (SCAN never runs), an
+    # audit list that is never trimmed (LTRIM 0 -1 keeps all), no history, Redis calls that fail.
+    for key in POSITIVE:
+        if key in changes and changes[key] <= 0:
+            raise SettingsError(f"{key} must be positive; got {changes[key]}")
     return replace(settings, **changes)
+
+
+#: Top-level settings that must be above zero.
+POSITIVE = ("poll_interval", "scan_budget", "audit_keep", "history_seconds", "redis_timeout")
 
 
 def _top_level(key: str, hint: Any, value: Any) -> Any:
@@ -246,16 +253,23 @@ def _target(table: Any, path: Path) -> TargetSettings:
 
 
 def _target_table(table: dict[str, Any]) -> TargetSettings:
+    _known(table, ("name", "url", "dramatiq", "arq"), "[[targets]]")
     base = parse_target(f"{table['name']}={table['url']}" if "name" in table else str(table["url"]))
     dq = table.get("dramatiq", {})
     results = dq.get("results") if isinstance(dq, dict) else None
-    results_config = None if results is None else _table(ResultsConfig, results, "dramatiq.results")
+    results_config = None if results is None else _table(ResultsConfig, results, "dramatiq.results", ("url",))
     dramatiq = _table(DramatiqConfig, dq, "dramatiq", results=results_config)
     results_url = None
     if isinstance(results, dict) and "url" in results:
         results_url = _read(str, results["url"], "dramatiq.results.url", None)
     arq = _table(ArqConfig, table.get("arq", {}), "arq")
     return replace(base, dramatiq=dramatiq, arq=arq, results_url=results_url)
+
+
+def _known(table: dict[str, Any], keys: tuple[str, ...], what: str) -> None:
+    unknown = sorted(str(k) for k in table if k not in keys)
+    if unknown:
+        raise SettingsError(f"{what}: unknown key {unknown[0]!r}; known: {', '.join(sorted(keys))}")
 
 
 def _auth(table: Any, path: Path) -> AuthConfig:
@@ -277,10 +291,13 @@ def _auth(table: Any, path: Path) -> AuthConfig:
         raise SettingsError(f"config {path}: {exc}") from None
 
 
-def _table(cls: type[T], table: Any, what: str, **given: Any) -> T:
-    """`cls` from a config table: each key read by its field's type; a key not given keeps its default."""
+def _table(cls: type[T], table: Any, what: str, extra: tuple[str, ...] = (), **given: Any) -> T:
+    """`cls` from a config table: each key read by its field's type; a key not given keeps its default.
+    A key the table does not have (a typo) is an error, not a silent default; `extra` names keys read
+    elsewhere."""
     if not isinstance(table, dict):
         raise SettingsError(f"{what} must be a table")
+    _known(table, (*file_keys(cls), *given, *extra), what)
     values = {
         key: _read(hint, table[key], f"{what}.{key}", CHOICES.get(f"{cls.__name__}.{key}"))
         for key, hint in file_keys(cls).items()

@@ -29,3 +29,5 @@ class ArqConfig:
     #: the claim the longest timeout of any function plus 10 s, and a worker whose event loop is
     #: blocked cannot time a job out, so a claim can outlive its job's timeout by far.
     job_timeout: float = 300.0
+    #: A discovered queue with no keys left stays listed this long.
+    idle_ttl: float = 3600.0

@@ -420,7 +420,7 @@ class ArqCollector:
             details=details,
         )
 
-    def _forget_idle(self, now: float, ttl: float = 3600.0) -> None:
+    def _forget_idle(self, now: float) -> None:
         for name, seen in list(self._queues.items()):
-            if now - seen > ttl and name not in self.config.queues:
+            if now - seen > self.config.idle_ttl and name not in self.config.queues:
                 del self._queues[name]

@@ -62,13 +62,13 @@ async def list_jobs(
         )
         return page_of(state, items, int(total), offset, limit, "newest dead letter first")
     if state == "delayed":
-        return await _delayedpage_of(redis, q, offset, limit)
+        return await _delayed_page(redis, q, offset, limit)
     if state == "in_flight":
-        return await _in_flightpage_of(redis, q, offset, limit, acks)
+        return await _in_flight_page(redis, q, offset, limit, acks)
     raise ValueError(f"unknown state {state!r}")
 
 
-async def _delayedpage_of(redis: Redis, q: QueueKeys, offset: int, limit: int) -> JobPage:
+async def _delayed_page(redis: Redis, q: QueueKeys, offset: int, limit: int) -> JobPage:
     total = int(await redis.hlen(q.delay_msgs))  # type: ignore[misc]  # redis-py's async stubs
     if total <= SORTABLE_DELAYED:
         # O(delayed) with a bounded size: HGETALL of at most 10k payloads (~10 ms), summarised in a
@@ -91,9 +91,7 @@ async def _delayedpage_of(redis: Redis, q: QueueKeys, offset: int, limit: int) -
     return page_of("delayed", items[offset : offset + limit], total, offset, limit, "storage order", note)
 
 
-async def _in_flightpage_of(
-    redis: Redis, q: QueueKeys, offset: int, limit: int, acks: list[AckKey]
-) -> JobPage:
+async def _in_flight_page(redis: Redis, q: QueueKeys, offset: int, limit: int, acks: list[AckKey]) -> JobPage:
     # Ack sets hold at most the prefetch of each worker (2 x threads), so reading them whole is cheap.
     held: list[tuple[str, str]] = []
     async with redis.pipeline(transaction=False) as pipe:

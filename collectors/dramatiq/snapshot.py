@@ -123,8 +123,8 @@ class DramatiqCollector:
                 self._seen.acks[ack] = now
                 self._seen.consumers.add((ack.namespace, ack.worker))
         for name, seen in list(self._pending.items()):
-            keys_ = queue_keys(name)
-            if keys_ and keys_.namespace in self._seen.namespaces:
+            q = queue_keys(name)
+            if q and q.namespace in self._seen.namespaces:
                 self._seen.queues[name] = seen
                 del self._pending[name]
 

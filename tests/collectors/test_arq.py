@@ -343,3 +343,24 @@ async def test_round_trips_do_not_grow_with_queued_jobs(pool: ArqRedis, aredis: 
     large = await steady_round_trips(tc)
     assert queue(await tc.collect(), "arq:queue").counts["ready"] == 2000
     assert small == large == {1}
+
+
+async def test_a_discovered_queue_is_forgotten_idle_ttl_after_its_keys_go(
+    pool: ArqRedis, aredis: Redis, clock: FrozenTime
+) -> None:
+    tc = target(aredis, idle_ttl=60.0, queues=("arq:pinned",))
+    job = enqueued(await pool.enqueue_job("add", 1, 2, _queue_name="arq:brief"))
+    assert "arq:brief" in {q.name for q in (await settle(tc)).queues}
+    await aredis.delete("arq:brief", arq_keys.job_key(job.job_id))
+    gone_at = clock.now
+
+    async def listed() -> bool:
+        return "arq:brief" in {q.name for q in (await tc.collect()).queues}
+
+    clock.now = gone_at + 60.0  # exactly its idle_ttl: kept
+    assert [await listed(), await listed()] == [True, True]
+    clock.now = gone_at + 60.001  # past it: this cycle still shows it, then it is forgotten
+    assert [await listed(), await listed()] == [True, False]
+    # A configured queue is never forgotten.
+    clock.now = gone_at + 86_400
+    assert "arq:pinned" in {q.name for q in (await tc.collect()).queues}

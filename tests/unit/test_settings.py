@@ -253,6 +253,9 @@ def test_bad_flags_are_settings_errors() -> None:
         load(redis=["redis://a:1/0", "redis://:pw@a:1/0"], environ={})
 
 
+TARGET = "[[targets]]\nurl = 'redis://h:1/0'\n"
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -260,11 +263,21 @@ def test_bad_flags_are_settings_errors() -> None:
         ("colour = 'blue'\n", "unknown setting 'colour'"),
         ("port = 'eighty'\n", "port"),
         ("poll_interval = 0\n", "poll_interval must be positive"),
+        ("scan_budget = 0\n", "scan_budget must be positive"),
+        ("audit_keep = -1\n", "audit_keep must be positive"),
+        ("history_seconds = 0\n", "history_seconds must be positive"),
+        ("redis_timeout = 0\n", "redis_timeout must be positive"),
         ("targets = []\n", "non-empty array"),
         ("targets = 'redis://h:1/0'\n", "non-empty array"),
         ("[[targets]]\nname = 'x'\n", "needs a url"),
         ("[[targets]]\nurl = 'http://h:1/0'\n", "expected"),
         ("[[targets]]\nurl = 'redis://h:1/0'\n[[targets]]\nurl = 'redis://h:1/0'\n", "unique"),
+        # A typo in a table is an error that names the key, not a silent default.
+        ("[[targets]]\nurl = 'redis://h:1/0'\nnmae = 'x'\n", "unknown key 'nmae'"),
+        (TARGET + "[targets.dramatiq]\nheartbeat_timout = 5\n", "unknown key 'heartbeat_timout'"),
+        (TARGET + "[targets.arq]\nserialiser = 'json'\n", "unknown key 'serialiser'"),
+        (TARGET + "[targets.dramatiq.results]\nnamespce = 'r'\n", "unknown key 'namespce'"),
+        ("[auth]\nmetrics_publik = true\n", "unknown key 'metrics_publik'"),
     ],
 )
 def test_bad_config_file_is_a_settings_error(tmp_path: Path, body: str, message: str) -> None:
