@@ -6,14 +6,21 @@ A new backend adds a package (collectors/<name>/, the same file names as the oth
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from redis.asyncio import Redis
 
 from callboard.collectors.arq.backend import ArqBackend
+from callboard.collectors.arq.config import ArqConfig
 from callboard.collectors.arq.snapshot import ArqCollector
 from callboard.collectors.backend import Backend
 from callboard.collectors.dramatiq.backend import DramatiqBackend
+from callboard.collectors.dramatiq.config import DramatiqConfig
 from callboard.collectors.dramatiq.snapshot import DramatiqCollector
 from callboard.collectors.model import QueueStats
+
+if TYPE_CHECKING:
+    from callboard.collectors.target import TargetCollector
 
 #: Each backend's class by name: what pages may know without a target (words, states, traits).
 KINDS: dict[str, type[Backend]] = {k.framework.value: k for k in (DramatiqBackend, ArqBackend)}
@@ -25,6 +32,27 @@ def failed_count(q: QueueStats) -> int | None:
     """How many jobs of `q` are in its backend's failed state (dead letters, failed results)."""
     state = KINDS[q.framework.value].failed_state
     return q.counts[state] if state in q.counts else (q.results or {}).get(state)
+
+
+def collector(
+    name: str,
+    redis: Redis,
+    dramatiq: DramatiqConfig,
+    arq: ArqConfig,
+    scan_budget: int,
+    results_redis: Redis | None = None,
+) -> TargetCollector:
+    """The collector of one target, with a snapshot collector of each backend kind configured."""
+    from callboard.collectors.target import TargetCollector  # target.py imports this registry
+
+    return TargetCollector(
+        name,
+        redis,
+        DramatiqCollector(dramatiq),
+        ArqCollector(arq),
+        scan_budget=scan_budget,
+        results_redis=results_redis,
+    )
 
 
 def for_target(

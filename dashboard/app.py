@@ -17,9 +17,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from callboard.collectors import decoding
-from callboard.collectors.arq.snapshot import ArqCollector
-from callboard.collectors.dramatiq.snapshot import DramatiqCollector
+from callboard.collectors import backends, decoding
 from callboard.collectors.target import TargetCollector
 from callboard.dashboard import actions, api, finder, views
 from callboard.dashboard.access import AccessGuard
@@ -43,13 +41,9 @@ log = logging.getLogger("callboard")
 def _collector(
     target: TargetSettings, settings: Settings, results_redis: Redis | None = None
 ) -> TargetCollector:
-    return TargetCollector(
-        target.name,
-        redis_client(target.url, settings.redis_timeout),
-        DramatiqCollector(target.dramatiq),
-        ArqCollector(target.arq),
-        scan_budget=settings.scan_budget,
-        results_redis=results_redis,
+    client = redis_client(target.url, settings.redis_timeout)
+    return backends.collector(
+        target.name, client, target.dramatiq, target.arq, settings.scan_budget, results_redis
     )
 
 
@@ -149,6 +143,37 @@ def named_routes() -> list[BaseRoute]:
     ]
 
 
+def routes() -> list[BaseRoute]:
+    """Every route: pages, live fragments, the JSON API, /metrics, probes and static files."""
+    return [
+        Route("/", views.overview, name="overview"),
+        Route("/workers", views.workers, name="workers"),
+        Route("/failures", views.failures, name="failures"),
+        Route("/audit", actions.audit_page, name="audit"),
+        Route("/search", finder.search_page, name="search"),
+        Route("/fragments/overview", views.overview_fragment),
+        Route("/fragments/banner", views.banner_fragment),
+        Route("/fragments/workers", views.workers_fragment),
+        Route("/fragments/failures", views.failures_fragment),
+        Route("/fragments/operations/{op_id}", actions.operation_fragment),
+        Route("/fragments/searches/{search_id}", finder.search_fragment),
+        Route("/api/v1/openapi.json", api.openapi),
+        Route("/api/v1/queues", api.queues),
+        Route("/api/v1/workers", api.workers),
+        Route("/api/v1/failures", api.failures),
+        Route("/api/v1/audit", actions.audit_api),
+        Route("/api/v1/operations/{op_id}", actions.operation),
+        Route("/api/v1/search", finder.search_api),
+        Route("/api/v1/searches/{search_id}", finder.search_state),
+        Route("/api/v1/searches/{search_id}/stop", finder.search_stop, methods=["POST"]),
+        *named_routes(),
+        Route("/metrics", metrics_endpoint),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Mount("/static", StaticFiles(directory=str(asset_dir("static"))), name="static"),
+    ]
+
+
 def create_app(settings: Settings) -> Starlette:
     history_points = max(10, int(settings.history_seconds / settings.poll_interval))
     store = SnapshotStore(((t.name, t.safe_url) for t in settings.targets), history_points)
@@ -180,35 +205,8 @@ def create_app(settings: Settings) -> Starlette:
             for r in results_redis.values():
                 await r.aclose()
 
-    routes = [
-        Route("/", views.overview, name="overview"),
-        Route("/workers", views.workers, name="workers"),
-        Route("/failures", views.failures, name="failures"),
-        Route("/audit", actions.audit_page, name="audit"),
-        Route("/search", finder.search_page, name="search"),
-        Route("/fragments/overview", views.overview_fragment),
-        Route("/fragments/banner", views.banner_fragment),
-        Route("/fragments/workers", views.workers_fragment),
-        Route("/fragments/failures", views.failures_fragment),
-        Route("/fragments/operations/{op_id}", actions.operation_fragment),
-        Route("/fragments/searches/{search_id}", finder.search_fragment),
-        Route("/api/v1/openapi.json", api.openapi),
-        Route("/api/v1/queues", api.queues),
-        Route("/api/v1/workers", api.workers),
-        Route("/api/v1/failures", api.failures),
-        Route("/api/v1/audit", actions.audit_api),
-        Route("/api/v1/operations/{op_id}", actions.operation),
-        Route("/api/v1/search", finder.search_api),
-        Route("/api/v1/searches/{search_id}", finder.search_state),
-        Route("/api/v1/searches/{search_id}/stop", finder.search_stop, methods=["POST"]),
-        *named_routes(),
-        Route("/metrics", metrics_endpoint),
-        Route("/healthz", healthz),
-        Route("/readyz", readyz),
-        Mount("/static", StaticFiles(directory=str(asset_dir("static"))), name="static"),
-    ]
     app = _App(
-        routes=routes,
+        routes=routes(),
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, RedisError: redis_error, OSError: redis_error},
         middleware=[
