@@ -19,7 +19,7 @@ from starlette.types import ASGIApp
 
 from callboard.collectors import backends, decoding
 from callboard.collectors.target import TargetCollector
-from callboard.dashboard import actions, api, finder, views
+from callboard.dashboard import api, controls, search, views
 from callboard.dashboard.access import AccessGuard
 from callboard.dashboard.headers import SecurityHeaders
 from callboard.dashboard.hosts import AllowedHosts
@@ -119,7 +119,7 @@ def named_routes() -> list[BaseRoute]:
             "/api/v1/queues",
             [
                 Shape(Q, "GET", api.jobs, last=("jobs",)),
-                Shape(Q, "POST", actions.queue_action, last=actions.ACTIONS),
+                Shape(Q, "POST", controls.queue_action, last=controls.ACTIONS),
             ],
             "/api/v1/queues/{target}/{framework}/{queue}/jobs, or POST .../{queue}/{action}",
         ),
@@ -127,7 +127,7 @@ def named_routes() -> list[BaseRoute]:
             "/api/v1/jobs",
             [
                 Shape(J, "GET", api.job),
-                Shape(J, "POST", actions.job_action, last=actions.JOB_ACTIONS),
+                Shape(J, "POST", controls.job_action, last=controls.JOB_ACTIONS),
             ],
             "/api/v1/jobs/{target}/{framework}/{queue}/{job_id}, or POST .../{job_id}/{action}",
         ),
@@ -135,7 +135,10 @@ def named_routes() -> list[BaseRoute]:
             "/api/v1/failures",
             [
                 Shape(
-                    ("target", "framework", "group"), "POST", actions.group_action, last=actions.GROUP_ACTIONS
+                    ("target", "framework", "group"),
+                    "POST",
+                    controls.group_action,
+                    last=controls.GROUP_ACTIONS,
                 )
             ],
             "POST /api/v1/failures/{target}/{framework}/{group}/{retry|delete}",
@@ -149,23 +152,23 @@ def routes() -> list[BaseRoute]:
         Route("/", views.overview, name="overview"),
         Route("/workers", views.workers, name="workers"),
         Route("/failures", views.failures, name="failures"),
-        Route("/audit", actions.audit_page, name="audit"),
-        Route("/search", finder.search_page, name="search"),
+        Route("/audit", controls.audit_page, name="audit"),
+        Route("/search", search.search_page, name="search"),
         Route("/fragments/overview", views.overview_fragment),
         Route("/fragments/banner", views.banner_fragment),
         Route("/fragments/workers", views.workers_fragment),
         Route("/fragments/failures", views.failures_fragment),
-        Route("/fragments/operations/{op_id}", actions.operation_fragment),
-        Route("/fragments/searches/{search_id}", finder.search_fragment),
+        Route("/fragments/operations/{op_id}", controls.operation_fragment),
+        Route("/fragments/searches/{search_id}", search.search_fragment),
         Route("/api/v1/openapi.json", api.openapi),
         Route("/api/v1/queues", api.queues),
         Route("/api/v1/workers", api.workers),
         Route("/api/v1/failures", api.failures),
-        Route("/api/v1/audit", actions.audit_api),
-        Route("/api/v1/operations/{op_id}", actions.operation),
-        Route("/api/v1/search", finder.search_api),
-        Route("/api/v1/searches/{search_id}", finder.search_state),
-        Route("/api/v1/searches/{search_id}/stop", finder.search_stop, methods=["POST"]),
+        Route("/api/v1/audit", controls.audit_api),
+        Route("/api/v1/operations/{op_id}", controls.operation),
+        Route("/api/v1/search", search.search_api),
+        Route("/api/v1/searches/{search_id}", search.search_state),
+        Route("/api/v1/searches/{search_id}/stop", search.search_stop, methods=["POST"]),
         *named_routes(),
         Route("/metrics", metrics_endpoint),
         Route("/healthz", healthz),

@@ -15,7 +15,7 @@ from typing import cast
 import pytest
 import redis
 
-from callboard.dashboard.actions import WAIT
+from callboard.dashboard.controls import WAIT
 from tests.integration import dramatiq_app
 from tests.integration.support import api_json, runs, start_worker, stop_worker, wait_for_queue
 from tests.servers import Callboard, Process, wait_until
