@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from callboard.collectors.flowreader import FlowSnapshot
 
 
 class Framework(StrEnum):
@@ -175,6 +178,8 @@ class TargetSnapshot:
     failures: tuple[FailureGroup, ...] = ()
     failures_missing: int = 0
     stuck: tuple[StuckJob, ...] = ()
+    #: Flow recorded by the workers' companions (None: not read yet).
+    flow: FlowSnapshot | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from callboard.collectors import backends
 from callboard.collectors.arq.snapshot import ArqCollector
 from callboard.collectors.backend import Backend
 from callboard.collectors.dramatiq.snapshot import DramatiqCollector
+from callboard.collectors.flowreader import FlowReader, FlowSnapshot
 from callboard.collectors.keyspace import KeyspaceScanner
 from callboard.collectors.model import (
     FailureGroup,
@@ -58,6 +59,9 @@ class TargetCollector:
         self.frameworks: tuple[DramatiqCollector | ArqCollector, ...] = (self.dramatiq, self.arq)
         self.scanner = KeyspaceScanner(budget=scan_budget)
         self._sha = {src: script_sha(src) for fw in self.frameworks for src in fw.scripts}
+        #: The workers' companions' figures (collectors/flow.py), read in the cycle's pipeline.
+        self.flow_reader = FlowReader()
+        self.flow: FlowSnapshot | None = None
         #: What this target's ACL lets Callboard run, learned from NOPERM replies.
         self.scripts_allowed = True
         self.info_allowed = True
@@ -119,6 +123,7 @@ class TargetCollector:
             failures=tuple(sorted(failures, key=lambda g: (-g.count, -(g.last_seen or 0.0), g.key))),
             failures_missing=missing,
             stuck=tuple(stuck),
+            flow=self.flow,
         )
 
     async def _counters(self) -> tuple[dict[str, Any] | None, int, list[tuple[Parser, Any]], int]:
@@ -138,12 +143,15 @@ class TargetCollector:
                 if want_info:
                     pipe.info()
                 pipe.dbsize()
+                flow_count = self.flow_reader.stage(pipe)
                 parsers = [fw.stage(pipe, self._sha) for fw in self.frameworks] if scripts else []
                 replies = await pipe.execute(raise_on_error=False)
             trips += 1
             _refuse_cluster(replies)
             info = self._info(replies.pop(0)) if want_info else None
-            db_size, script_replies = replies[0], replies[1:]
+            db_size, flow_replies = replies[0], replies[1 : 1 + flow_count]
+            script_replies = replies[1 + flow_count :]
+            self.flow = self.flow_reader.parse(flow_replies)
             if isinstance(db_size, Exception):
                 raise db_size
             if any(isinstance(r, NoPermissionError) for r in script_replies):

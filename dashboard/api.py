@@ -143,6 +143,18 @@ async def workers(request: Request) -> Response:
 
 @documented(
     Doc(
+        "Flow from the worker companions: per actor and queue, outcomes since recording began and over "
+        "the last `minutes`, run- and wait-time quantiles, and per-minute counts",
+        ("minutes",),
+        response=reports.FlowReport,
+    )
+)
+async def flow(request: Request) -> Response:
+    return respond(reports.flow_report(request))
+
+
+@documented(
+    Doc(
         "Failure groups (by cause), retention, orphaned and stuck work, and queues with dead jobs",
         ("framework",),
         response=lambda c: {

@@ -164,6 +164,7 @@ def routes() -> list[BaseRoute]:
         Route("/api/v1/queues", api.queues),
         Route("/api/v1/workers", api.workers),
         Route("/api/v1/failures", api.failures),
+        Route("/api/v1/flow", api.flow),
         Route("/api/v1/audit", controls.audit_api),
         Route("/api/v1/operations/{op_id}", controls.operation),
         Route("/api/v1/search", search.search_api),
@@ -232,6 +233,6 @@ def create_app(settings: Settings) -> Starlette:
         render_cache=RenderCache(store, max_age=settings.poll_interval),
         operations=Operations(collectors, poller, settings.audit_keep),
         searches=searches,
-        registry=make_registry(store),
+        registry=make_registry(store, settings.flow_series_limit),
     )
     return app

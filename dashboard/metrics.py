@@ -8,15 +8,23 @@ picture; the endpoint itself always answers 200.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
 from callboard.collectors import backends
+from callboard.collectors.flow import BUCKETS
+from callboard.collectors.flowreader import FlowSnapshot
 from callboard.collectors.model import QUEUE_STATES, TargetSnapshot
 from callboard.dashboard import __version__
 from callboard.dashboard.rendercache import Rendered, send
@@ -27,8 +35,10 @@ QUEUE_LABELS = ["target", "framework", "namespace", "queue"]
 
 
 class SnapshotMetrics(Collector):
-    def __init__(self, store: SnapshotStore) -> None:
+    def __init__(self, store: SnapshotStore, series_limit: int = 1000) -> None:
         self.store = store
+        #: At most this many flow series (actor x queue) per target are exported.
+        self.series_limit = series_limit
 
     def collect(self) -> Iterable[Metric]:
         up = GaugeMetricFamily(
@@ -61,6 +71,7 @@ class SnapshotMetrics(Collector):
             "Result records retained now, by status",
             labels=[*QUEUE_LABELS, "status"],
         )
+        flow = FlowFamilies.new()
         build = GaugeMetricFamily("callboard_build_info", "Build metadata", labels=["version"])
         build.add_metric([__version__], 1)
         for state in self.store.targets():
@@ -75,7 +86,67 @@ class SnapshotMetrics(Collector):
             if state.up and snap is not None:
                 _queue_samples(t, snap, messages, oldest, results)
                 _worker_samples(t, snap, workers)
-        yield from (up, duration, errors, last, build, messages, oldest, workers, results)
+            if snap is not None and snap.flow is not None:
+                flow.add(t, snap.flow, self.series_limit)
+        yield from (up, duration, errors, last, build, messages, oldest, workers, results, *flow.families())
+
+
+@dataclass(frozen=True, slots=True)
+class FlowFamilies:
+    """callboard_jobs_total and the run- and wait-time histograms, from the companions' totals."""
+
+    jobs: CounterMetricFamily
+    durations: HistogramMetricFamily
+    waits: HistogramMetricFamily
+
+    @classmethod
+    def new(cls) -> FlowFamilies:
+        labels = [*QUEUE_LABELS, "actor"]
+        return cls(
+            CounterMetricFamily(
+                "callboard_jobs", "Attempts ended, by status (worker companion)", labels=[*labels, "status"]
+            ),
+            HistogramMetricFamily(
+                "callboard_job_duration_seconds", "Run time of attempts (worker companion)", labels=labels
+            ),
+            HistogramMetricFamily(
+                "callboard_job_wait_seconds",
+                "Wait from runnable to started, delays excluded (worker companion)",
+                labels=labels,
+            ),
+        )
+
+    def add(self, target: str, flow: FlowSnapshot, limit: int) -> None:
+        # The busiest `limit` series: cardinality is bounded whatever the workers name.
+        ranked = sorted(flow.total.items(), key=lambda item: (-item[1].runs, item[0]))[:limit]
+        for series, tally in ranked:
+            labels = [
+                target,
+                series.framework,
+                label(series.namespace),
+                label(series.queue),
+                label(series.actor),
+            ]
+            for status in STATUSES:
+                self.jobs.add_metric([*labels, status], tally.outcomes.get(status, 0))
+            self.durations.add_metric(labels, _buckets(tally.durations), tally.duration_sum)
+            self.waits.add_metric(labels, _buckets(tally.waits), tally.wait_sum)
+
+    def families(self) -> tuple[Metric, ...]:
+        return (self.jobs, self.durations, self.waits)
+
+
+#: The `status` values of callboard_jobs_total (a skipped attempt never ran: not exported).
+STATUSES = ("succeeded", "failed", "retried")
+
+
+def _buckets(counts: list[int]) -> list[tuple[str, float]]:
+    """Cumulative (le, count) pairs, as a Prometheus histogram has them."""
+    out, seen = [], 0
+    for bound, n in zip(BUCKETS, counts, strict=True):
+        seen += n
+        out.append(("+Inf" if bound == float("inf") else repr(bound), float(seen)))
+    return out
 
 
 def label(value: str) -> str:
@@ -118,10 +189,10 @@ def _worker_samples(t: str, snap: TargetSnapshot, workers: GaugeMetricFamily) ->
             workers.add_metric([t, fw, label(ns), state], n)
 
 
-def make_registry(store: SnapshotStore) -> CollectorRegistry:
+def make_registry(store: SnapshotStore, series_limit: int = 1000) -> CollectorRegistry:
     # A registry of our own: no process/GC collectors, nothing shared between app instances or tests.
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotMetrics(store))
+    registry.register(SnapshotMetrics(store, series_limit))
     return registry
 
 

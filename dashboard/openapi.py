@@ -57,6 +57,7 @@ REDIS_ERROR = {"503": "Redis is unreachable or failed; try again once it is back
 QUERY: dict[str, dict[str, Any]] = {
     "cursor": {"type": "integer", "minimum": 0, "maximum": reports.MAX_OFFSET},
     "limit": {"type": "integer", "minimum": 1, "maximum": reports.MAX_LIMIT},
+    "minutes": {"type": "integer", "minimum": 1, "maximum": reports.FLOW_WINDOW},
     "framework": {"type": "string", "enum": list(backends.NAMES)},
 }
 CONTROL_BODY: dict[str, Any] = {

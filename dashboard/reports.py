@@ -16,6 +16,8 @@ from starlette.requests import Request
 
 from callboard.collectors import backends
 from callboard.collectors.backend import Backend
+from callboard.collectors.flow import OUTCOMES, Series, Tally, quantile
+from callboard.collectors.flowreader import FlowSnapshot
 from callboard.collectors.model import (
     FailureGroup,
     JobDetail,
@@ -208,3 +210,87 @@ async def list_jobs(request: Request, target: str, framework: str, key: str, sta
 
 async def load_job(request: Request, target: str, framework: str, key: str, job_id: str) -> JobDetail | None:
     return await require_queue(request, target, framework, key).get_job(key, job_id)
+
+
+# -- flow ------------------------------------------------------------------------------------------------
+
+#: `?minutes=` of the flow report: the window of per-minute figures (what the store keeps in memory).
+FLOW_WINDOW = 60
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRow:
+    """One actor or function on one queue, as the worker companions recorded it."""
+
+    target: str
+    framework: str
+    namespace: str
+    queue: str
+    actor: str
+    #: Since the companion started recording: succeeded, failed (final), retried, skipped.
+    total: dict[str, int]
+    total_runs: int
+    #: The same over the window.
+    window: dict[str, int]
+    #: Bucket upper bounds holding these quantiles of run and wait time (all time); None: no runs.
+    p50_run_seconds: float | None
+    p95_run_seconds: float | None
+    p99_run_seconds: float | None
+    p95_wait_seconds: float | None
+    #: (minute start, epoch seconds; succeeded; failed) for each minute of the window with work.
+    per_minute: tuple[tuple[int, int, int], ...]
+    source: str = "companion"
+
+
+@dataclass(frozen=True, slots=True)
+class FlowReport:
+    """GET /api/v1/flow: what the worker companions recorded, per actor and queue."""
+
+    minutes: int
+    series: tuple[FlowRow, ...]
+    #: Targets whose flow could not be read, and why (an ACL refusing HGETALL, say).
+    errors: dict[str, str]
+
+
+def flow_report(request: Request) -> FlowReport:
+    minutes = int_param(request, "minutes", FLOW_WINDOW, 1, FLOW_WINDOW)
+    rows: list[FlowRow] = []
+    errors: dict[str, str] = {}
+    for state in services(request).store.targets():
+        flow = state.snapshot.flow if state.snapshot else None
+        if flow is None:
+            continue
+        if flow.error:
+            errors[state.name] = flow.error
+        rows += [_flow_row(state.name, s, flow, minutes) for s in flow.series]
+    rows.sort(key=lambda r: (-r.total_runs, r.target, r.framework, r.queue, r.actor))
+    return FlowReport(minutes, tuple(rows), errors)
+
+
+def _flow_row(target: str, series: Series, flow: FlowSnapshot, minutes: int) -> FlowRow:
+    total = flow.total.get(series) or Tally.empty()
+    newest = max(flow.minutes, default=0)
+    window = Tally.empty()
+    per_minute: list[tuple[int, int, int]] = []
+    for minute in sorted(m for m in flow.minutes if m > newest - minutes):
+        tally = flow.minutes[minute].get(series)
+        if tally is None:
+            continue
+        for outcome, n in tally.outcomes.items():
+            window.outcomes[outcome] = window.outcomes.get(outcome, 0) + n
+        per_minute.append((minute * 60, tally.outcomes.get("succeeded", 0), tally.outcomes.get("failed", 0)))
+    return FlowRow(
+        target=target,
+        framework=series.framework,
+        namespace=series.namespace,
+        queue=series.queue,
+        actor=series.actor,
+        total={o: total.outcomes.get(o, 0) for o in OUTCOMES.values()},
+        total_runs=total.runs,
+        window={o: window.outcomes.get(o, 0) for o in OUTCOMES.values()},
+        p50_run_seconds=quantile(total.durations, 0.5),
+        p95_run_seconds=quantile(total.durations, 0.95),
+        p99_run_seconds=quantile(total.durations, 0.99),
+        p95_wait_seconds=quantile(total.waits, 0.95),
+        per_minute=tuple(per_minute),
+    )

@@ -92,6 +92,9 @@ class Settings:
     #: Serve a non-loopback address without auth: an explicit choice (a private network, a proxy
     #: that authenticates); without it `serve` refuses to start.
     allow_unauthenticated: bool = False
+    #: Flow series (an actor or function on a queue) exported per target in /metrics, the busiest
+    #: first: Prometheus cardinality stays bounded whatever the workers name.
+    flow_series_limit: int = 1000
     #: Audit entries kept per target in Redis (the dashboard's own list; oldest dropped).
     audit_keep: int = 10_000
     #: Host names (or addresses) served besides the defaults, against DNS rebinding: a request whose
@@ -209,7 +212,14 @@ def _apply(settings: Settings, values: Mapping[str, Any]) -> Settings:
 
 
 #: Top-level settings that must be above zero.
-POSITIVE = ("poll_interval", "scan_budget", "audit_keep", "history_seconds", "redis_timeout")
+POSITIVE = (
+    "poll_interval",
+    "scan_budget",
+    "audit_keep",
+    "history_seconds",
+    "redis_timeout",
+    "flow_series_limit",
+)
 
 
 def _top_level(key: str, hint: Any, value: Any) -> Any:

@@ -37,6 +37,7 @@ from typing import Any
 import msgpack
 import redis
 
+from callboard.collectors import flow
 from tests.unit.test_unpickler import Reduce
 
 TARGET = "main"
@@ -367,9 +368,30 @@ def write_corpus(
     # A worker id is shown on the workers page (not one of the Arq job ids below: Arq discovery would
     # then take the heartbeat registry, a sorted set whose first member names a job, for a queue).
     w.heartbeat("dramatiq", f"{XSS[0]}-worker")
+    _flow(w)
     w.pipe.execute()
     manifest.queues = _queues(manifest)
     return manifest
+
+
+def _flow(w: _Writer) -> None:
+    """Flow hashes as anyone who can write to Redis could leave them: script-bearing and non-UTF-8
+    names, counts that are not numbers or are huge, stats and fields that are not ours."""
+    x0, x1 = XSS[0], XSS[1]
+    odd = flow.Series("dramatiq", x0, f"q\n{x1}", "actor\udcff")
+    names = {
+        flow.field("s", odd): "7",
+        flow.field("d2", odd): "7",
+        flow.field("ds", odd): str(10**30),
+        flow.field("f", flow.Series("arq", "arq", "arq:flow", x1)): "not a number",
+        flow.field("d99", odd): "1",
+        "s:" + "[" * 500: "1",
+        "garbage": "1",
+    }
+    fields: dict[bytes, bytes] = {k.encode("utf-8", "surrogatepass"): v.encode() for k, v in names.items()}
+    fields[b"s:\xff\xfe"] = b"1"
+    for key in (flow.TOTAL_KEY, flow.minute_key(int(time.time() // 60))):
+        w.pipe.hset(key, mapping=fields)
 
 
 def _dramatiq(w: _Writer, marker_dir: Path) -> None:

@@ -71,6 +71,7 @@ GET_ROUTES = {
     "/api/v1/jobs/{target}/{framework}/{queue}/{job_id}",
     "/api/v1/workers",
     "/api/v1/failures",
+    "/api/v1/flow",
     "/api/v1/audit",
     "/api/v1/operations/{op_id}",
     "/api/v1/search",
@@ -295,6 +296,9 @@ def test_api_routes_without_parameters_answer_json(corpus_board: Board) -> None:
         asked[path] = fetch(base, path)
     for framework in ("dramatiq", "arq", "nope"):
         path = f"/api/v1/failures?framework={framework}"
+        asked[path] = fetch(base, path)
+    for minutes in ("", "5", "60", "0", "61", "x", "1e3"):
+        path = f"/api/v1/flow?minutes={minutes}"
         asked[path] = fetch(base, path)
     for q in SEARCHES:
         path = "/api/v1/search?" + urlencode({"q": q}, encoding="utf-8", errors="surrogateescape")

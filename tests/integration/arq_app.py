@@ -16,6 +16,8 @@ from typing import Any
 
 from arq.connections import RedisSettings
 
+from callboard.companion.arq import with_flow
+
 QUEUE = os.environ.get("ITEST_ARQ_QUEUE", "arq:queue")
 PORT = int(os.environ.get("ITEST_REDIS_PORT", "0"))
 PASSWORD = os.environ.get("ITEST_REDIS_PASSWORD") or None
@@ -61,3 +63,7 @@ class WorkerSettings:
     health_check_interval = 2
     poll_delay = 0.05
     max_tries = 1
+
+
+#: The same worker with the flow companion (callboard.companion.arq).
+FlowWorkerSettings = with_flow(WorkerSettings)

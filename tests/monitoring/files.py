@@ -111,7 +111,8 @@ _ROW = re.compile(r"^\|\s*`(callboard_[a-z_]+)`\s*\|\s*(\w+)\s*\|\s*([^|]*)\|")
 
 
 def readme_metrics() -> dict[str, set[str]]:
-    """The README's metrics table: name -> documented label names."""
+    """The README's metrics table: sample name -> documented label names (a histogram row stands for
+    its `_bucket` (with `le`), `_sum` and `_count` samples)."""
     text = (REPO / "README.md").read_text()
     section = text.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
     table: dict[str, set[str]] = {}
@@ -119,5 +120,10 @@ def readme_metrics() -> dict[str, set[str]]:
         match = _ROW.match(line)
         if match:
             labels = {part.strip() for part in match.group(3).split(",")}
-            table[match.group(1)] = {label for label in labels if re.fullmatch(r"[a-z_]+", label)}
+            names = {label for label in labels if re.fullmatch(r"[a-z_]+", label)}
+            if match.group(2) == "histogram":
+                table[match.group(1) + "_bucket"] = names | {"le"}
+                table[match.group(1) + "_sum"] = table[match.group(1) + "_count"] = names
+            else:
+                table[match.group(1)] = names
     return table

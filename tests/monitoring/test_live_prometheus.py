@@ -98,7 +98,8 @@ async def seed_arq(port: int) -> None:
 
 def start_arq_worker(port: int) -> Process:
     env = child_env(ITEST_REDIS_PORT=str(port), ITEST_ARQ_QUEUE="arq:queue")
-    args = [sys.executable, "-m", "arq", "tests.integration.arq_app.WorkerSettings"]
+    # With the flow companion, so the flow families have samples too.
+    args = [sys.executable, "-m", "arq", "tests.integration.arq_app.FlowWorkerSettings"]
     return Process(args, env, "arq-e2e").start()
 
 
@@ -182,6 +183,8 @@ def wait_for_rules(prom: PrometheusServer) -> None:
 
 
 def check_metrics(board: Callboard) -> None:
+    # The companion flushes every 2 s and Callboard reads the totals the cycle after: wait for them.
+    wait_until(lambda: "callboard_jobs_total{" in board.get("/metrics")[1], timeout=15, what="flow samples")
     status, body = board.get("/metrics")
     assert status == 200
     metrics_match_readme(body)

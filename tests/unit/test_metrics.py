@@ -121,6 +121,10 @@ def test_family_names_and_types() -> None:
         "callboard_queue_oldest_message_age_seconds": "gauge",
         "callboard_workers": "gauge",
         "callboard_job_results": "gauge",
+        # Flow, from the worker companion: the families exist (empty) before any worker reports.
+        "callboard_jobs": "counter",
+        "callboard_job_duration_seconds": "histogram",
+        "callboard_job_wait_seconds": "histogram",
     }
     assert "callboard_collect_errors_total{" in text
     for family in text_string_to_metric_families(text):

@@ -1,0 +1,166 @@
+"""Flow from the worker companion, against the truth made by real workers.
+
+Two Dramatiq worker groups and two Arq worker processes run jobs of known run times, known failures
+and retries, and delayed jobs; the companions' figures must equal that truth exactly: counts, the
+bucket of every run time, waits that leave the delay out, and the same through /metrics and the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+
+import dramatiq
+import pytest
+import redis
+from arq import create_pool
+from arq.connections import RedisSettings
+from dramatiq.brokers.redis import RedisBroker
+
+from callboard.collectors.flow import BUCKETS, TOTAL_KEY, Series, Tally, bucket, tallies
+from tests.integration import flow_app
+from tests.integration.support import api_json, scrape
+from tests.servers import Callboard, Process, RedisServer, child_env, wait_until
+
+QUICK_BUCKET, SLOW_BUCKET = bucket(flow_app.QUICK), bucket(flow_app.SLOW)
+#: A wait measured from the enqueue would include the 1.5 s delay: at least the 2.5 s bucket.
+DELAY_MS = 1500
+
+
+def totals(client: redis.Redis) -> dict[Series, Tally]:
+    return tallies(client.hgetall(TOTAL_KEY))  # type: ignore[arg-type]
+
+
+def dramatiq_series(actor: str) -> Series:
+    return Series("dramatiq", flow_app.NAMESPACE, "work", actor)
+
+
+def arq_series(function: str) -> Series:
+    return Series("arq", "arq", flow_app.ARQ_QUEUE, function)
+
+
+@pytest.fixture
+def workers(redis_url: str, one_redis: RedisServer) -> Iterator[list[Process]]:
+    started: list[Process] = []
+    env = child_env(ITEST_REDIS_URL=redis_url, ITEST_REDIS_PORT=str(one_redis.port))
+    env["dramatiq_worker_timeout"] = "100"  # an idle consumer polls every 100 ms: delays end promptly
+    for group in ("a", "b"):
+        args = [sys.executable, "-m", "dramatiq", "tests.integration.flow_app"]
+        args += ["--processes", "1", "--threads", "2"]
+        started.append(Process(args, env, f"flow-dramatiq-{group}").start())
+        arq = [sys.executable, "-m", "arq", "tests.integration.flow_app.ArqSettings"]
+        started.append(Process(arq, env, f"flow-arq-{group}").start())
+    yield started
+    for process in started:
+        process.stop()
+
+
+def send_dramatiq(url: str) -> None:
+    """From a producer without the companion, as most apps' web processes are."""
+    producer = RedisBroker(url=url, namespace=flow_app.NAMESPACE)  # type: ignore[no-untyped-call]
+    sends = (("quick", 10, None), ("slow", 4, None), ("broken", 3, None), ("quick", 2, DELAY_MS))
+    try:
+        for actor, count, delay in sends:
+            for _ in range(count):
+                message: dramatiq.Message[None] = dramatiq.Message(
+                    queue_name="work", actor_name=actor, args=(), kwargs={}, options={}
+                )
+                producer.enqueue(message, delay=delay)
+    finally:
+        producer.client.close()
+
+
+async def send_arq(port: int) -> None:
+    pool = await create_pool(RedisSettings(host="127.0.0.1", port=port))
+    try:
+        q = flow_app.ARQ_QUEUE
+        for _ in range(8):
+            await pool.enqueue_job("arq_quick", _queue_name=q)
+        for _ in range(3):
+            await pool.enqueue_job("arq_slow", _queue_name=q)
+        for _ in range(2):
+            await pool.enqueue_job("arq_retry_once", _queue_name=q)
+        for _ in range(3):
+            await pool.enqueue_job("arq_boom", _queue_name=q)
+        for _ in range(2):
+            await pool.enqueue_job("arq_quick", _queue_name=q, _defer_by=DELAY_MS / 1000)
+    finally:
+        await pool.aclose()
+
+
+def test_the_companions_count_exactly_what_real_workers_did(
+    redis_url: str, one_redis: RedisServer, control: redis.Redis, workers: list[Process]
+) -> None:
+    send_dramatiq(redis_url)
+    asyncio.run(send_arq(one_redis.port))
+
+    expected = {
+        dramatiq_series("quick"): {"succeeded": 12},
+        dramatiq_series("slow"): {"succeeded": 4},
+        dramatiq_series("broken"): {"retried": 3, "failed": 3},
+        arq_series("arq_quick"): {"succeeded": 10},
+        arq_series("arq_slow"): {"succeeded": 3},
+        arq_series("arq_retry_once"): {"retried": 2, "succeeded": 2},
+        arq_series("arq_boom"): {"failed": 3},
+    }
+
+    def outcomes() -> dict[Series, dict[str, int]]:
+        return {s: t.outcomes for s, t in totals(control).items()}
+
+    try:
+        wait_until(lambda: outcomes() == expected, timeout=40, what=f"the truth in {TOTAL_KEY}")
+    finally:
+        assert outcomes() == expected, "\n".join(w.log()[-800:] for w in workers)
+    found = totals(control)
+
+    def only(index: int, count: int) -> list[int]:
+        return [count if i == index else 0 for i in range(len(BUCKETS))]
+
+    # Every run time in its bucket; every attempt that ran has one.
+    assert found[dramatiq_series("quick")].durations == only(QUICK_BUCKET, 12)
+    assert found[dramatiq_series("slow")].durations == only(SLOW_BUCKET, 4)
+    assert found[arq_series("arq_quick")].durations == only(QUICK_BUCKET, 10)
+    assert found[arq_series("arq_slow")].durations == only(SLOW_BUCKET, 3)
+    assert found[dramatiq_series("broken")].runs == 6 and found[arq_series("arq_retry_once")].runs == 4
+    # Waits leave the delay out: the 1.5 s-delayed jobs waited well under a second once runnable.
+    for series in (dramatiq_series("quick"), arq_series("arq_quick")):
+        waits = found[series].waits
+        assert sum(waits) == found[series].runs
+        assert sum(waits[: bucket(1.0) + 1]) == found[series].runs, (series, waits)
+    # Several processes added up (both groups ran jobs) and nothing was dropped.
+    assert control.hlen("callboard:flow:dropped") == 0
+
+    # The same through /metrics and the API of a real callboard serve.
+    board = Callboard([f"main={redis_url}"]).start()
+    try:
+
+        def metric(name: str, **labels: str) -> float | None:
+            for (n, ls), value in scrape(board).items():
+                if n == name and all(dict(ls).get(k) == v for k, v in labels.items()):
+                    return value
+            return None
+
+        wait_until(
+            lambda: metric("callboard_jobs_total", actor="broken", status="failed") == 3,
+            timeout=15,
+            what="flow in /metrics",
+        )
+        assert metric("callboard_jobs_total", actor="quick", status="succeeded") == 12
+        assert metric("callboard_jobs_total", actor="arq_retry_once", status="retried") == 2
+        assert metric("callboard_job_duration_seconds_bucket", actor="slow", le="0.25") == 0
+        assert metric("callboard_job_duration_seconds_bucket", actor="slow", le="0.5") == 4
+        assert metric("callboard_job_duration_seconds_count", actor="arq_slow") == 3
+        assert metric("callboard_job_wait_seconds_bucket", actor="quick", le="1.0") == 12
+        flow = api_json(board, "/api/v1/flow")
+        rows = {(r["framework"], r["actor"]): r for r in flow["series"]}
+        assert rows[("dramatiq", "broken")]["total"] == {
+            "succeeded": 0,
+            "failed": 3,
+            "retried": 3,
+            "skipped": 0,
+        }
+        assert rows[("arq", "arq_slow")]["total_runs"] == 3
+        assert rows[("arq", "arq_slow")]["p95_run_seconds"] == 0.5
+    finally:
+        board.stop()
