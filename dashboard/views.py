@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -200,6 +201,90 @@ def failures_context(request: Request) -> dict[str, Any]:
         # Queues with a page: a failure of an unreadable result names no queue ("?"), so no link.
         "listed": {(s.name, q.framework.value, q.key) for s, q in store.queues()},
     }
+
+
+#: `?sort=` of the tasks page: key -> (label, sort key of a row; larger first unless noted).
+TASK_SORTS = {
+    "p95": "p95 run time",
+    "runs": "runs",
+    "failure": "failure %",
+    "wait": "p95 wait",
+    "name": "name",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    flow: reports.FlowRow
+    #: SVG polyline points of completions per minute over the window.
+    spark: str
+    spark_max: int
+
+
+def task_sort(request: Request) -> str:
+    sort = request.query_params.get("sort") or "p95"
+    if sort not in TASK_SORTS:
+        raise HTTPException(400, f"Unknown sort {sort!r}; one of {', '.join(TASK_SORTS)}.")
+    return sort
+
+
+def _task_key(sort: str) -> Callable[[reports.FlowRow], tuple[Any, ...]]:
+    keys: dict[str, Callable[[reports.FlowRow], tuple[Any, ...]]] = {
+        "p95": lambda r: (-(r.p95_run_seconds or 0.0), r.actor),
+        "runs": lambda r: (-sum(r.window.values()), r.actor),
+        "failure": lambda r: (-(_failure_share(r) or 0.0), r.actor),
+        "wait": lambda r: (-(r.p95_wait_seconds or 0.0), r.actor),
+        "name": lambda r: (r.actor, r.queue, r.target),
+    }
+    return keys[sort]
+
+
+def _failure_share(row: reports.FlowRow) -> float | None:
+    ended = row.total.get("succeeded", 0) + row.total.get("failed", 0)
+    return row.total.get("failed", 0) / ended if ended else None
+
+
+def failure_rate(row: reports.FlowRow) -> str:
+    share = _failure_share(row)
+    return "—" if share is None else f"{share * 100:.1f} %"
+
+
+def bound(seconds: float | None) -> str:
+    """A histogram quantile as the bucket bound it is: "≤ 0.5 s", "> 300 s"."""
+    if seconds is None:
+        return "—"
+    if seconds == float("inf"):
+        return "> 300 s"
+    return f"≤ {seconds * 1000:g} ms" if seconds < 1 else f"≤ {seconds:g} s"
+
+
+def tasks_context(request: Request) -> dict[str, Any]:
+    report = reports.flow_report(request)
+    sort = task_sort(request)
+    rows = []
+    for row in sorted(report.series, key=_task_key(sort)):
+        points = [(float(t), {"done": ok}) for t, ok, _ in row.per_minute]
+        spark, top = spark_points(points)
+        rows.append(TaskRow(row, spark, top))
+    return {
+        "rows": rows,
+        "sort": sort,
+        "sorts": TASK_SORTS,
+        "minutes": report.minutes,
+        "errors": report.errors,
+        "failure_rate": failure_rate,
+        "bound": bound,
+    }
+
+
+async def tasks(request: Request) -> Response:
+    task_sort(request)  # a 400 here, not from the render thread
+    return await _live(request, "pages/tasks.html", lambda: tasks_context(request))
+
+
+async def tasks_fragment(request: Request) -> Response:
+    task_sort(request)
+    return await _live(request, "partials/tasks_table.html", lambda: tasks_context(request))
 
 
 async def failures(request: Request) -> Response:

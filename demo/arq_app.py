@@ -12,6 +12,8 @@ results and health checks are Arq's own. What each function is for:
                                    not take its args (so unpickling the stored result naively fails)
 
 Arq reads settings from `cls.__dict__` only, so ReportsWorkerSettings repeats every attribute.
+The main worker runs the flow companion (README, Flow) and the reports worker does not, so the demo
+shows both a queue with exact flow and one without.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from arq.connections import RedisSettings
 from arq.worker import Retry, func
 
+from callboard.companion.arq import with_flow
 from callboard.demo.config import ARQ_HEALTH_CHECK_INTERVAL, ARQ_QUEUE, ARQ_REPORTS_QUEUE, redis_url
 
 Ctx = dict[Any, Any]
@@ -87,13 +90,16 @@ FUNCTIONS = (
 )
 
 
-class WorkerSettings:
+class _WorkerSettings:
     functions = FUNCTIONS
     redis_settings = RedisSettings.from_dsn(redis_url())
     queue_name = ARQ_QUEUE
     health_check_interval = ARQ_HEALTH_CHECK_INTERVAL
     max_tries = 3
     max_jobs = 10
+
+
+WorkerSettings = with_flow(_WorkerSettings)
 
 
 class ReportsWorkerSettings:

@@ -28,6 +28,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.results import Results
 from dramatiq.results.backends import RedisBackend
 
+from callboard.companion.dramatiq import FlowMiddleware
 from callboard.demo.config import DRAMATIQ_NAMESPACE, RESULTS_NAMESPACE, redis_url
 
 _url = redis_url()
@@ -35,6 +36,8 @@ _url = redis_url()
 broker = RedisBroker(url=_url, namespace=DRAMATIQ_NAMESPACE)  # type: ignore[no-untyped-call]
 results = Results(backend=RedisBackend(url=_url, namespace=RESULTS_NAMESPACE))  # type: ignore[no-untyped-call]
 broker.add_middleware(results)
+# The flow companion (README, Flow): exact counts, run and wait times for every actor.
+broker.add_middleware(FlowMiddleware())
 # Must happen before the actors below are declared: they bind to the global broker.
 dramatiq.set_broker(broker)
 

@@ -120,6 +120,8 @@ def test_every_page_runs_under_the_policy_without_a_violation(
     visit(page, board.url + "/failures", ("/fragments/failures",))
     expect(page.locator("#failures")).to_contain_text("RuntimeError")
     assert_clean(page, console_errors, "failures")
+    visit(page, board.url + "/tasks", ("/fragments/tasks",))
+    assert_clean(page, console_errors, "tasks")
     visit(page, board.url + "/search?q=bench_actor", ("/fragments/banner",))
     expect(page.locator("#search-progress")).to_have_attribute("data-status", "finished", timeout=TIMEOUT_MS)
     expect(page.locator("tr[data-hit]")).to_have_count(READY + DEAD)

@@ -430,7 +430,7 @@ def test_chromium_opens_every_page_and_runs_no_injected_script(
             if not (expected_404 and "404" in text and url == base + path):
                 problems.append(f"{path!r}: console error {text!r} ({url})")
     # The live parts swap in fresh fragments while a page is open: give them a few polls.
-    for path in ("/", "/workers", "/failures"):
+    for path in ("/", "/workers", "/failures", "/tasks"):
         page.goto(base + path, wait_until="load")
         page.wait_for_timeout(1200)
         if page.evaluate("typeof window.__pwned") != "undefined":

@@ -8,6 +8,7 @@ bucket of every run time, waits that leave the delay out, and the same through /
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from collections.abc import Iterator
 
@@ -162,5 +163,11 @@ def test_the_companions_count_exactly_what_real_workers_did(
         }
         assert rows[("arq", "arq_slow")]["total_runs"] == 3
         assert rows[("arq", "arq_slow")]["p95_run_seconds"] == 0.5
+        # The tasks page, sorted by p95 run time: the 350 ms tasks first, then the 35 ms ones.
+        status, page = board.get("/tasks?sort=p95")
+        assert status == 200
+        assert re.findall(r'data-task="([^"]+)"', page)[:4] == ["arq_slow", "slow", "arq_quick", "quick"]
+        assert "≤ 500 ms" in page and "≤ 50 ms" in page
+        assert board.get("/tasks?sort=nope")[0] == 400
     finally:
         board.stop()
