@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bench import arqsnapshot, bulk, decode, redisinfo, report, search, snapshot, web
+from bench import arqsnapshot, bulk, decode, flow, redisinfo, report, search, snapshot, web
 from bench.arqseed import seed_arq
 from bench.scenarios import ArqScenario, Scenario, arq_scenarios, scenarios
 from bench.seed import seed
@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--small", action="store_true", help="CI size (well under a minute)")
     parser.add_argument(
         "--only",
-        choices=("snapshot", "arq", "http", "bulk", "search", "decode"),
+        choices=("snapshot", "arq", "http", "bulk", "search", "decode", "flow"),
         help="run one part (all by default)",
         default=None,
     )
@@ -119,7 +119,7 @@ async def _run(url: str, sizes: Sizes, only: str | None, data: dict[str, Any]) -
     probe_client = Redis.from_url(url)
     try:
         data["redis"] |= await redisinfo.server_facts(probe_client)
-        data["seed"] = await _seed_all(url, plan) if only not in ("arq", "search", "decode") else []
+        data["seed"] = await _seed_all(url, plan) if only not in ("arq", "search", "decode", "flow") else []
         checks: list[report.Check] = []
         if only in (None, "snapshot"):
             results = []
@@ -148,6 +148,10 @@ async def _run(url: str, sizes: Sizes, only: str | None, data: dict[str, Any]) -
             log(f"decode budget: {sizes.decode_payloads:,} payloads in process vs in decoder processes")
             data["decode"] = await decode.bench_decode(sizes.decode_payloads)
             checks += decode.decode_checks(data["decode"])
+        if only in (None, "flow"):
+            log(f"flow: a real worker runs {sizes.flow_jobs:,} no-op messages without and with the companion")
+            data["flow"] = await flow.bench_flow(url, sizes.flow_jobs, sizes.flow_rounds)
+            checks += flow.flow_checks(data["flow"], sizes.mode == "full")
         return checks
     finally:
         await probe_client.aclose()

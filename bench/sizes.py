@@ -39,6 +39,9 @@ class Sizes:
     search_window_seconds: float
     #: Payloads decoded per workload by the decode-budget bench (in process, then in decoder processes).
     decode_payloads: int
+    #: No-op messages a real worker runs without and with the flow companion, and rounds of each.
+    flow_jobs: int
+    flow_rounds: int
 
 
 FULL = Sizes(
@@ -64,6 +67,8 @@ FULL = Sizes(
     search_jobs=1_000_000,
     search_window_seconds=5.0,
     decode_payloads=20_000,
+    flow_jobs=20_000,
+    flow_rounds=2,
 )
 
 SMALL = Sizes(
@@ -89,4 +94,6 @@ SMALL = Sizes(
     search_jobs=20_000,
     search_window_seconds=2.0,
     decode_payloads=2_000,
+    flow_jobs=2_000,
+    flow_rounds=1,
 )

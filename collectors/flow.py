@@ -6,10 +6,12 @@ workers' own Redis database under Callboard's prefix, in three kinds of hash:
     callboard:flow:m:<minute>   hash  per epoch minute (unix seconds // 60); TTL MINUTE_TTL (26 h)
     callboard:flow:h:<hour>     hash  per epoch hour (unix seconds // 3600); TTL HOUR_TTL (8 days)
     callboard:flow:total        hash  since the first flush, no TTL: what Prometheus counters read
+    callboard:flow:series       hash  series id -> the JSON array [framework, namespace, queue, actor]
     callboard:flow:dropped      hash  worker id -> jobs a companion could not flush (Redis slow or down)
 
-A field is `<stat>:<series>`: the series is the JSON array [framework, namespace, queue, actor] (so
-any name, `:` and newlines included, stays one field), the stat one of
+A field is `<stat>:<series id>`. The id is 12 hex digits of the series' BLAKE2b, the same in every
+worker, so every hash stays small whatever the names (any name, `:`, newlines and all, lives once in
+the series hash, which every flush re-sets for its series). The stat is one of
 
     s  succeeded        f  failed (final)       r  retried (the attempt failed, another follows)
     k  not run (skipped by middleware, e.g. an age limit, then dead-lettered)
@@ -18,20 +20,23 @@ any name, `:` and newlines included, stays one field), the stat one of
 
 Only stats that happened are written, so an actor costs fields for the buckets its jobs hit. Every
 worker adds with HINCRBY, so any number of processes on any number of hosts add up exactly.
-Memory: ~60-90 bytes per field; an actor busy every minute with runs in 2-3 buckets writes ~10
-fields per minute key (~0.8 kB), so ~1.1 MB per actor per day of minute keys plus ~20 kB of hour keys.
+Memory (bench/flow.py measures it): an actor busy every minute writes ~10 fields per minute hash,
+about half a kilobyte a minute, so under 1 MB per actor per day, most of it in minute hashes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 PREFIX = "callboard:flow:"
 TOTAL_KEY = PREFIX + "total"
 DROPPED_KEY = PREFIX + "dropped"
+SERIES_KEY = PREFIX + "series"
 #: Minute keys outlive a day, hour keys a week, by a margin.
 MINUTE_TTL = 26 * 3600
 HOUR_TTL = 8 * 86400
@@ -40,6 +45,14 @@ BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, float("inf")
 )  # fmt: skip
 OUTCOMES = {"s": "succeeded", "f": "failed", "r": "retried", "k": "skipped"}
+#: Every stat a field may hold -> (kind, bucket index): one dict lookup per field when reading.
+STATS: dict[str, tuple[str, int]] = {
+    **{stat: ("o", 0) for stat in OUTCOMES},
+    **{f"d{i}": ("d", i) for i in range(len(BUCKETS))},
+    **{f"w{i}": ("w", i) for i in range(len(BUCKETS))},
+    "ds": ("ds", 0),
+    "ws": ("ws", 0),
+}
 
 
 def minute_key(minute: int) -> str:
@@ -63,9 +76,18 @@ class Series:
     def encode(self) -> str:
         return json.dumps([self.framework, self.namespace, self.queue, self.actor], ensure_ascii=False)
 
+    @property
+    def id(self) -> str:
+        return series_id(self.encode())
+
+
+@lru_cache(maxsize=65_536)
+def series_id(encoded: str) -> str:
+    return hashlib.blake2b(encoded.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
+
 
 def field(stat: str, series: Series) -> str:
-    return f"{stat}:{series.encode()}"
+    return f"{stat}:{series.id}"
 
 
 def bucket(seconds: float) -> int:
@@ -73,18 +95,31 @@ def bucket(seconds: float) -> int:
     return next(i for i, bound in enumerate(BUCKETS) if seconds <= bound)
 
 
-def parse_field(name: str) -> tuple[str, Series] | None:
-    """(stat, series) of a field, or None for one that is not ours (written by hand, or garbled)."""
-    stat, sep, encoded = name.partition(":")
-    if not sep or not stat:
-        return None
+def parse_series(encoded: str) -> Series | None:
+    """A series from its JSON (the series hash), or None for a value that is not ours."""
     try:
         parts = json.loads(encoded)
     except ValueError:
         return None
     if not (isinstance(parts, list) and len(parts) == 4 and all(isinstance(p, str) for p in parts)):
         return None
-    return stat, Series(*parts)
+    return Series(*parts)
+
+
+def series_names(fields: Mapping[Any, Any]) -> dict[str, Series]:
+    """The series hash (HGETALL): id -> series, for ids that match their JSON (others are skipped:
+    an id must be the hash of its name, or anyone could relabel a series)."""
+    out: dict[str, Series] = {}
+    for raw_id, raw_value in fields.items():
+        sid = _text(raw_id)
+        series = parse_series(_text(raw_value))
+        if series is not None and series.id == sid:
+            out[sid] = series
+    return out
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
 
 
 @dataclass(slots=True)
@@ -102,35 +137,44 @@ class Tally:
         return cls({}, [0] * len(BUCKETS), [0] * len(BUCKETS))
 
     def add(self, stat: str, count: int) -> None:
-        if stat in OUTCOMES:
-            self.outcomes[OUTCOMES[stat]] = self.outcomes.get(OUTCOMES[stat], 0) + count
-        elif stat == "ds":
+        kind, index = STATS.get(stat, ("", 0))
+        if kind == "d":
+            self.durations[index] += count
+        elif kind == "w":
+            self.waits[index] += count
+        elif kind == "o":
+            outcome = OUTCOMES[stat]
+            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + count
+        elif kind == "ds":
             self.duration_sum += count / 1e6
-        elif stat == "ws":
+        elif kind == "ws":
             self.wait_sum += count / 1e6
-        elif stat[:1] in ("d", "w") and stat[1:].isdigit() and int(stat[1:]) < len(BUCKETS):
-            (self.durations if stat[0] == "d" else self.waits)[int(stat[1:])] += count
 
     @property
     def runs(self) -> int:
         return sum(self.durations)
 
 
-def tallies(fields: Mapping[Any, Any]) -> dict[Series, Tally]:
-    """A flow hash (HGETALL) as a tally per series; fields that are not ours are skipped."""
+def tallies(fields: Mapping[Any, Any], names: Mapping[str, Series]) -> tuple[dict[Series, Tally], set[str]]:
+    """A flow hash (HGETALL) as a tally per series, and the ids `names` does not know yet (a new
+    series: read the series hash, then this hash again). Fields that are not ours are skipped."""
     out: dict[Series, Tally] = {}
+    unknown: set[str] = set()
     for raw_name, raw_value in fields.items():
-        name = raw_name.decode("utf-8", "replace") if isinstance(raw_name, bytes) else raw_name
-        parsed = parse_field(name)
-        if parsed is None:
+        stat, sep, sid = _text(raw_name).partition(":")
+        if not sep or not stat:
+            continue
+        series = names.get(sid)
+        if series is None:
+            if len(sid) == 12:
+                unknown.add(sid)
             continue
         try:
             count = int(raw_value)
         except ValueError:
             continue
-        stat, series = parsed
         out.setdefault(series, Tally.empty()).add(stat, count)
-    return out
+    return out, unknown
 
 
 def quantile(counts: Iterable[int], q: float) -> float | None:

@@ -12,6 +12,7 @@ from callboard.collectors.flow import (
     DROPPED_KEY,
     HOUR_TTL,
     MINUTE_TTL,
+    SERIES_KEY,
     TOTAL_KEY,
     Series,
     bucket,
@@ -31,6 +32,8 @@ class Batch:
 
     increments: Counter[tuple[str, str]] = field(default_factory=Counter)
     expiring: dict[str, int] = field(default_factory=dict)
+    #: Series id -> its JSON, for the series hash (collectors/flow.py).
+    names: dict[str, str] = field(default_factory=dict)
     jobs: int = 0
 
     def commands(self) -> list[tuple[str, str, int]]:
@@ -67,6 +70,7 @@ class Recorder:
         with self._lock:
             batch = self._batch
             batch.jobs += 1
+            batch.names[series.id] = series.encode()
             for key, ttl in keys:
                 if ttl:
                     batch.expiring[key] = ttl
@@ -92,11 +96,15 @@ class Pipe(Protocol):
 
     def expire(self, name: str, time: int) -> Any: ...
 
-    def hset(self, name: str, key: str, value: str) -> Any: ...
+    def hset(
+        self, name: str, key: str | None = None, value: str | None = None, mapping: Any = None
+    ) -> Any: ...
 
 
 def stage(pipe: Pipe, batch: Batch, worker: str, dropped: int) -> None:
     """Queue a batch's increments (and this worker's dropped count) on a pipeline: one round trip."""
+    if batch.names:
+        pipe.hset(SERIES_KEY, mapping=batch.names)  # first: a reader never sees an id it cannot name
     for key, name, amount in batch.commands():
         pipe.hincrby(key, name, amount)
     for key, ttl in batch.expiring.items():

@@ -376,22 +376,27 @@ def write_corpus(
 
 def _flow(w: _Writer) -> None:
     """Flow hashes as anyone who can write to Redis could leave them: script-bearing and non-UTF-8
-    names, counts that are not numbers or are huge, stats and fields that are not ours."""
+    names, counts that are not numbers or are huge, stats, fields and series names that are not ours
+    (an id that does not match its name, JSON that is not a series)."""
     x0, x1 = XSS[0], XSS[1]
     odd = flow.Series("dramatiq", x0, f"q\n{x1}", "actor\udcff")
+    arq = flow.Series("arq", "arq", "arq:flow", x1)
     names = {
         flow.field("s", odd): "7",
         flow.field("d2", odd): "7",
         flow.field("ds", odd): str(10**30),
-        flow.field("f", flow.Series("arq", "arq", "arq:flow", x1)): "not a number",
+        flow.field("f", arq): "not a number",
         flow.field("d99", odd): "1",
         "s:" + "[" * 500: "1",
+        "s:ffffffffffff": "1",
         "garbage": "1",
     }
     fields: dict[bytes, bytes] = {k.encode("utf-8", "surrogatepass"): v.encode() for k, v in names.items()}
     fields[b"s:\xff\xfe"] = b"1"
     for key in (flow.TOTAL_KEY, flow.minute_key(int(time.time() // 60))):
         w.pipe.hset(key, mapping=fields)
+    series = {s.id: s.encode() for s in (odd, arq)} | {"ffffffffffff": arq.encode(), "x": "[" * 500}
+    w.pipe.hset(flow.SERIES_KEY, mapping={k: v.encode("utf-8", "surrogatepass") for k, v in series.items()})
 
 
 def _dramatiq(w: _Writer, marker_dir: Path) -> None:

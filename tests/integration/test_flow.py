@@ -19,7 +19,16 @@ from arq import create_pool
 from arq.connections import RedisSettings
 from dramatiq.brokers.redis import RedisBroker
 
-from callboard.collectors.flow import BUCKETS, TOTAL_KEY, Series, Tally, bucket, tallies
+from callboard.collectors.flow import (
+    BUCKETS,
+    SERIES_KEY,
+    TOTAL_KEY,
+    Series,
+    Tally,
+    bucket,
+    series_names,
+    tallies,
+)
 from tests.integration import flow_app
 from tests.integration.support import api_json, scrape
 from tests.servers import Callboard, Process, RedisServer, child_env, wait_until
@@ -30,7 +39,10 @@ DELAY_MS = 1500
 
 
 def totals(client: redis.Redis) -> dict[Series, Tally]:
-    return tallies(client.hgetall(TOTAL_KEY))  # type: ignore[arg-type]
+    names = series_names(client.hgetall(SERIES_KEY))  # type: ignore[arg-type]
+    found, unknown = tallies(client.hgetall(TOTAL_KEY), names)  # type: ignore[arg-type]
+    assert not unknown, "every id in the totals is named in the series hash"
+    return found
 
 
 def dramatiq_series(actor: str) -> Series:

@@ -10,8 +10,9 @@ from callboard.collectors.flow import (
     field,
     hour_key,
     minute_key,
-    parse_field,
+    parse_series,
     quantile,
+    series_names,
     tallies,
 )
 from callboard.companion.recorder import Recorder
@@ -24,10 +25,11 @@ def test_buckets_hold_their_upper_bound_and_everything_beyond_lands_in_the_last(
     assert bucket(1.0) == BUCKETS.index(1.0) and bucket(1e9) == len(BUCKETS) - 1
 
 
-def test_any_name_round_trips_through_one_field() -> None:
-    assert parse_field(field("d3", ODD)) == ("d3", ODD)
-    for junk in ("", "s", "s:", "s:not json", 's:["a", "b"]', "s:[1, 2, 3, 4]", ':["a","b","c","d"]'):
-        assert parse_field(junk) is None, junk
+def test_any_name_round_trips_through_the_series_hash() -> None:
+    assert field("d3", ODD) == f"d3:{ODD.id}" and len(ODD.id) == 12
+    assert parse_series(ODD.encode()) == ODD
+    for junk in ("", "not json", '["a", "b"]', "[1, 2, 3, 4]", "{}"):
+        assert parse_series(junk) is None, junk
 
 
 def test_the_recorder_adds_up_per_minute_hour_and_total_and_the_reader_reads_it_back() -> None:
@@ -43,7 +45,10 @@ def test_the_recorder_adds_up_per_minute_hour_and_total_and_the_reader_reads_it_
     assert keys == {minute_key(30_000_000), hour_key(500_000), TOTAL_KEY}
     assert batch.expiring == {minute_key(30_000_000): 26 * 3600, hour_key(500_000): 8 * 86400}
     written = {name: amount for key, name, amount in batch.commands() if key == TOTAL_KEY}
-    [tally] = tallies(written).values()
+    assert batch.names == {ODD.id: ODD.encode()}
+    found, unknown = tallies(written, series_names(batch.names))
+    [tally] = found.values()
+    assert unknown == set()
     assert tally.outcomes == {"succeeded": 3, "failed": 1, "skipped": 1}
     assert tally.runs == 4 and tally.durations[bucket(0.03)] == 3 and tally.durations[bucket(0.3)] == 1
     assert sum(tally.waits) == 3 and round(tally.wait_sum, 6) == 0.6
@@ -57,10 +62,21 @@ def test_a_lost_batch_is_counted_as_dropped() -> None:
     assert recorder.dropped == 1
 
 
-def test_tallies_skip_what_is_not_ours() -> None:
-    fields = {field("s", ODD): b"2", "garbage": b"1", "zz:" + ODD.encode(): b"5", field("f", ODD): b"x"}
-    # An unknown stat and a count that is not a number add nothing; the series' real count stays.
-    assert {s: t.outcomes for s, t in tallies(fields).items()} == {ODD: {"succeeded": 2}}
+def test_tallies_skip_what_is_not_ours_and_report_ids_they_cannot_name() -> None:
+    other = Series("arq", "arq", "arq:queue", "f")
+    fields = {field("s", ODD): b"2", "garbage": b"1", "zz:" + ODD.id: b"5", field("f", ODD): b"x"}
+    fields[field("s", other)] = b"3"
+    # An unknown stat and a count that is not a number add nothing; the series' real count stays;
+    # the series the names do not know yet is reported, not guessed.
+    found, unknown = tallies(fields, {ODD.id: ODD})
+    assert {s: t.outcomes for s, t in found.items()} == {ODD: {"succeeded": 2}}
+    assert unknown == {other.id}
+
+
+def test_series_names_skip_entries_whose_id_is_not_their_hash() -> None:
+    other = Series("arq", "arq", "arq:queue", "f")
+    names = series_names({ODD.id: ODD.encode(), "aaaaaaaaaaaa": other.encode(), other.id: "not json"})
+    assert names == {ODD.id: ODD}
 
 
 def test_quantiles_are_bucket_upper_bounds() -> None:
