@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+import time
 from collections.abc import Iterator
+from typing import cast
 
 import dramatiq
 import pytest
@@ -183,3 +185,97 @@ def test_the_companions_count_exactly_what_real_workers_did(
         assert board.get("/tasks?sort=nope")[0] == 400
     finally:
         board.stop()
+
+
+def dropped(client: redis.Redis) -> int:
+    values = cast(list[bytes], client.hvals("callboard:flow:dropped"))
+    return sum(int(v) for v in values)
+
+
+def test_a_failed_flush_loses_only_what_the_companion_reports_dropped(
+    redis_url: str, control: redis.Redis
+) -> None:
+    """Redis refusing the companion's writes (here its ACL, a stand-in for an outage the worker
+    survives) costs the figures of the jobs in the failed flushes, counted; nothing else, and the jobs
+    themselves run."""
+    env = child_env(ITEST_REDIS_URL=redis_url)
+    env["dramatiq_worker_timeout"] = "100"
+    args = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "tests.integration.flow_app",
+        "--processes",
+        "1",
+        "--threads",
+        "2",
+    ]
+    worker = Process(args, env, "flow-outage").start()
+    queue = f"{flow_app.NAMESPACE}:work"
+    try:
+        beats = f"{flow_app.NAMESPACE}:__heartbeats__"
+        wait_until(lambda: bool(control.zcard(beats)), timeout=20, what="the worker to boot")
+        control.acl_setuser("default", enabled=True, commands=["-hincrby"])
+        try:
+            send(redis_url, "quick", 20)
+            wait_until(lambda: control.hlen(f"{queue}.msgs") == 0, timeout=30, what="the 20 to run")
+            # The flushes of those 20 fail (NOPERM): every one of them is counted as dropped.
+            wait_until(lambda: worker_dropped(worker) >= 20, timeout=10, what="a failed flush")
+        finally:
+            control.acl_setuser("default", enabled=True, commands=["+hincrby"])
+        send(redis_url, "quick", 10)
+
+        def settled() -> bool:
+            succeeded = totals(control).get(dramatiq_series("quick"))
+            return (
+                succeeded is not None and succeeded.outcomes.get("succeeded") == 10 and dropped(control) == 20
+            )
+
+        wait_until(settled, timeout=30, what="the 10 recorded and the 20 reported dropped")
+    finally:
+        control.acl_setuser("default", enabled=True, commands=["+@all"])
+        worker.stop()
+
+
+def worker_dropped(worker: Process) -> int:
+    """The worker's own log says what it could not record (the Redis write of the count waits for
+    the next successful flush)."""
+    found = re.findall(r"callboard flow: (\d+) jobs not recorded", worker.log())
+    return sum(int(n) for n in found)
+
+
+def send(url: str, actor: str, count: int) -> None:
+    producer = RedisBroker(url=url, namespace=flow_app.NAMESPACE)  # type: ignore[no-untyped-call]
+    try:
+        for _ in range(count):
+            message: dramatiq.Message[None] = dramatiq.Message(
+                queue_name="work", actor_name=actor, args=(), kwargs={}, options={}
+            )
+            producer.enqueue(message)
+    finally:
+        producer.client.close()
+
+
+def test_restarting_callboard_keeps_the_flow_history(redis_url: str, control: redis.Redis) -> None:
+    """The figures live in Redis, not in Callboard: a new process shows the same totals and minutes."""
+    recorder_series = dramatiq_series("quick")
+    from callboard.companion.recorder import Recorder, stage
+
+    recorder = Recorder()
+    now = time.time()
+    for minutes_ago in (0, 5, 30):
+        for _ in range(3):
+            recorder.record(recorder_series, "succeeded", now - minutes_ago * 60, 0.03, 0.1)
+    with control.pipeline(transaction=False) as pipe:
+        stage(pipe, recorder.take(), "test", 0)
+        pipe.execute()
+    seen = []
+    for _ in range(2):
+        board = Callboard([f"main={redis_url}"]).start()
+        try:
+            wait_until(lambda b=board: api_json(b, "/api/v1/flow")["series"], timeout=15, what="flow read")
+            [row] = api_json(board, "/api/v1/flow")["series"]
+        finally:
+            board.stop()
+        seen.append((row["total"]["succeeded"], row["window"]["succeeded"], len(row["per_minute"])))
+    assert seen == [(9, 9, 3), (9, 9, 3)]
