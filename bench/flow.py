@@ -68,13 +68,14 @@ async def _one_round(url: str, jobs: int, with_flow: bool) -> dict[str, Any]:
         while await redis.hlen(msgs):
             await asyncio.sleep(0.01)
         seconds = time.perf_counter() - started
-        if with_flow:  # its last flush: counted with the rest, and the figures must be complete
-            await asyncio.sleep(2.5)
-        after = await _command_calls(redis)
         recorded = 0
-        if with_flow:
+        deadline = time.monotonic() + 10
+        while with_flow and recorded < jobs and time.monotonic() < deadline:
+            # Its last flush (every 2 s): counted with the rest, and the figures must be complete.
+            await asyncio.sleep(0.1)
             totals = await redis.hgetall(TOTAL_KEY)
             recorded = sum(int(v) for k, v in totals.items() if k.startswith(b"s:"))
+        after = await _command_calls(redis)
         return {
             "with_flow": with_flow,
             "jobs": jobs,
