@@ -17,6 +17,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 
 from callboard.collectors.failures import FailureIndex
+from callboard.collectors.flow import Series, Tally
 from callboard.collectors.model import (
     Framework,
     JobDetail,
@@ -106,6 +107,11 @@ class Backend(Protocol):
     @staticmethod
     def liveness(queues: Iterable[QueueStats], workers: Iterable[WorkerStats]) -> dict[str, tuple[int, int]]:
         """(alive, stale) per namespace of this backend in a snapshot (the callboard_workers gauge)."""
+        ...
+
+    def estimated_flow(self, since_minute: int) -> dict[int, dict[Series, Tally]]:
+        """Flow estimated from what the broker keeps (Arq's retained results), by minute, for queues
+        whose workers run no companion; empty where the broker keeps nothing to estimate from."""
         ...
 
     def search_sources(self, target: str, queue: str | None) -> list[Source]:

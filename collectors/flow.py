@@ -150,6 +150,11 @@ class Tally:
         elif kind == "ws":
             self.wait_sum += count / 1e6
 
+    def copy(self) -> Tally:
+        return Tally(
+            dict(self.outcomes), list(self.durations), list(self.waits), self.duration_sum, self.wait_sum
+        )
+
     @property
     def runs(self) -> int:
         return sum(self.durations)

@@ -8,6 +8,7 @@ cycle and is the only part that grows with the keyspace, by design bounded.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import time
@@ -20,7 +21,8 @@ from callboard.collectors import backends
 from callboard.collectors.arq.snapshot import ArqCollector
 from callboard.collectors.backend import Backend
 from callboard.collectors.dramatiq.snapshot import DramatiqCollector
-from callboard.collectors.flowreader import FlowReader, FlowSnapshot
+from callboard.collectors.flow import Series, Tally
+from callboard.collectors.flowreader import WINDOW, FlowReader, FlowSnapshot
 from callboard.collectors.keyspace import KeyspaceScanner
 from callboard.collectors.model import (
     FailureGroup,
@@ -123,8 +125,24 @@ class TargetCollector:
             failures=tuple(sorted(failures, key=lambda g: (-g.count, -(g.last_seen or 0.0), g.key))),
             failures_missing=missing,
             stuck=tuple(stuck),
-            flow=self.flow,
+            flow=self._flow_with_estimates(),
         )
+
+    def _flow_with_estimates(self) -> FlowSnapshot | None:
+        """The companions' flow, plus the backends' estimates for queues no companion reports on."""
+        if self.flow is None:
+            return None
+        since = int(time.time() // 60) - WINDOW + 1
+        covered = {(s.framework, s.namespace, s.queue) for s in self.flow.series}
+        estimated: dict[int, dict[Series, Tally]] = {}
+        for backend in self.backends.values():
+            for minute, tallies in backend.estimated_flow(since).items():
+                kept = {
+                    s: t for s, t in tallies.items() if (s.framework, s.namespace, s.queue) not in covered
+                }
+                if kept:
+                    estimated.setdefault(minute, {}).update(kept)
+        return dataclasses.replace(self.flow, estimated=estimated)
 
     async def _counters(self) -> tuple[dict[str, Any] | None, int, list[tuple[Parser, Any]], int]:
         """The one pipeline: INFO, DBSIZE and each framework's snapshot script.

@@ -9,6 +9,7 @@ HTTP error that says what to change, before Redis is asked anything.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
@@ -239,6 +240,9 @@ class FlowRow:
     p95_wait_seconds: float | None
     #: (minute start, epoch seconds; succeeded; failed) for each minute of the window with work.
     per_minute: tuple[tuple[int, int, int], ...]
+    #: "companion" (exact, every attempt), or "arq-results" (estimated from the results Arq keeps:
+    #: succeeded and failed jobs only, no retries, for as long as `keep_result`, 1 h by default; wait
+    #: measured from the enqueue, so it includes any deferral).
     source: str = "companion"
 
 
@@ -263,17 +267,48 @@ def flow_report(request: Request) -> FlowReport:
         if flow.error:
             errors[state.name] = flow.error
         rows += [_flow_row(state.name, s, flow, minutes) for s in flow.series]
+        estimated = sorted({s for tallies in flow.estimated.values() for s in tallies})
+        rows += [_estimated_row(state.name, s, flow, minutes) for s in estimated]
     rows.sort(key=lambda r: (-r.total_runs, r.target, r.framework, r.queue, r.actor))
     return FlowReport(minutes, tuple(rows), errors)
 
 
 def _flow_row(target: str, series: Series, flow: FlowSnapshot, minutes: int) -> FlowRow:
     total = flow.total.get(series) or Tally.empty()
-    newest = max(flow.minutes, default=0)
+    return _row(target, series, total, flow.minutes, minutes, "companion")
+
+
+def _estimated_row(target: str, series: Series, flow: FlowSnapshot, minutes: int) -> FlowRow:
+    """A series only the broker's records tell about: "total" is what is retained."""
+    total = Tally.empty()
+    for tallies in flow.estimated.values():
+        if series in tallies:
+            _merge(total, tallies[series])
+    return _row(target, series, total, flow.estimated, minutes, "arq-results")
+
+
+def _merge(into: Tally, tally: Tally) -> None:
+    for outcome, n in tally.outcomes.items():
+        into.outcomes[outcome] = into.outcomes.get(outcome, 0) + n
+    into.durations[:] = [a + b for a, b in zip(into.durations, tally.durations, strict=True)]
+    into.waits[:] = [a + b for a, b in zip(into.waits, tally.waits, strict=True)]
+    into.duration_sum += tally.duration_sum
+    into.wait_sum += tally.wait_sum
+
+
+def _row(
+    target: str,
+    series: Series,
+    total: Tally,
+    by_minute: Mapping[int, Mapping[Series, Tally]],
+    minutes: int,
+    source: str,
+) -> FlowRow:
+    newest = max(by_minute, default=0)
     window = Tally.empty()
     per_minute: list[tuple[int, int, int]] = []
-    for minute in sorted(m for m in flow.minutes if m > newest - minutes):
-        tally = flow.minutes[minute].get(series)
+    for minute in sorted(m for m in by_minute if m > newest - minutes):
+        tally = by_minute[minute].get(series)
         if tally is None:
             continue
         for outcome, n in tally.outcomes.items():
@@ -293,4 +328,5 @@ def _flow_row(target: str, series: Series, flow: FlowSnapshot, minutes: int) -> 
         p99_run_seconds=quantile(total.durations, 0.99),
         p95_wait_seconds=quantile(total.waits, 0.95),
         per_minute=tuple(per_minute),
+        source=source,
     )

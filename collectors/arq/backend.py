@@ -18,6 +18,7 @@ from callboard.collectors.arq.keys import NAMESPACE
 from callboard.collectors.arq.snapshot import ArqCollector
 from callboard.collectors.backend import Words
 from callboard.collectors.failures import FailureIndex
+from callboard.collectors.flow import Series, Tally
 from callboard.collectors.model import (
     QUEUE_STATES,
     Framework,
@@ -94,6 +95,9 @@ class ArqBackend:
     async def recover(self, queue: str) -> list[JobOutcome]:
         # No state of Arq's offers "recover" (actions() never lists it): a stuck claim expires itself.
         raise ValueError("Arq has nothing to recover: a dead worker's claim expires with its TTL")
+
+    def estimated_flow(self, since_minute: int) -> dict[int, dict[Series, Tally]]:
+        return self.collector.results.flow_since(since_minute)
 
     def search_sources(self, target: str, queue: str | None) -> list[Source]:
         serializer = self.collector.config.serializer

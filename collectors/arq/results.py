@@ -13,9 +13,10 @@ from typing import Any
 
 from callboard.collectors import decoding, payloads
 from callboard.collectors.arq.codec import decode_record, exception_parts
-from callboard.collectors.arq.keys import DEFAULT_QUEUE, UNKNOWN_QUEUE
+from callboard.collectors.arq.keys import DEFAULT_QUEUE, NAMESPACE, UNKNOWN_QUEUE
 from callboard.collectors.decoding import decoder
 from callboard.collectors.failures import UNDECODABLE, Failure, FailureIndex, split_exception
+from callboard.collectors.flow import Series, Tally, bucket
 from callboard.collectors.model import (
     Framework,
     Undecodable,
@@ -33,6 +34,9 @@ class ResultEntry:
     error: str | None
     #: The exception's type alone (failures), or UNDECODABLE.
     exception: str | None = None
+    #: When the attempt started, and when the job was enqueued (Arq's `st` and `et`).
+    started_at: float | None = None
+    enqueued_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -50,11 +54,15 @@ class ResultIndex:
     expiry: list[tuple[float, str]] = field(default_factory=list)
     #: The failed entries, grouped by cause (the failures page); kept in step by add/remove.
     failures: FailureIndex = field(default_factory=lambda: FailureIndex(Framework.ARQ))
+    #: Flow estimated from the retained results (docs: README, Flow, "Source 1"): minute of finishing
+    #: -> series -> tally, kept in step by add/remove, so a cycle never walks the results.
+    flow: dict[int, dict[Series, Tally]] = field(default_factory=dict)
 
     def add(self, job_id: str, entry: ResultEntry) -> None:
         self.remove(job_id)
         self.entries[job_id] = entry
         self.counts[(entry.queue, "succeeded" if entry.ok else "failed")] += 1
+        self._count_flow(entry, 1)
         if entry.expires_at is not None:
             heapq.heappush(self.expiry, (entry.expires_at, job_id))
         if not entry.ok:
@@ -75,6 +83,7 @@ class ResultIndex:
         old = self.entries.pop(job_id, None)
         if old is not None:
             self.counts[(old.queue, "succeeded" if old.ok else "failed")] -= 1
+            self._count_flow(old, -1)
             if not old.ok:
                 self.failures.remove(job_id)
 
@@ -94,6 +103,33 @@ class ResultIndex:
         if len(self.expiry) > 2 * len(self.entries) + 1000:  # O(entries), once per pass like the above
             self.expiry = [(e.expires_at, j) for j, e in self.entries.items() if e.expires_at is not None]
             heapq.heapify(self.expiry)
+
+    def _count_flow(self, entry: ResultEntry, sign: int) -> None:
+        """Add (1) or take back (-1) one result's outcome, run time (finish - start) and wait (start -
+        enqueue: an upper bound, since a result does not keep when a deferred job became due)."""
+        if entry.finished_at is None or entry.queue == UNKNOWN_QUEUE or entry.exception == UNDECODABLE:
+            return
+        minute = int(entry.finished_at // 60)
+        series = Series("arq", NAMESPACE, entry.queue, entry.function)
+        tallies = self.flow.setdefault(minute, {})
+        tally = tallies.setdefault(series, Tally.empty())
+        tally.add("s" if entry.ok else "f", sign)
+        if entry.started_at is not None:
+            run = max(0.0, entry.finished_at - entry.started_at)
+            tally.add(f"d{bucket(run)}", sign)
+            tally.add("ds", sign * round(run * 1e6))
+            if entry.enqueued_at is not None:
+                wait = max(0.0, entry.started_at - entry.enqueued_at)
+                tally.add(f"w{bucket(wait)}", sign)
+                tally.add("ws", sign * round(wait * 1e6))
+        if not any(tally.outcomes.values()):
+            del tallies[series]
+            if not tallies:
+                del self.flow[minute]
+
+    def flow_since(self, minute: int) -> dict[int, dict[Series, Tally]]:
+        """A copy of the estimated flow from `minute` on (the snapshot's; the index keeps changing)."""
+        return {m: {s: t.copy() for s, t in series.items()} for m, series in self.flow.items() if m >= minute}
 
     @property
     def complete(self) -> bool:
@@ -141,4 +177,6 @@ def result_entry(value: dict[str, Any] | Undecodable, pttl: int, now: float) -> 
         expires_at=now + pttl / 1000.0 if pttl >= 0 else None,
         error=error[:300] if error else None,
         exception=kind,
+        started_at=payloads.ms_to_seconds(value.get("st")),
+        enqueued_at=payloads.ms_to_seconds(value.get("et")),
     )

@@ -18,6 +18,7 @@ from callboard.collectors.dramatiq import search as dramatiq_search
 from callboard.collectors.dramatiq.keys import QueueKeys, queue_keys
 from callboard.collectors.dramatiq.snapshot import DramatiqCollector
 from callboard.collectors.failures import FailureIndex
+from callboard.collectors.flow import Series, Tally
 from callboard.collectors.model import (
     QUEUE_STATES,
     Framework,
@@ -109,6 +110,9 @@ class DramatiqBackend:
         q = self._keys(queue)
         timeout = self.collector.config.heartbeat_timeout
         return await controls.recover(self._redis, q, self.collector.ack_keys(q), timeout)
+
+    def estimated_flow(self, since_minute: int) -> dict[int, dict[Series, Tally]]:
+        return {}  # Dramatiq keeps no record of finished messages: only the companion knows
 
     def search_sources(self, target: str, queue: str | None) -> list[Source]:
         out: list[Source] = []

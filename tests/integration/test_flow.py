@@ -12,7 +12,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator
-from typing import cast
+from typing import Any, cast
 
 import dramatiq
 import pytest
@@ -279,3 +279,54 @@ def test_restarting_callboard_keeps_the_flow_history(redis_url: str, control: re
             board.stop()
         seen.append((row["total"]["succeeded"], row["window"]["succeeded"], len(row["per_minute"])))
     assert seen == [(9, 9, 3), (9, 9, 3)]
+
+
+def test_without_the_companion_arq_results_tell_the_flow(
+    redis_url: str, one_redis: RedisServer, control: redis.Redis
+) -> None:
+    """Source 1: a real Arq worker without the companion; what its results say equals what it did."""
+    queue = "arq:plain"
+    env = child_env(ITEST_REDIS_PORT=str(one_redis.port), ITEST_ARQ_QUEUE=queue)
+    worker = Process(
+        [sys.executable, "-m", "arq", "tests.integration.arq_app.WorkerSettings"], env, "arq-plain"
+    )
+    worker.start()
+
+    async def enqueue() -> None:
+        pool = await create_pool(RedisSettings(host="127.0.0.1", port=one_redis.port))
+        try:
+            for n in range(3):
+                await pool.enqueue_job("succeed", n, _queue_name=queue)
+            for tag in ("a", "b"):
+                await pool.enqueue_job("fail_value", tag, _queue_name=queue)
+        finally:
+            await pool.aclose()
+
+    board = Callboard([f"main={redis_url}"])
+    try:
+        asyncio.run(enqueue())
+        board.start()
+
+        def rows() -> dict[str, Any]:
+            series = api_json(board, "/api/v1/flow")["series"]
+            return {r["actor"]: r for r in series if r["queue"] == queue}
+
+        expected = {
+            "succeed": {"succeeded": 3, "failed": 0, "retried": 0, "skipped": 0},
+            "fail_value": {"succeeded": 0, "failed": 2, "retried": 0, "skipped": 0},
+        }
+
+        def told() -> bool:
+            return {actor: row["window"] for actor, row in rows().items()} == expected
+
+        wait_until(told, timeout=30, what="the results index to tell 3 succeeded and 2 failed")
+        found = rows()
+        assert {r["source"] for r in found.values()} == {"arq-results"}
+        assert found["succeed"]["total_runs"] == 3
+        page = board.get("/tasks?sort=name")[1]
+        assert "Arq results" in page and 'data-task="fail_value"' in page
+        # Nothing estimated is exported as a counter: Prometheus sees the companion's figures only.
+        assert "arq:plain" not in board.get("/metrics")[1].split("callboard_jobs_total", 1)[-1]
+    finally:
+        board.stop()
+        worker.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from callboard.collectors.arq.results import ResultEntry, ResultIndex
+from callboard.collectors.flow import bucket
 
 
 def entry(ok: bool = True, expires_at: float | None = 100.0, queue: str = "arq:queue") -> ResultEntry:
@@ -46,3 +47,41 @@ def test_end_pass_forgets_unseen_keys_and_compacts_the_heap() -> None:
     assert index.complete
     index.expire(now=1000.5)
     assert set(index.entries) == {"j1"}
+
+
+def timed(ok: bool, finished: float, started: float, enqueued: float, function: str = "f") -> ResultEntry:
+    error = None if ok else "ValueError: x"
+    return ResultEntry("arq:queue", function, ok, finished, finished + 3600, error, None, started, enqueued)
+
+
+def test_flow_estimates_follow_the_results_in_and_out() -> None:
+    index = ResultIndex()
+    minute = 29_000_000
+    at = minute * 60.0 + 10
+    index.add("a", timed(True, at, at - 0.3, at - 1.0))  # ran 0.3 s, waited 0.7 s
+    index.add("b", timed(True, at + 5, at + 4.97, at + 4.9))  # ran 30 ms, waited 70 ms
+    index.add("c", timed(False, at + 70, at + 69.9, at + 69.0))  # the next minute
+    [(m1, first), (m2, second)] = sorted(index.flow_since(minute).items())
+    assert (m1, m2) == (minute, minute + 1)
+    [tally] = first.values()
+    assert tally.outcomes == {"succeeded": 2} and tally.runs == 2
+    assert tally.durations[bucket(0.3)] == 1 and tally.durations[bucket(0.03)] == 1
+    assert tally.waits[bucket(0.7)] == 1 and tally.waits[bucket(0.07)] == 1
+    assert [t.outcomes for t in second.values()] == [{"failed": 1}]
+    # A result that goes (expired, deleted, re-run) takes its part back; an empty minute disappears.
+    index.remove("c")
+    assert list(index.flow_since(minute)) == [minute]
+    index.add("a", timed(True, at, at - 0.3, at - 1.0))  # re-read: replaces, never counts twice
+    assert index.flow_since(minute)[minute][next(iter(first))].outcomes == {"succeeded": 2}
+    # The snapshot's copy does not move when the index does.
+    copy = index.flow_since(minute)
+    index.remove("a")
+    assert next(iter(copy[minute].values())).outcomes == {"succeeded": 2}
+    assert next(iter(index.flow_since(minute)[minute].values())).outcomes == {"succeeded": 1}
+
+
+def test_results_without_times_or_a_queue_estimate_nothing() -> None:
+    index = ResultIndex()
+    index.add("x", ResultEntry("?", "f", True, 100.0, None, None))
+    index.add("y", ResultEntry("arq:queue", "f", True, None, None, None))
+    assert index.flow == {}
