@@ -330,3 +330,79 @@ def _row(
         per_minute=tuple(per_minute),
         source=source,
     )
+
+
+# -- time to drain ---------------------------------------------------------------------------------
+
+#: Minutes of history and flow a drain estimate looks at, and the seconds of history it needs.
+DRAIN_MINUTES = 10
+#: Seconds of depth history the net rate looks at (the recent trend: an old backlog says nothing
+#: about now), and the least it needs.
+NET_WINDOW = 60.0
+MIN_SPAN = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class DrainReport:
+    """How fast a queue's backlog (everything waiting or running) moves, and when it would be empty."""
+
+    backlog: int
+    #: Net change of the backlog per minute over the last NET_WINDOW seconds (negative: draining).
+    net_per_minute: float | None
+    #: Jobs ended per minute (succeeded + failed), and arriving (ended + net change), where flow is
+    #: known for the queue (the companion, or Arq's results); None otherwise.
+    completed_per_minute: float | None
+    arriving_per_minute: float | None
+    #: Seconds until empty at the current net rate; None when not draining (or nothing to drain).
+    eta_seconds: float | None
+    #: Where the completion figures come from ("companion", "arq-results") or None.
+    source: str | None
+
+
+def drain_report(
+    stats: QueueStats, history: list[tuple[float, Mapping[str, int]]], flow: FlowSnapshot | None, now: float
+) -> DrainReport:
+    """From the store alone: the depth history gives the net rate; flow, where known, the split."""
+    backlog = sum(n for state, n in stats.counts.items() if state != "dead")
+    recent = [(t, sum(n for s, n in c.items() if s != "dead")) for t, c in history if t >= now - NET_WINDOW]
+    net = None
+    if len(recent) >= 2 and recent[-1][0] - recent[0][0] >= MIN_SPAN:
+        net = _slope(recent) * 60
+    completed, source = _completed_per_minute(stats, flow, now)
+    arriving = completed + net if completed is not None and net is not None else None
+    eta = backlog / -net * 60 if net is not None and net < 0 and backlog else None
+    return DrainReport(backlog, net, completed, arriving, eta, source)
+
+
+def _slope(points: list[tuple[float, int]]) -> float:
+    """The median of pairwise slopes (Theil-Sen) of at most 40 points spread over `points`: one odd
+    reading (a count taken mid-move by a worker) cannot tilt it, as it tilts an end-to-end slope."""
+    step = max(1, len(points) // 40)
+    picked = points[::step]
+    slopes = sorted(
+        (b[1] - a[1]) / (b[0] - a[0]) for i, a in enumerate(picked) for b in picked[i + 1 :] if b[0] > a[0]
+    )
+    return slopes[len(slopes) // 2] if slopes else 0.0
+
+
+def _completed_per_minute(
+    stats: QueueStats, flow: FlowSnapshot | None, now: float
+) -> tuple[float | None, str | None]:
+    """Jobs ended per minute over the last full minutes (at most DRAIN_MINUTES): the current minute is
+    still filling, so counting it would read low. None until a full minute with figures has passed."""
+    if flow is None:
+        return None, None
+    current = int(now // 60)
+    wanted = (stats.framework.value, stats.namespace, stats.name)
+    for source, by_minute in (("companion", flow.minutes), ("arq-results", flow.estimated)):
+        ended = [
+            (m, t.outcomes.get("succeeded", 0) + t.outcomes.get("failed", 0))
+            for m, tallies in by_minute.items()
+            if current - DRAIN_MINUTES <= m < current
+            for s, t in tallies.items()
+            if (s.framework, s.namespace, s.queue) == wanted
+        ]
+        if ended:
+            minutes = current - min(m for m, _ in ended)
+            return sum(n for _, n in ended) / minutes, source
+    return None, None

@@ -307,7 +307,15 @@ def _queue_context(request: Request) -> dict[str, Any]:
     stats = backend.empty_stats(key) if found is None else found[1]
     history = services(request).store.history(target, key)
     tabs = [Tab(s, _tab_count(stats, s)) for s in backend.states]
-    return {"target": state, "queue": stats, "tabs": tabs, "history": _history_series(history, stats)}
+    flow = state.snapshot.flow if state.snapshot else None
+    drain = reports.drain_report(stats, history, flow, time.time())
+    return {
+        "target": state,
+        "queue": stats,
+        "tabs": tabs,
+        "history": _history_series(history, stats),
+        "drain": drain,
+    }
 
 
 def _tab_count(stats: QueueStats, state: str) -> int | None:

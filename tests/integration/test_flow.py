@@ -330,3 +330,33 @@ def test_without_the_companion_arq_results_tell_the_flow(
     finally:
         board.stop()
         worker.stop()
+
+
+def test_a_queue_drained_by_a_real_worker_shows_its_time_to_drain(redis_url: str) -> None:
+    """Backlog first, then a worker: the queue page says it drains, and how fast (from its depth)."""
+    send(redis_url, "quick", 800)  # 35 ms each, 2 threads: about 3,400 a minute, ~14 s of work
+    board = Callboard([f"main={redis_url}"]).start(poll_interval=0.25)
+    env = child_env(ITEST_REDIS_URL=redis_url)
+    env["dramatiq_worker_timeout"] = "100"
+    args = [sys.executable, "-m", "dramatiq", "tests.integration.flow_app"]
+    worker: Process | None = None
+    seen: list[str] = []
+    try:
+        path = f"/fragments/queues/main/dramatiq/{flow_app.NAMESPACE}:work?state=ready"
+        wait_until(lambda: board.get(path)[0] == 200, timeout=20, what="the queue to be discovered")
+        worker = Process([*args, "--processes", "1", "--threads", "2"], env, "flow-drain").start()
+
+        def draining() -> bool:
+            found = re.findall(r'data-field="drain">(.*?)</span>\n', board.get(path)[1], re.S)
+            seen.append(found[0] if found else "")
+            return "drains in ~" in seen[-1]
+
+        wait_until(draining, timeout=30, what="a drain estimate")
+        net = int(re.findall(r"\(([\d,]+)/min net\)", seen[-1])[0].replace(",", ""))
+        # The rate the worker can reach, 2 / 35 ms = 3,429 a minute, less its overhead per message.
+        assert 2000 <= net <= 3500, seen[-1]
+        assert seen[0].startswith("rate: collecting"), seen[0]  # no estimate before 5 s of history
+    finally:
+        if worker is not None:
+            worker.stop()
+        board.stop()
