@@ -73,23 +73,23 @@ class FlowMiddleware(dramatiq.Middleware):
         now = time.time()
         runnable = _runnable_at(message)
         with self._lock:
-            self._running[message.message_id] = (now, None, runnable, False)
+            self._running[_attempt(message)] = (now, None, runnable, False)
 
     def after_process_message(
         self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
     ) -> None:
         now = time.time()
         with self._lock:
-            started, _, runnable, _ = self._running.get(message.message_id, (now, None, None, False))
+            started, _, runnable, _ = self._running.get(_attempt(message), (now, None, None, False))
             if exception is None and getattr(message, "failed", False):
                 # A middleware failed it without raising: the actor did not run.
-                self._running[message.message_id] = (started, None, runnable, False)
+                self._running[_attempt(message)] = (started, None, runnable, False)
             else:
-                self._running[message.message_id] = (started, now - started, runnable, exception is not None)
+                self._running[_attempt(message)] = (started, now - started, runnable, exception is not None)
 
     def after_skip_message(self, broker: Any, message: Any) -> None:
         with self._lock:
-            self._running.pop(message.message_id, None)
+            self._running.pop(_attempt(message), None)
         self.recorder.record(self._series(message), "skipped", time.time())
 
     def after_ack(self, broker: Any, message: Any) -> None:
@@ -100,7 +100,7 @@ class FlowMiddleware(dramatiq.Middleware):
 
     def _end(self, message: Any, failed_finally: bool) -> None:
         with self._lock:
-            state = self._running.pop(message.message_id, None)
+            state = self._running.pop(_attempt(message), None)
         if state is None:
             return  # acked or nacked without running here (e.g. skipped: counted already)
         started, duration, runnable, raised = state
@@ -137,6 +137,14 @@ class FlowMiddleware(dramatiq.Middleware):
         except (redis.RedisError, OSError) as exc:
             self.recorder.lost(batch)
             log.warning("callboard flow: %d jobs not recorded (%s)", batch.jobs, exc)
+
+
+def _attempt(message: Any) -> str:
+    """What tells one delivery from another: the redis message id, new at every enqueue. Not the
+    message_id: a delayed message's copy, put on the queue by a worker at its eta, keeps that id while
+    the delay queue's original is acked, and the two would be taken for one attempt."""
+    options = message.options or {}
+    return str(options.get("redis_message_id") or message.message_id)
 
 
 def _runnable_at(message: Any) -> float | None:
