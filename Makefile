@@ -43,7 +43,7 @@ bench: setup
 
 test: lint typecheck pytest bench-small
 
-# Mutation testing of the modules whose mistakes cost most (docs/testing.md §2): ~40 minutes on one core,
+# Mutation testing of the modules whose mistakes cost most (docs/testing.md §2): ~35 minutes on one core,
 # so not part of `make test`. `make mutate MODULES="hosts urls"` runs some; `--list` in the script names them.
 mutate: setup
 	$(PY) scripts/mutate.py $(MODULES)

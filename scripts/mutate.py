@@ -8,8 +8,8 @@ cosmic-ray writes each mutant over the module in place and restores it afterward
 the original and puts it back however the run ends, and refuses a module outside this checkout (a checkout's
 `callboard/` holds relative symlinks, so the mutated file is the one the tests import).
 
-Cost: one pytest process per mutant (~1 s for unit tests, ~2 s with a Redis and a Valkey to start), about
-1,200 mutants in all: ~40 minutes on one core. Work files go to `.mutate/<module>/` (git-ignored).
+Cost: one pytest process per mutant (1-2 s for unit tests, 2-4 s with a Redis and a Valkey to start), about
+900 mutants in all: ~35 minutes on one core. Work files go to `.mutate/<module>/` (git-ignored).
 
     python scripts/mutate.py [MODULE ...]      # all modules, or those named
     python scripts/mutate.py --list            # the modules, their targets and tests
