@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: setup demo serve test lint typecheck pytest bench bench-small lock clean
+.PHONY: setup demo serve test lint typecheck pytest bench bench-small mutate lock clean
 
 setup: $(VENV)/.installed static/vendor/.built
 
@@ -42,6 +42,11 @@ bench: setup
 	$(PY) -m bench
 
 test: lint typecheck pytest bench-small
+
+# Mutation testing of the modules whose mistakes cost most (docs/testing.md §2): ~35 minutes on one core,
+# so not part of `make test`. `make mutate MODULES="hosts urls"` runs some; `--list` in the script names them.
+mutate: setup
+	$(PY) scripts/mutate.py $(MODULES)
 
 lock:
 	$(PYTHON) -m pip install --quiet pip-tools

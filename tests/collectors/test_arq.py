@@ -6,6 +6,7 @@ discovery needs a SCAN pass, and the results index is filled by `after_scan`.
 
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 import time
@@ -23,9 +24,10 @@ from redis.asyncio import Redis
 
 from callboard.collectors.arq import browse as arq_browse
 from callboard.collectors.arq import keys as arq_keys
+from callboard.collectors.arq import snapshot as arq_snapshot
 from callboard.collectors.arq.config import ArqConfig
 from callboard.collectors.arq.snapshot import ArqCollector
-from callboard.collectors.model import QueueStats, TargetSnapshot, Undecodable
+from callboard.collectors.model import CollectedPart, QueueStats, TargetSnapshot, Undecodable
 from callboard.collectors.target import TargetCollector
 from tests.collectors.conftest import FrozenTime
 from tests.servers import RedisServer
@@ -364,3 +366,91 @@ async def test_a_discovered_queue_is_forgotten_idle_ttl_after_its_keys_go(
     # A configured queue is never forgotten.
     clock.now = gone_at + 86_400
     assert "arq:pinned" in {q.name for q in (await tc.collect()).queues}
+
+
+# -- the parser on exact layouts, without discovery (what mutation testing found unchecked) --------------
+
+
+async def snapshot_of(collector: ArqCollector, aredis: Redis) -> CollectedPart:
+    """One cycle's snapshot script and parser, as TargetCollector runs them, without its discovery."""
+    sha = await aredis.script_load(arq_snapshot.SNAPSHOT_LUA)
+    async with aredis.pipeline(transaction=False) as pipe:
+        parse = collector.stage(pipe, {arq_snapshot.SNAPSHOT_LUA: sha})
+        (reply,) = await pipe.execute()
+    part = parse(reply)
+    assert not inspect.isawaitable(part)
+    return part
+
+
+async def test_ready_ages_counts_and_idle_queues_on_a_frozen_clock(
+    pool: ArqRedis, aredis: Redis, clock: FrozenTime
+) -> None:
+    now_ms = int(clock.now * 1000)
+    jobs = {
+        # queue: [(job, due ms)]
+        "arq:queue": [("waited", now_ms - 42_500), ("claimed", now_ms - 50_000), ("soon", now_ms + 60_000)],
+        "brief": [("just", now_ms - 250)],
+        "later": [("deferred", now_ms + 600_000)],
+        "emptied": [("gone", now_ms - 1_000)],
+    }
+    for name, entries in jobs.items():
+        for job_id, due in entries:
+            assert await pool.enqueue_job("succeed", 1, _job_id=job_id, _queue_name=name)
+            await aredis.zadd(name, {job_id: due})
+    await aredis.set(arq_keys.in_progress_key("claimed"), b"1", px=300_000)
+    collector = ArqCollector()
+    collector.observe([k.decode() async for k in aredis.scan_iter(count=1000)])
+    await collector.after_scan(aredis)  # the queues are found among the sorted sets, as discovery does
+    assert collector.queue_names() == ["arq:queue", "brief", "emptied", "later"]
+    await aredis.zrem("emptied", "gone")
+
+    first = {q.name: q for q in (await snapshot_of(collector, aredis)).queues}
+    assert first["arq:queue"].counts == {"ready": 1, "deferred": 1, "in_progress": 1}
+    assert first["arq:queue"].oldest_ready_age == 42.5
+    assert first["brief"].oldest_ready_age == 0.25
+    assert (first["later"].counts["ready"], first["later"].oldest_ready_age) == (0, 0.0)
+    assert first["emptied"].counts == {"ready": 0, "deferred": 0, "in_progress": 0}
+
+    clock.now += 3601  # an hour on, with no discovery pass: queues that hold jobs are still listed
+    await snapshot_of(collector, aredis)
+    later = await snapshot_of(collector, aredis)
+    assert [q.name for q in later.queues] == ["arq:queue", "brief", "later"]
+
+
+async def test_a_partial_results_index_says_so_until_a_pass_has_read_every_result(aredis: Redis) -> None:
+    collector = ArqCollector()
+    (note,) = (await snapshot_of(collector, aredis)).notes
+    assert note == (
+        "Arq results index is partial: 0 result keys not read yet, 0 full scans so far; "
+        "failed/succeeded counts are still growing."
+    )
+    collector.end_pass()  # what TargetCollector does when a SCAN pass ends
+    assert (await snapshot_of(collector, aredis)).notes == ()
+
+
+@pytest.mark.parametrize(
+    ("pttl", "age"),
+    [
+        (11_000, 0.0),  # just written: arq sets a TTL of interval + 1 s
+        (4_000, 7.0),
+        (1_234, 9.766),
+        (0, 11.0),
+        (12_500, 0.0),  # a longer interval than configured: never a negative age
+        (-1, None),  # no TTL: the age is unknown, the key is there
+    ],
+)
+def test_health_check_age_comes_from_the_keys_ttl(pttl: int, age: float | None) -> None:
+    collector = ArqCollector(ArqConfig(health_check_interval=10))
+    value = "Mar-01 12:00:00 j_complete=2 j_failed=1 j_retried=0 j_ongoing=3 queued=5"
+    worker = collector._health_worker("arq:queue", value, pttl, 1000.0)
+    assert worker.last_seen == pytest.approx(1000.0 - (age or 0.0))
+    assert (worker.worker_id, worker.alive, worker.in_flight) == ("arq:queue:health-check", True, 3)
+    assert worker.details["raw"] == value and worker.details["queued"] == "5"
+    assert "liveness" not in worker.details
+
+
+@pytest.mark.parametrize(("interval", "coarse"), [(599, False), (600, True), (3600, True)])
+def test_health_checks_ten_minutes_apart_or_more_are_called_coarse(interval: float, coarse: bool) -> None:
+    worker = ArqCollector(ArqConfig(health_check_interval=interval))._health_worker("q", "", 1000, 0.0)
+    note = f"coarse: workers refresh this key every {interval:.0f} s (Arq's health_check_interval)"
+    assert worker.details.get("liveness") == (note if coarse else None)

@@ -438,3 +438,15 @@ async def drain_selection(
         selection.stayed(sum(o.in_place for o in done))
         outs += done
     return outs
+
+
+async def test_select_results_of_exactly_this_queue_newest_first(aredis: Redis) -> None:
+    """As the page lists them; results of a queue whose name sorts before this one are not mixed in."""
+    c = collector()
+    finished = {"mid": 2_000.0, "old": 1_000.0, "unknown": None, "new": 3_000.0}
+    for job_id, at in finished.items():
+        c.results.add(job_id, ResultEntry(Q, "work", False, at, None, "ValueError"))
+    c.results.add("elsewhere", ResultEntry("arq:alpha", "work", False, 4_000.0, None, "ValueError"))
+    selection = await select_all(aredis, c, Q, "failed")
+    assert selection.expected == 4
+    assert await selection.next(10) == ["new", "mid", "old", "unknown"]

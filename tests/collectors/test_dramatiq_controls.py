@@ -7,6 +7,7 @@ a real RedisBroker where a producer suffices (delayed messages). Workers are in 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, cast
 
 import pytest
@@ -205,3 +206,48 @@ async def test_in_flight_messages_have_no_controls(aredis: Redis) -> None:
     assert controls.actions("in_flight") == ()
     with pytest.raises(ValueError, match="in_flight"):
         await controls.apply(aredis, Q, "in_flight", "delete", ["x"])
+
+
+async def test_delayed_selection_reads_the_delay_list_a_batch_at_a_time(
+    aredis: Redis, sync_redis: redis.Redis, brokers: BrokerFactory
+) -> None:
+    import dramatiq
+
+    broker = brokers()
+    actor = dramatiq.actor(broker=broker, queue_name="default", actor_name="later")(lambda n: n)
+    for i in range(3):
+        actor.send_with_options(args=(i,), delay=60_000)
+    for rid in ("p0", "p1"):
+        pending(sync_redis, rid)  # ready messages: not in this selection
+    delayed = listed(sync_redis.lrange(Q.delay, 0, -1))
+    selection = await controls.select_all(aredis, Q, "delayed")
+    assert selection.expected == 3
+    batches = []
+    while ids := await selection.next(2):
+        outcomes = await controls.apply(aredis, Q, "delayed", "retry", ids)
+        selection.stayed(sum(o.in_place for o in outcomes))
+        batches.append(ids)
+    assert batches == [delayed[:2], delayed[2:]]
+    assert listed(sync_redis.lrange(Q.ready, 0, -1)) == ["p0", "p1", *delayed]
+
+
+async def test_ready_batches_hold_at_most_the_limit(aredis: Redis, sync_redis: redis.Redis) -> None:
+    for i in range(5):
+        pending(sync_redis, f"p{i}")
+    selection = await controls.select_all(aredis, Q, "ready")
+    batches = []
+    while ids := await selection.next(2):
+        batches.append(ids)
+        selection.stayed(len(ids))  # nothing acted on: the next batch starts past them
+    assert batches == [["p0", "p1"], ["p2", "p3"], ["p4"]]
+
+
+async def test_dead_selection_is_bounded_by_the_time_it_starts(
+    aredis: Redis, sync_redis: redis.Redis
+) -> None:
+    now_ms = int(time.time() * 1000)
+    dead_letter(sync_redis, "before", score=now_ms - 1_000)
+    dead_letter(sync_redis, "after", score=now_ms + 60_000)  # dead-lettered once the run had begun
+    selection = await controls.select_all(aredis, Q, "dead")
+    assert selection.expected == 1
+    assert await selection.next(10) == ["before"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 import time
 import uuid
 from typing import Any, cast
@@ -10,9 +12,10 @@ import dramatiq
 import redis
 from redis.asyncio import Redis
 
+from callboard.collectors.dramatiq.config import DramatiqConfig
 from callboard.collectors.dramatiq.keys import QueueKeys, acks_key, heartbeats_key
-from callboard.collectors.dramatiq.snapshot import HEARTBEAT_LIMIT
-from callboard.collectors.model import QueueStats, TargetSnapshot, WorkerStats
+from callboard.collectors.dramatiq.snapshot import HEARTBEAT_LIMIT, SNAPSHOT_LUA, DramatiqCollector
+from callboard.collectors.model import CollectedPart, QueueStats, TargetSnapshot, WorkerStats
 from tests.collectors.conftest import BrokerFactory, CollectorFactory, FrozenTime, make_actor
 
 STATES = ("ready", "in_flight", "delayed", "dead")
@@ -388,3 +391,146 @@ async def test_hostile_head_payload_does_not_break_the_snapshot(
         assert stats.counts["ready"] == 1
         # Unknown rather than wrong: no time can be read from any of them.
         assert (name, stats.oldest_ready_age) == (name, None)
+
+
+# -- the parser on exact layouts, without discovery (what mutation testing found unchecked) --------------
+
+
+async def snapshot_of(collector: DramatiqCollector, aredis: Redis) -> CollectedPart:
+    """One cycle's snapshot script and parser, as TargetCollector runs them, without its discovery: the
+    keys the collector knows are those the test showed it with `observe`."""
+    sha = await aredis.script_load(SNAPSHOT_LUA)
+    async with aredis.pipeline(transaction=False) as pipe:
+        parse = collector.stage(pipe, {SNAPSHOT_LUA: sha})
+        (reply,) = await pipe.execute()
+    part = parse(reply)
+    assert inspect.isawaitable(part)
+    return await part
+
+
+def observe_all(collector: DramatiqCollector, client: redis.Redis) -> None:
+    """What a discovery pass shows the collector: every key of the server."""
+    collector.observe(k.decode() for k in cast(list[bytes], list(client.scan_iter(count=1000))))
+
+
+def stats_of(part: CollectedPart) -> dict[str, QueueStats]:
+    return {q.key: q for q in part.queues}
+
+
+async def test_a_queue_holding_messages_in_any_one_state_stays_listed_past_idle_ttl(
+    brokers: BrokerFactory, aredis: Redis, sync_redis: redis.Redis, clock: FrozenTime
+) -> None:
+    """Each cycle that counts a message refreshes its queue, whatever the state: fetched and not acked,
+    delayed and held by a worker, or dead. Only a queue that counts nothing is forgotten."""
+    producer, worker = brokers(), brokers()
+    make_actor(producer, "running").send()
+    fetch(worker.consume("running", prefetch=1, timeout=100), 1)
+    make_actor(producer, "later").send_with_options(delay=60_000)
+    fetch(worker.consume("later.DQ", prefetch=1, timeout=100), 1)  # .DQ empty, .DQ.msgs holds it
+    make_actor(producer, "failed").send()
+    consumer = worker.consume("failed", prefetch=1, timeout=100)
+    consumer.nack(fetch(consumer, 1)[0])
+    make_actor(producer, "emptied").send()
+    expected = {
+        "dramatiq:running": {"ready": 0, "in_flight": 1, "delayed": 0, "dead": 0},
+        "dramatiq:later": {"ready": 0, "in_flight": 0, "delayed": 1, "dead": 0},
+        "dramatiq:failed": {"ready": 0, "in_flight": 0, "delayed": 0, "dead": 1},
+    }
+    collector = DramatiqCollector(DramatiqConfig(idle_ttl=60.0))
+    observe_all(collector, sync_redis)
+    consumer = worker.consume("emptied", prefetch=1, timeout=100)
+    consumer.ack(fetch(consumer, 1)[0])  # after discovery saw it: Redis now holds no key of it
+    first = stats_of(await snapshot_of(collector, aredis))
+    assert {k: dict(first[k].counts) for k in expected} == expected
+    assert first["dramatiq:emptied"].total == 0
+    clock.now += 3600  # no discovery pass meanwhile: only the snapshot says what still holds messages
+    await snapshot_of(collector, aredis)
+    later = stats_of(await snapshot_of(collector, aredis))
+    assert {k: dict(q.counts) for k, q in later.items()} == expected
+
+
+async def test_ack_sets_one_message_ones_emptied_and_the_timeout_boundary(
+    brokers: BrokerFactory, aredis: Redis, sync_redis: redis.Redis, clock: FrozenTime
+) -> None:
+    """A worker whose heartbeat is exactly `heartbeat_timeout` old is dead, and what it holds is
+    orphaned, down to a single message. An ack set Redis removed (the worker acked everything) is
+    no longer read, and holds nothing; the worker stays a consumer."""
+    producer, worker = brokers(), brokers()
+    for queue in ("a_done", "b_held"):
+        make_actor(producer, queue).send()
+    done = worker.consume("a_done", prefetch=1, timeout=100)
+    taken = fetch(done, 1)
+    holding = worker.consume("b_held", prefetch=1, timeout=100)
+    held_message = fetch(holding, 1)[0]
+    collector = DramatiqCollector(DramatiqConfig(heartbeat_timeout=30.0))
+    observe_all(collector, sync_redis)
+    done.ack(taken[0])  # its ack set is now empty, so Redis deleted it
+    beats = heartbeats_key("dramatiq")
+    sync_redis.zadd(beats, {worker.broker_id: int((clock.now - 30) * 1000)})
+    sync_redis.zadd(beats, {producer.broker_id: int((clock.now - 29.999) * 1000)})
+    assert len(collector.ack_keys()) == 2
+
+    part = await snapshot_of(collector, aredis)
+    queues = stats_of(part)
+    assert (queues["dramatiq:b_held"].orphaned, queues["dramatiq:b_held"].counts["in_flight"]) == (1, 1)
+    assert queues["dramatiq:a_done"].orphaned == 0
+    workers = {w.worker_id: w for w in part.workers}
+    held = workers[worker.broker_id]
+    assert (held.alive, held.role, held.in_flight, held.queues) == (False, "consumer", 1, ("b_held",))
+    assert workers[producer.broker_id].alive
+    assert [a.queue for a in collector.ack_keys()] == ["b_held"]
+
+    holding.ack(held_message)  # its last ack set is gone too
+    assert not sync_redis.exists(acks_key("dramatiq", worker.broker_id, "b_held"))
+    (held,) = [w for w in (await snapshot_of(collector, aredis)).workers if w.worker_id == worker.broker_id]
+    assert (held.role, held.in_flight, held.queues) == ("consumer", 0, ())
+
+
+async def test_ages_are_never_negative_and_keep_their_milliseconds(
+    aredis: Redis, sync_redis: redis.Redis, clock: FrozenTime
+) -> None:
+    """A producer or a broker whose clock runs ahead stamps messages in the future: they are 0 s old.
+    A ready id whose payload is missing has no age and is not a negative in-flight count."""
+    now_ms = int(clock.now * 1000)
+    ahead = QueueKeys("dramatiq", "ahead")
+    future = json.dumps({"message_timestamp": now_ms + 10_000, "options": {}})
+    sync_redis.hset(ahead.msgs, "r1", future)
+    sync_redis.rpush(ahead.ready, "r1")
+    sync_redis.zadd(ahead.dead, {"d1": now_ms + 5_000})
+    precise = QueueKeys("dramatiq", "precise")
+    sync_redis.zadd(precise.dead, {"d2": now_ms - 42_500})
+    orphan = QueueKeys("dramatiq", "orphan")
+    sync_redis.rpush(orphan.ready, "no-payload")
+    # A bare list is no sign of a queue to discovery (any list could be), so this one is configured.
+    collector = DramatiqCollector(DramatiqConfig(namespaces=("dramatiq",), queues=("dramatiq:orphan",)))
+    observe_all(collector, sync_redis)
+
+    queues = stats_of(await snapshot_of(collector, aredis))
+    assert (queues["dramatiq:ahead"].oldest_ready_age, queues["dramatiq:ahead"].oldest_dead_age) == (0.0, 0.0)
+    assert queues["dramatiq:precise"].oldest_dead_age == 42.5
+    assert queues["dramatiq:orphan"].counts == {"ready": 1, "in_flight": 0, "delayed": 0, "dead": 0}
+    assert queues["dramatiq:orphan"].oldest_ready_age is None
+
+
+async def test_failures_missing_counts_dead_letters_not_yet_indexed_and_never_goes_negative(
+    brokers: BrokerFactory, collectors: CollectorFactory, sync_redis: redis.Redis
+) -> None:
+    producer, worker = brokers(), brokers()
+    failing = make_actor(producer, "failing")
+    for i in range(4):
+        failing.send(i)
+    consumer = worker.consume("failing", prefetch=4, timeout=100)
+    for message in fetch(consumer, 4):
+        consumer.nack(message)
+    collector = collectors()
+    first = await collector.collect()  # the dead letters are read after this cycle counted them
+    second = await collector.collect()
+    assert (first.failures_missing, second.failures_missing) == (4, 0)
+    assert sum(g.count for g in second.failures) == 4
+    # Two expire (as Dramatiq's maintenance deletes them): the index holds more until it checks.
+    q = QueueKeys("dramatiq", "failing")
+    gone = [m.decode() for m in cast(list[bytes], sync_redis.zrange(q.dead, 0, 1))]
+    sync_redis.zrem(q.dead, *gone)
+    sync_redis.hdel(q.dead_msgs, *gone)
+    third = await collector.collect()
+    assert (by_key(third)["dramatiq:failing"].counts["dead"], third.failures_missing) == (2, 0)
