@@ -311,8 +311,7 @@ def _row(
         tally = by_minute[minute].get(series)
         if tally is None:
             continue
-        for outcome, n in tally.outcomes.items():
-            window.outcomes[outcome] = window.outcomes.get(outcome, 0) + n
+        _merge(window, tally)
         per_minute.append((minute * 60, tally.outcomes.get("succeeded", 0), tally.outcomes.get("failed", 0)))
     return FlowRow(
         target=target,
