@@ -65,8 +65,7 @@ class Backend(Protocol):
     #: Whether a retry may run a job again under a new id, keeping the old one's result.
     offers_new_id: bool
 
-    @property
-    def redis(self) -> Redis: ...
+    redis: Redis
 
     @property
     def failures(self) -> FailureIndex:

@@ -76,8 +76,14 @@ class TargetCollector:
     def search_sources(self, framework: str | None = None, queue: str | None = None) -> list[Source]:
         """What a search of this target walks: every known queue of every backend, or of one, or one
         queue."""
-        chosen = [b for name, b in self.backends.items() if framework in (None, name)]
-        return [s for b in chosen for s in b.search_sources(self.name, queue)]
+        return [s for b in self._chosen(framework) for s in b.search_sources(self.name, queue)]
+
+    def search_notes(self, framework: str | None = None) -> list[str]:
+        """What a search of this target started now cannot see yet, each note naming the target."""
+        return [f"{self.name}: {note}" for b in self._chosen(framework) for note in b.search_notes()]
+
+    def _chosen(self, framework: str | None) -> list[Backend]:
+        return [b for name, b in self.backends.items() if framework in (None, name)]
 
     async def discover(self) -> int:
         """One budgeted discovery step; returns the round trips it used."""

@@ -54,14 +54,6 @@ class UnknownQueue(ControlError):
     """The queue is not one the target's collector knows for that framework (an HTTP 404)."""
 
 
-def known_queue(collector: TargetCollector, framework: str, queue: str) -> bool:
-    """Whether `queue` is a queue of `framework` on this target: configured, or discovered with the
-    framework's own layout. Controls act on nothing else, so a key that merely looks like a queue
-    (an app's list or sorted set) is never touched. O(queues) of that target."""
-    backend = collector.backend(framework)
-    return backend is not None and backend.knows(queue)
-
-
 def unknown_queue_message(target: str, framework: str, queue: str) -> str:
     return (
         f"No {framework} queue {queue!r} on target {target!r}: it is not configured and has not been "

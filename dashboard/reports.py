@@ -150,8 +150,13 @@ class JobReport:
 async def job_report(
     request: Request, target: str, framework: str, key: str, job_id: str
 ) -> JobReport | None:
-    detail = await load_job(request, target, framework, key, job_id)
-    return None if detail is None else JobReport(detail, resend(request, target, detail))
+    backend = require_queue(request, target, framework, key)
+    detail = await backend.get_job(key, job_id)
+    if detail is None:
+        return None
+    # "Copy as code" is written with the target's URL minus its password.
+    settings = services(request).settings.target(target)
+    return JobReport(detail, backend.resend(detail, settings.safe_url if settings else DEFAULT_URL))
 
 
 def target_collector(request: Request, target: str) -> TargetCollector | None:
@@ -178,13 +183,6 @@ def _paging(request: Request) -> tuple[int, int]:
     offset = int_param(request, "cursor", 0, 0, MAX_OFFSET)
     limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     return offset, limit
-
-
-def resend(request: Request, target: str, detail: JobDetail) -> Snippet:
-    """The job's "copy as code" snippet, written with the target's URL minus its password."""
-    settings = services(request).settings.target(target)
-    backend = require_queue(request, target, detail.framework.value, detail.queue_key)
-    return backend.resend(detail, settings.safe_url if settings else DEFAULT_URL)
 
 
 def require_queue(request: Request, target: str, framework: str, key: str) -> Backend:

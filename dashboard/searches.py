@@ -173,8 +173,7 @@ class Searches:
             plan = collector.search_sources(request.framework, request.queue)
             if plan:
                 search.scans.append(Scan(collector.redis, request.query, plan))
-            chosen = [b for name, b in collector.backends.items() if request.framework in (None, name)]
-            search.notes += [f"{collector.name}: {note}" for b in chosen for note in b.search_notes()]
+            search.notes += collector.search_notes(request.framework)
         self.tasks.start(search, self._run(search))
         return search, False
 

@@ -52,12 +52,8 @@ class ArqBackend:
     offers_new_id = True
 
     def __init__(self, redis: Redis, collector: ArqCollector) -> None:
-        self._redis = redis
+        self.redis = redis
         self.collector = collector
-
-    @property
-    def redis(self) -> Redis:
-        return self._redis
 
     @property
     def failures(self) -> FailureIndex:
@@ -74,10 +70,10 @@ class ArqBackend:
         return QueueStats(self.framework, NAMESPACE, queue, queue, dict.fromkeys(self.counted, 0), None)
 
     async def list_jobs(self, queue: str, state: str, offset: int, limit: int) -> JobPage:
-        return await browse.list_jobs(self._redis, self.collector, queue, state, offset, limit)
+        return await browse.list_jobs(self.redis, self.collector, queue, state, offset, limit)
 
     async def get_job(self, queue: str, job_id: str) -> JobDetail | None:
-        return await browse.get_job(self._redis, self.collector, queue, job_id)
+        return await browse.get_job(self.redis, self.collector, queue, job_id)
 
     def actions(self, state: str) -> tuple[str, ...]:
         return controls.actions(state, self.collector.config)
@@ -86,11 +82,11 @@ class ArqBackend:
         self, queue: str, state: str, action: str, ids: Sequence[str], new_id: bool
     ) -> list[JobOutcome]:
         return await controls.apply(
-            self._redis, self.collector, queue, state, action, list(ids), new_id=new_id
+            self.redis, self.collector, queue, state, action, list(ids), new_id=new_id
         )
 
     async def select_all(self, queue: str, state: str) -> Selection:
-        return await controls.select_all(self._redis, self.collector, queue, state)
+        return await controls.select_all(self.redis, self.collector, queue, state)
 
     async def recover(self, queue: str) -> list[JobOutcome]:
         # No state of Arq's offers "recover" (actions() never lists it): a stuck claim expires itself.

@@ -53,14 +53,10 @@ class DramatiqBackend:
     def __init__(
         self, redis: Redis, collector: DramatiqCollector, results_redis: Redis | None = None
     ) -> None:
-        self._redis = redis
+        self.redis = redis
         self.collector = collector
         #: Where the app's results backend keeps results, when not in the broker's database.
         self.results_redis = results_redis
-
-    @property
-    def redis(self) -> Redis:
-        return self._redis
 
     @property
     def failures(self) -> FailureIndex:
@@ -85,13 +81,13 @@ class DramatiqBackend:
 
     async def list_jobs(self, queue: str, state: str, offset: int, limit: int) -> JobPage:
         q = self._keys(queue)
-        return await browse.list_jobs(self._redis, q, state, offset, limit, self.collector.ack_keys(q))
+        return await browse.list_jobs(self.redis, q, state, offset, limit, self.collector.ack_keys(q))
 
     async def get_job(self, queue: str, job_id: str) -> JobDetail | None:
         q = self._keys(queue)
         acks = self.collector.ack_keys(q)
         results = self.collector.config.results
-        return await browse.get_job(self._redis, q, job_id, acks, results, self.results_redis)
+        return await browse.get_job(self.redis, q, job_id, acks, results, self.results_redis)
 
     def actions(self, state: str) -> tuple[str, ...]:
         return controls.actions(state)
@@ -101,15 +97,15 @@ class DramatiqBackend:
     ) -> list[JobOutcome]:
         # The recipes take what they changed out of the failure groups at once.
         q = self._keys(queue)
-        return await controls.apply(self._redis, q, state, action, ids, failures=self.failures)
+        return await controls.apply(self.redis, q, state, action, ids, failures=self.failures)
 
     async def select_all(self, queue: str, state: str) -> Selection:
-        return await controls.select_all(self._redis, self._keys(queue), state)
+        return await controls.select_all(self.redis, self._keys(queue), state)
 
     async def recover(self, queue: str) -> list[JobOutcome]:
         q = self._keys(queue)
         timeout = self.collector.config.heartbeat_timeout
-        return await controls.recover(self._redis, q, self.collector.ack_keys(q), timeout)
+        return await controls.recover(self.redis, q, self.collector.ack_keys(q), timeout)
 
     def estimated_flow(self, since_minute: int) -> dict[int, dict[Series, Tally]]:
         return {}  # Dramatiq keeps no record of finished messages: only the companion knows

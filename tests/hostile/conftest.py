@@ -9,6 +9,7 @@ Browser fixtures (a real headless Chromium, Debian's /usr/bin/chromium) come fro
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -137,18 +138,25 @@ def wait_for_corpus(
     or as soon as `give_up()`)."""
     wanted = {(q.framework, q.key) for q in manifest.queues}
     started = time.monotonic()
-    last = ""
-    while time.monotonic() - started < timeout and not give_up():
+    last = ["not asked yet"]
+
+    def listed_all() -> bool:
+        if give_up():
+            return True
         try:
             listed = {(q["framework"], q["key"]) for q in api_json(base, "/api/v1/queues")["queues"]}
-            missing = wanted - listed
-            if not missing:
-                return None
-            last = f"not listed by /api/v1/queues: {sorted(missing)!r}"
         except (AssertionError, ValueError, KeyError, TypeError) as exc:
-            last = str(exc)
-        time.sleep(0.5)
-    return f"discovery did not list every corpus queue within {time.monotonic() - started:.0f} s: {last}"
+            last[0] = str(exc)
+            return False
+        missing = wanted - listed
+        last[0] = f"not listed by /api/v1/queues: {sorted(missing)!r}" if missing else ""
+        return not missing
+
+    with contextlib.suppress(AssertionError):  # wait_until's timeout: said below, with the reason
+        wait_until(listed_all, timeout=timeout, interval=0.5, what="the corpus queues")
+    if not last[0]:
+        return None
+    return f"discovery did not list every corpus queue within {time.monotonic() - started:.0f} s: {last[0]}"
 
 
 @contextmanager

@@ -21,6 +21,7 @@ import redis
 
 from tests.hostile.conftest import Fetched, fetch, new_redis, start_board, wait_for_corpus
 from tests.hostile.corpus import TARGET, bombs, write_corpus
+from tests.servers import wait_until
 
 PROBES = 100
 #: Probes before the corpus arrives: the baseline the figures are read against.
@@ -53,13 +54,18 @@ def search_to_the_end(base: str) -> Fetched:
     got = fetch(base, "/api/v1/search?q=bomb", timeout=HOSTILE_TIMEOUT)
     if got.status != 200:
         return got
-    deadline = time.monotonic() + HOSTILE_TIMEOUT
-    while time.monotonic() < deadline:
-        state = fetch(base, f"/api/v1/searches/{json.loads(got.body)['id']}", timeout=HOSTILE_TIMEOUT)
-        if state.status != 200 or json.loads(state.body)["status"] != "running":
-            return state
-        time.sleep(0.2)
-    return Fetched("/api/v1/search?q=bomb", 0, "", b"", HOSTILE_TIMEOUT, "still running")
+    path = f"/api/v1/searches/{json.loads(got.body)['id']}"
+    last: list[Fetched] = []
+
+    def ended() -> bool:
+        last[:] = [fetch(base, path, timeout=HOSTILE_TIMEOUT)]
+        return last[0].status != 200 or json.loads(last[0].body)["status"] != "running"
+
+    try:
+        wait_until(ended, timeout=HOSTILE_TIMEOUT, interval=0.2, what="the search to end")
+    except AssertionError:
+        return Fetched("/api/v1/search?q=bomb", 0, "", b"", HOSTILE_TIMEOUT, "still running")
+    return last[0]
 
 
 class Prober(threading.Thread):
@@ -103,8 +109,13 @@ def test_healthz_answers_promptly_while_the_corpus_is_decoded(tmp_path: Path) ->
         if not prober.stuck:
             hostile = [pool.submit(search_to_the_end, base)]
             hostile += [pool.submit(fetch, base, p, HOSTILE_TIMEOUT) for p in hostile_requests()]
-            while not prober.stuck and not all(f.done() for f in hostile):
-                time.sleep(0.1)
+            # Each request has its own HOSTILE_TIMEOUT; the search follows one more.
+            wait_until(
+                lambda: prober.stuck or all(f.done() for f in hostile),
+                timeout=3 * HOSTILE_TIMEOUT,
+                interval=0.1,
+                what="the hostile requests to be answered",
+            )
         prober.finish.set()
         prober.join(timeout=PROBE_TIMEOUT * (PROBES + 1))
         answers = [f.result() for f in hostile if f.done()]
