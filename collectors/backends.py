@@ -41,6 +41,7 @@ def collector(
     arq: ArqConfig,
     scan_budget: int,
     results_redis: Redis | None = None,
+    depth_history: bool = True,
 ) -> TargetCollector:
     """The collector of one target, with a snapshot collector of each backend kind configured."""
     from callboard.collectors.target import TargetCollector  # target.py imports this registry
@@ -52,6 +53,7 @@ def collector(
         ArqCollector(arq),
         scan_budget=scan_budget,
         results_redis=results_redis,
+        depth_history=depth_history,
     )
 
 

@@ -6,6 +6,12 @@ the first cycle a poll costs one or two HGETALLs of small hashes (series ids, no
 all-time totals (what Prometheus counters read) grow with the number of series, so they are read
 only in the cycle after a minute changed (a worker flushed), and at least every TOTAL_EVERY seconds.
 The series names are read once, and again when a hash names an id not seen yet (a new task).
+
+The overview's 24 h and 7 d ranges need hours: each ended hour's hash is read once, collapsed to one
+tally of everything (a few hundred bytes per hour whatever the number of series), and kept for
+HOURS hours. A fresh Callboard reads the week back HOUR_BUDGET hashes per cycle, newest first, so no
+cycle reads 168 hashes at once; until done the snapshot says how many hours are still missing. The
+current hour is the sum of its minutes, which the window always holds.
 """
 
 from __future__ import annotations
@@ -17,13 +23,26 @@ from typing import Any
 
 from redis.asyncio.client import Pipeline
 
-from callboard.collectors.flow import SERIES_KEY, TOTAL_KEY, Series, Tally, minute_key, series_names, tallies
+from callboard.collectors.flow import (
+    SERIES_KEY,
+    TOTAL_KEY,
+    Series,
+    Tally,
+    collapse,
+    hour_key,
+    minute_key,
+    series_names,
+    tallies,
+)
 
 #: Minutes kept in memory: the last hour (longer ranges read hour keys on demand).
 WINDOW = 60
 TOTAL_EVERY = 10.0
 #: Seconds into a minute after which the previous minute is final: companions flush every 2 s.
 SETTLE = 15.0
+#: Ended hours kept (the overview's 7 d range), and hour hashes read per cycle while filling them.
+HOURS = 168
+HOUR_BUDGET = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +59,12 @@ class FlowSnapshot:
     #: Estimated from what the brokers keep (Arq results), by minute, for series the companions do
     #: not report (their queue has no companion series at all).
     estimated: Mapping[int, Mapping[Series, Tally]] = field(default_factory=dict)
+    #: Epoch hour -> everything the companions recorded in that ended hour, summed over series.
+    hours: Mapping[int, Tally] = field(default_factory=dict)
+    #: Ended hours of the last HOURS not read yet (a fresh Callboard reads them back a few a cycle).
+    hours_missing: int = 0
+    #: Epoch minute -> `minutes[m]` summed over series (computed once per read of a minute).
+    minute_sums: Mapping[int, Tally] = field(default_factory=dict)
 
 
 class FlowReader:
@@ -52,6 +77,10 @@ class FlowReader:
         #: Series id -> series, from the series hash; read again when a hash names an id not in it.
         self._names: dict[str, Series] = {}
         self._with_names = True
+        self._hours: dict[int, Tally] = {}
+        self._minute_sums: dict[int, Tally] = {}
+        self._wanted_hours: list[int] = []
+        self._hours_missing = HOURS
 
     def stage(self, pipe: Pipeline, now: float | None = None) -> int:
         """Queue this cycle's reads on the cycle's pipeline; returns how many replies they add."""
@@ -73,7 +102,18 @@ class FlowReader:
             pipe.hgetall(TOTAL_KEY)
         for m in self._wanted:
             pipe.hgetall(minute_key(m))
-        return len(self._wanted) + (1 if self._with_total else 0) + (1 if names else 0)
+        # Ended hours not read yet, newest first; the one just ended once late flushes have landed.
+        hour = minute // 60
+        ended = [h for h in range(hour - 1, hour - HOURS - 1, -1) if h not in self._hours]
+        if ended and ended[0] == hour - 1 and now - hour * 3600 < SETTLE:
+            ended.pop(0)
+        self._hours_missing = len(ended)
+        self._wanted_hours = ended[:HOUR_BUDGET]
+        for h in self._wanted_hours:
+            pipe.hgetall(hour_key(h))
+        return (
+            len(self._wanted) + len(self._wanted_hours) + (1 if self._with_total else 0) + (1 if names else 0)
+        )
 
     def parse(self, replies: list[Any], now: float | None = None) -> FlowSnapshot:
         """This cycle's replies (an error in one, e.g. an ACL refusing HGETALL, keeps what was read)."""
@@ -81,6 +121,7 @@ class FlowReader:
         errors = [r for r in replies if isinstance(r, Exception)]
         if errors:
             return self.snapshot(f"{type(errors[0]).__name__}: {errors[0]}"[:200])
+        names_fresh = self._with_names
         if self._with_names:
             self._names = series_names(replies.pop(0))
             self._with_names = False
@@ -89,25 +130,48 @@ class FlowReader:
             self._total, missing = tallies(replies.pop(0), self._names)
             self._total_at = None if missing else now
             unknown |= missing
-        for m, reply in zip(self._wanted, replies, strict=True):
+        hour_replies = replies[len(self._wanted) :]
+        for h, reply in zip(self._wanted_hours, hour_replies, strict=True):
+            by_series, missing = tallies(reply, self._names)
+            if missing and not names_fresh:
+                # Read the names, then this hour again; ids still unknown with fresh names are not
+                # a companion's (someone else's fields): left out, or the hour would never settle.
+                unknown |= missing
+                continue
+            self._hours[h] = collapse(by_series.values())
+            self._hours_missing -= 1
+        for m, reply in zip(self._wanted, replies[: len(self._wanted)], strict=True):
             fresh, missing = tallies(reply, self._names)
             if fresh != self._minutes.get(m, {}):
                 self._total_at = None  # a worker flushed: read the totals next cycle too
             if missing:
                 self._minutes.pop(m, None)  # read it again, with the names
+                self._minute_sums.pop(m, None)
                 unknown |= missing
             else:
                 self._minutes[m] = fresh
+                self._minute_sums[m] = collapse(fresh.values())
         if unknown:
             # A series this reader has not seen (a new task): the next cycle reads the names first.
             self._with_names = True
         oldest = int(now // 60) - WINDOW + 1
         for m in [m for m in self._minutes if m < oldest]:
             del self._minutes[m]
+            self._minute_sums.pop(m, None)
+        oldest_hour = int(now // 3600) - HOURS
+        for h in [h for h in self._hours if h < oldest_hour]:
+            del self._hours[h]
         return self.snapshot()
 
     def snapshot(self, error: str | None = None) -> FlowSnapshot:
         names = set(self._total) | {s for tally in self._minutes.values() for s in tally}
         return FlowSnapshot(
-            dict(self._total), dict(self._minutes), self._total_at, error, tuple(sorted(names))
+            dict(self._total),
+            dict(self._minutes),
+            self._total_at,
+            error,
+            tuple(sorted(names)),
+            hours=dict(self._hours),
+            hours_missing=self._hours_missing,
+            minute_sums=dict(self._minute_sums),
         )

@@ -20,6 +20,7 @@ from redis.exceptions import NoPermissionError, NoScriptError, RedisError, Respo
 from callboard.collectors import backends
 from callboard.collectors.arq.snapshot import ArqCollector
 from callboard.collectors.backend import Backend
+from callboard.collectors.depth import DepthRecorder
 from callboard.collectors.dramatiq.snapshot import DramatiqCollector
 from callboard.collectors.flow import Series, Tally
 from callboard.collectors.flowreader import WINDOW, FlowReader, FlowSnapshot
@@ -51,6 +52,7 @@ class TargetCollector:
         arq: ArqCollector | None = None,
         scan_budget: int = 20,
         results_redis: Redis | None = None,
+        depth_history: bool = True,
     ) -> None:
         self.name = name
         self.redis = redis
@@ -64,6 +66,8 @@ class TargetCollector:
         #: The workers' companions' figures (collectors/flow.py), read in the cycle's pipeline.
         self.flow_reader = FlowReader()
         self.flow: FlowSnapshot | None = None
+        #: Each queue's depth, pushed to Redis at minute, 5-minute and hour steps (collectors/depth.py).
+        self.depth = DepthRecorder(depth_history)
         #: What this target's ACL lets Callboard run, learned from NOPERM replies.
         self.scripts_allowed = True
         self.info_allowed = True
@@ -118,9 +122,13 @@ class TargetCollector:
             failures += part.failures
             missing += part.failures_missing
             stuck += part.stuck
+        collected_at = time.time()
+        self.depth.observe(collected_at, queues)
+        if self.depth.note:
+            notes.append(self.depth.note)
         return TargetSnapshot(
             target=self.name,
-            collected_at=time.time(),
+            collected_at=collected_at,
             duration=time.perf_counter() - started,
             round_trips=round_trips,
             queues=tuple(queues),
@@ -168,13 +176,15 @@ class TargetCollector:
                     pipe.info()
                 pipe.dbsize()
                 flow_count = self.flow_reader.stage(pipe)
+                depth_count = self.depth.stage(pipe)
                 parsers = [fw.stage(pipe, self._sha) for fw in self.frameworks] if scripts else []
                 replies = await pipe.execute(raise_on_error=False)
             trips += 1
             _refuse_cluster(replies)
             info = self._info(replies.pop(0)) if want_info else None
             db_size, flow_replies = replies[0], replies[1 : 1 + flow_count]
-            script_replies = replies[1 + flow_count :]
+            self.depth.parse(replies[1 + flow_count : 1 + flow_count + depth_count])
+            script_replies = replies[1 + flow_count + depth_count :]
             self.flow = self.flow_reader.parse(flow_replies)
             if isinstance(db_size, Exception):
                 raise db_size

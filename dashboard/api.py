@@ -6,6 +6,7 @@ import dataclasses
 import enum
 import json
 import math
+import time
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -111,6 +112,20 @@ async def jobs(request: Request) -> Response:
 
 @documented(
     Doc(
+        "One queue's counts by state over a chart range: stored in its Redis (by minute for `1h`, "
+        "5 minutes for `24h`, hour for `7d`), then this process's memory at poll resolution",
+        ("range",),
+        redis=True,
+        response=reports.DepthHistory,
+    )
+)
+async def depth(request: Request) -> Response:
+    p = request.path_params
+    return respond(await reports.depth_report(request, p["target"], p["framework"], p["queue"]))
+
+
+@documented(
+    Doc(
         "Everything stored about one job, and `resend_code`: Python that re-sends it by hand",
         redis=True,
         response=lambda c: with_(
@@ -151,6 +166,19 @@ async def workers(request: Request) -> Response:
 )
 async def flow(request: Request) -> Response:
     return respond(reports.flow_report(request))
+
+
+@documented(
+    Doc(
+        "Jobs succeeded and failed over a range (`1h` by minute, `24h` and `7d` by hour), summed over "
+        "every target and task: totals, failure rate, p95 run time, and where the figures come from",
+        ("range",),
+        response=reports.FlowOverview,
+    )
+)
+async def flow_overview(request: Request) -> Response:
+    span = reports.flow_range(request)
+    return respond(reports.flow_overview(services(request).store.targets(), span, time.time()))
 
 
 @documented(

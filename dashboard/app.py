@@ -19,13 +19,14 @@ from starlette.types import ASGIApp
 
 from callboard.collectors import backends, decoding
 from callboard.collectors.target import TargetCollector
-from callboard.dashboard import api, controls, search, views
+from callboard.dashboard import api, controls, reports, search, views
 from callboard.dashboard.access import AccessGuard
 from callboard.dashboard.headers import SecurityHeaders
 from callboard.dashboard.hosts import AllowedHosts
 from callboard.dashboard.metrics import make_registry, metrics_endpoint
 from callboard.dashboard.operations import Operations
 from callboard.dashboard.poller import Poller
+from callboard.dashboard.readcache import ReadCache
 from callboard.dashboard.redispool import redis_client as redis_client  # tests and benches build clients here
 from callboard.dashboard.rendercache import RenderCache
 from callboard.dashboard.routing import SegmentRoute, Shape
@@ -43,7 +44,13 @@ def _collector(
 ) -> TargetCollector:
     client = redis_client(target.url, settings.redis_timeout)
     return backends.collector(
-        target.name, client, target.dramatiq, target.arq, settings.scan_budget, results_redis
+        target.name,
+        client,
+        target.dramatiq,
+        target.arq,
+        settings.scan_budget,
+        results_redis,
+        depth_history=settings.depth_history,
     )
 
 
@@ -119,9 +126,10 @@ def named_routes() -> list[BaseRoute]:
             "/api/v1/queues",
             [
                 Shape(Q, "GET", api.jobs, last=("jobs",)),
+                Shape(Q, "GET", api.depth, last=("depth",)),
                 Shape(Q, "POST", controls.queue_action, last=controls.ACTIONS),
             ],
-            "/api/v1/queues/{target}/{framework}/{queue}/jobs, or POST .../{queue}/{action}",
+            "/api/v1/queues/{target}/{framework}/{queue}/jobs or /depth, or POST .../{queue}/{action}",
         ),
         SegmentRoute(
             "/api/v1/jobs",
@@ -167,6 +175,7 @@ def routes() -> list[BaseRoute]:
         Route("/api/v1/workers", api.workers),
         Route("/api/v1/failures", api.failures),
         Route("/api/v1/flow", api.flow),
+        Route("/api/v1/flow/overview", api.flow_overview),
         Route("/api/v1/audit", controls.audit_api),
         Route("/api/v1/operations/{op_id}", controls.operation),
         Route("/api/v1/search", search.search_api),
@@ -233,6 +242,7 @@ def create_app(settings: Settings) -> Starlette:
         collectors=collectors,
         templates=make_templates(),
         render_cache=RenderCache(store, max_age=settings.poll_interval),
+        read_cache=ReadCache(max_age=reports.DEPTH_MAX_AGE),
         operations=Operations(collectors, poller, settings.audit_keep),
         searches=searches,
         registry=make_registry(store, settings.flow_series_limit),

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from starlette.routing import BaseRoute, Route
 
-from callboard.collectors import backends
+from callboard.collectors import backends, depth
 from callboard.dashboard import reports
 from callboard.dashboard.routing import SegmentRoute
 
@@ -59,6 +59,7 @@ QUERY: dict[str, dict[str, Any]] = {
     "limit": {"type": "integer", "minimum": 1, "maximum": reports.MAX_LIMIT},
     "minutes": {"type": "integer", "minimum": 1, "maximum": reports.FLOW_WINDOW},
     "framework": {"type": "string", "enum": list(backends.NAMES)},
+    "range": {"type": "string", "enum": list(depth.TIERS)},
 }
 CONTROL_BODY: dict[str, Any] = {
     "type": "object",

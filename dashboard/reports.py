@@ -9,18 +9,22 @@ HTTP error that says what to change, before Redis is asked anything.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from callboard.collectors import backends
+from callboard.collectors import backends, depth
 from callboard.collectors.backend import Backend
-from callboard.collectors.flow import OUTCOMES, Series, Tally, quantile
+from callboard.collectors.flow import OUTCOMES, Series, Tally, collapse, quantile
 from callboard.collectors.flowreader import FlowSnapshot
 from callboard.collectors.model import (
+    QUEUE_STATES,
     FailureGroup,
+    Framework,
     JobDetail,
     JobPage,
     QueueStats,
@@ -32,6 +36,7 @@ from callboard.collectors.target import TargetCollector
 from callboard.dashboard import operations
 from callboard.dashboard.services import services
 from callboard.dashboard.settings import DEFAULT_URL
+from callboard.dashboard.store import TargetState
 
 DEFAULT_LIMIT = 50
 
@@ -281,17 +286,8 @@ def _estimated_row(target: str, series: Series, flow: FlowSnapshot, minutes: int
     total = Tally.empty()
     for tallies in flow.estimated.values():
         if series in tallies:
-            _merge(total, tallies[series])
-    return _row(target, series, total, flow.estimated, minutes, "arq-results")
-
-
-def _merge(into: Tally, tally: Tally) -> None:
-    for outcome, n in tally.outcomes.items():
-        into.outcomes[outcome] = into.outcomes.get(outcome, 0) + n
-    into.durations[:] = [a + b for a, b in zip(into.durations, tally.durations, strict=True)]
-    into.waits[:] = [a + b for a, b in zip(into.waits, tally.waits, strict=True)]
-    into.duration_sum += tally.duration_sum
-    into.wait_sum += tally.wait_sum
+            total.merge(tallies[series])
+    return _row(target, series, total, flow.estimated, minutes, estimate_source(series))
 
 
 def _row(
@@ -309,7 +305,7 @@ def _row(
         tally = by_minute[minute].get(series)
         if tally is None:
             continue
-        _merge(window, tally)
+        window.merge(tally)
         per_minute.append((minute * 60, tally.outcomes.get("succeeded", 0), tally.outcomes.get("failed", 0)))
     return FlowRow(
         target=target,
@@ -326,6 +322,105 @@ def _row(
         p95_wait_seconds=quantile(total.waits, 0.95),
         per_minute=tuple(per_minute),
         source=source,
+    )
+
+
+# -- throughput over a range (the overview) ----------------------------------------------------------
+
+#: The overview's ranges: seconds per point, and points.
+FLOW_RANGES: dict[str, tuple[int, int]] = {"1h": (60, 60), "24h": (3600, 24), "7d": (3600, 168)}
+
+
+@dataclass(frozen=True, slots=True)
+class FlowOverview:
+    """Jobs succeeded and failed over a range, summed over every target and task: the overview's chart.
+
+    1 h is by minute; 24 h and 7 d by hour, from the hours the companions wrote (kept a week in
+    Redis). Estimates (Arq results, Dramatiq dead letters) exist only for what the brokers still
+    hold, so they count in the last hour or so of any range."""
+
+    range: str
+    step_seconds: int
+    #: (step start in epoch seconds, succeeded, failed), oldest first, every step of the range.
+    points: tuple[tuple[int, int, int], ...]
+    succeeded: int
+    failed: int
+    retried: int
+    #: failed / (succeeded + failed); None with neither.
+    failure_rate: float | None
+    #: The upper bound of the run-time bucket holding the 95th percentile (companion runs only).
+    p95_run_seconds: float | None
+    #: Where the figures come from: "companion", "arq-results", "dramatiq-deadletters".
+    sources: tuple[str, ...]
+    #: Ended hours of the range not read from Redis yet (a fresh Callboard reads the week back a
+    #: few hours per poll): the range is partial while this is above zero.
+    hours_missing: int
+    #: Targets whose flow could not be read, and why.
+    errors: dict[str, str]
+
+
+def flow_range(request: Request) -> str:
+    span = request.query_params.get("range") or "1h"
+    if span not in FLOW_RANGES:
+        raise HTTPException(400, f"Unknown range {span!r}; one of {', '.join(FLOW_RANGES)}.")
+    return span
+
+
+def estimate_source(series: Series) -> str:
+    """What an estimated series is estimated from, by its framework."""
+    return "arq-results" if series.framework == "arq" else "dramatiq-deadletters"
+
+
+def flow_overview(states: list[TargetState], span: str, now: float) -> FlowOverview:
+    step, count = FLOW_RANGES[span]
+    last = int(now // step)
+    steps = {i: Tally.empty() for i in range(last - count + 1, last + 1)}
+    sources: set[str] = set()
+    errors: dict[str, str] = {}
+    missing = 0
+    for state in states:
+        flow = state.snapshot.flow if state.snapshot else None
+        if flow is None:
+            continue
+        if flow.error:
+            errors[state.name] = flow.error
+        if flow.series:
+            sources.add("companion")
+        if step > 60:
+            oldest = last - count + 1
+            missing = max(missing, sum(1 for h in range(oldest, last) if h not in flow.hours))
+            for hour, tally in flow.hours.items():
+                if hour in steps:
+                    steps[hour].merge(tally)
+        for minute, tally in flow.minute_sums.items():
+            at = minute * 60 // step
+            # Hours the reader has whole come from their hash; minutes fill the rest (this hour).
+            if at in steps and (step == 60 or at not in flow.hours):
+                steps[at].merge(tally)
+        for minute, by_series in flow.estimated.items():
+            at = minute * 60 // step
+            for series, tally in by_series.items():
+                sources.add(estimate_source(series))
+                if at in steps:
+                    steps[at].merge(tally)
+    total = collapse(steps.values())
+    succeeded, failed = total.outcomes.get("succeeded", 0), total.outcomes.get("failed", 0)
+    points = tuple(
+        (i * step, t.outcomes.get("succeeded", 0), t.outcomes.get("failed", 0))
+        for i, t in sorted(steps.items())
+    )
+    return FlowOverview(
+        range=span,
+        step_seconds=step,
+        points=points,
+        succeeded=succeeded,
+        failed=failed,
+        retried=total.outcomes.get("retried", 0),
+        failure_rate=failed / (succeeded + failed) if succeeded + failed else None,
+        p95_run_seconds=quantile(total.durations, 0.95),
+        sources=tuple(sorted(sources)),
+        hours_missing=missing,
+        errors=errors,
     )
 
 
@@ -403,3 +498,67 @@ def _completed_per_minute(
             minutes = current - min(m for m, _ in ended)
             return sum(n for _, n in ended) / minutes, source
     return None, None
+
+
+# -- depth history ---------------------------------------------------------------------------------
+
+#: Seconds an on-demand read of a stored chart range is shared by every viewer.
+DEPTH_MAX_AGE = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class DepthHistory:
+    """GET /api/v1/queues/{target}/{framework}/{queue}/depth: a queue's counts over a chart range.
+
+    The stored part comes from the target's Redis (collectors/depth.py: by minute for 1 h, by 5
+    minutes for 24 h, by hour for 7 days), so it outlives a restart of Callboard; the newest part is
+    this process's memory, at poll resolution."""
+
+    range: str
+    #: Seconds between stored points.
+    step_seconds: int
+    states: tuple[str, ...]
+    #: (epoch seconds, then the count of each state in `states` order), oldest first.
+    points: tuple[tuple[float, ...], ...]
+    #: Why the stored part could not be read (target down, an ACL refusing LRANGE); the points
+    #: are this process's memory only then.
+    error: str | None
+
+
+def depth_range(request: Request) -> str:
+    span = request.query_params.get("range") or "1h"
+    if span not in depth.TIERS:
+        raise HTTPException(400, f"Unknown range {span!r}; one of {', '.join(depth.TIERS)}.")
+    return span
+
+
+async def depth_report(request: Request, target: str, framework: str, key: str) -> DepthHistory:
+    require_queue(request, target, framework, key)
+    span = depth_range(request)
+    svc = services(request)
+    fw = Framework(framework)
+    states = QUEUE_STATES[fw]
+    stored: list[tuple[float, dict[str, int]]] = []
+    error = None
+    state = svc.store.get(target)
+    if state is not None and not state.up and state.error:
+        error = f"target {target} is down: {state.error}"
+    elif svc.settings.depth_history:
+        redis = svc.collectors[target].redis
+        try:
+            stored = await svc.read_cache.get(
+                ("depth", target, framework, key, span), lambda: depth.read(redis, fw, key, span)
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:300]
+    now = time.time()
+    ring = [p for p in svc.store.history(target, key) if p[0] >= now - depth.TIERS[span].span]
+    start = now - depth.TIERS[span].span
+    if span == "1h":
+        # Memory at poll resolution where it reaches, the stored minutes before it (after a restart).
+        first = ring[0][0] if ring else now
+        merged = [p for p in stored if start <= p[0] < first] + ring
+    else:
+        merged = [p for p in stored if p[0] >= start] + ring[-1:]
+    points = tuple((t, *(float(c.get(s, 0)) for s in states)) for t, c in merged)
+    return DepthHistory(span, depth.TIERS[span].step, states, points, error)

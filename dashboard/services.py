@@ -16,6 +16,7 @@ from starlette.templating import Jinja2Templates
 from callboard.collectors.target import TargetCollector
 from callboard.dashboard.operations import Operations
 from callboard.dashboard.poller import Poller
+from callboard.dashboard.readcache import ReadCache
 from callboard.dashboard.rendercache import RenderCache
 from callboard.dashboard.searches import Searches
 from callboard.dashboard.settings import Settings
@@ -32,6 +33,8 @@ class Services:
     collectors: Mapping[str, TargetCollector]
     templates: Jinja2Templates
     render_cache: RenderCache
+    #: On-demand Redis reads shared by every viewer for a while (long chart ranges).
+    read_cache: ReadCache
     operations: Operations
     searches: Searches
     #: What /metrics exports.

@@ -129,6 +129,11 @@ def api_jobs_url(target: str, framework: str, queue: str) -> str:
     return _path("api", "v1", "queues", names=(target, framework, queue)) + "/jobs"
 
 
+def api_depth_url(target: str, framework: str, queue: str) -> str:
+    """A queue's depth over a chart range (`?range=` added by the page's script)."""
+    return _path("api", "v1", "queues", names=(target, framework, queue)) + "/depth"
+
+
 def api_job_url(target: str, framework: str, queue: str, job_id: str) -> str:
     return _path("api", "v1", "jobs", names=(target, framework, queue, job_id))
 
@@ -155,6 +160,7 @@ BUILDERS = {
         jobs_fragment_url,
         search_url,
         api_jobs_url,
+        api_depth_url,
         api_job_url,
         queue_action_url,
         job_action_url,

@@ -147,7 +147,12 @@ def overview_context(request: Request) -> dict[str, Any]:
     start = (page - 1) * OVERVIEW_ROWS
     rows = [queue_row(store, s, q) for s, q in found[start : start + OVERVIEW_ROWS]]
     params = {k: v for k, v in (("q", query), ("page", str(page) if page > 1 else "")) if v}
+    now = time.time()
+    flow = {span: reports.flow_overview(store.targets(), span, now) for span in reports.FLOW_RANGES}
     return {
+        "flow": flow,
+        "flow_chart": {span: _flow_series(f) for span, f in flow.items()},
+        "source_labels": SOURCE_LABELS,
         "rows": rows,
         "query": query,
         "page": page,
@@ -157,6 +162,22 @@ def overview_context(request: Request) -> dict[str, Any]:
         "total": len(store.queues()) if words else len(found),
         "params": urlencode(params),
         "page_url": lambda n: "/?" + urlencode({k: v for k, v in (("q", query), ("page", str(n))) if v}),
+    }
+
+
+#: How each source of flow figures is named on the pages.
+SOURCE_LABELS = {
+    "companion": "the worker companion (exact)",
+    "arq-results": "Arq's results (only what they still hold: 1 h by default)",
+    "dramatiq-deadletters": "Dramatiq's dead letters (failures only)",
+}
+
+
+def _flow_series(flow: reports.FlowOverview) -> dict[str, Any]:
+    per = "minute" if flow.step_seconds == 60 else "hour"
+    return {
+        "labels": [f"succeeded per {per}", f"failed per {per}"],
+        "data": [[p[0] for p in flow.points], [p[1] for p in flow.points], [p[2] for p in flow.points]],
     }
 
 

@@ -1,4 +1,5 @@
-// Callboard's own script: the poll clock of the live parts, the depth chart of a queue page (uPlot),
+// Callboard's own script: the poll clock of the live parts, the charts (uPlot: a queue's depth, the
+// overview's throughput, each over a range the user picks and the browser remembers),
 // whether live parts are paused, and the controls' helpers. The Content-Security-Policy allows no
 // inline script or handler and no eval, so everything the pages do in script lives here.
 // Live parts carry hx-trigger="callboard:poll from:body": one timer fires that event every poll_ms
@@ -9,37 +10,137 @@
   "use strict";
   var COLORS = ["#2f7de1", "#c98a00", "#7a5cc2", "#d1453b", "#3a9a5b"];
   var INTEGER_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 1e7];
-  var plot = null;
+  var plots = {};
+  //: Seconds each chart range spans (the server's depth tiers and flow ranges use the same names).
+  var SPANS = { "1h": 3600, "24h": 86400, "7d": 604800 };
+  var ranges = { depth: savedRange("depth"), flow: savedRange("flow") };
+  //: The queue chart's stored part (GET .../depth?range=), refetched at most once a minute.
+  var stored = null;
+  var storedAt = 0;
 
-  function readSeries() {
-    var holder = document.querySelector(".series[data-series]");
-    if (!holder) return null;
-    try { return JSON.parse(holder.dataset.series); } catch (e) { return null; }
+  function savedRange(kind) {
+    try {
+      var value = window.localStorage.getItem("callboard:range:" + kind);
+      return SPANS[value] ? value : "1h";
+    } catch (e) { return "1h"; }
   }
 
-  function updateChart() {
-    var el = document.getElementById("queue-chart");
-    var series = readSeries();
-    if (!el || !window.uPlot || !series) return;
-    if (series.data[0].length < 2) {
-      if (!plot) el.textContent = "Collecting history…";
+  function readJSON(selector, attr) {
+    var holder = document.querySelector(selector);
+    if (!holder) return null;
+    try { return JSON.parse(holder.getAttribute(attr)); } catch (e) { return null; }
+  }
+
+  // One uPlot per chart element, rebuilt when its range (and so its time scale) changes.
+  function draw(id, key, labels, data, empty, bars) {
+    var el = document.getElementById(id);
+    if (!el || !window.uPlot) return;
+    var old = plots[id];
+    if (data[0].length < 2) {
+      if (old) { old.destroy(); delete plots[id]; }
+      el.textContent = empty;
       return;
     }
-    if (plot) { plot.setData(series.data); return; }
+    if (old && old.callboardKey === key) { old.setData(data); return; }
+    if (old) old.destroy();
     el.textContent = "";
     var style = getComputedStyle(el);
     var width = el.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
-    plot = new window.uPlot({
-      width: Math.max(320, width || 800),
+    var plot = new window.uPlot({
+      width: Math.max(300, width || 800),
       height: 180,
       cursor: { drag: { x: false, y: false } },
       scales: { x: { time: true } },
       axes: [{}, { size: 60, incrs: INTEGER_STEPS }],
-      series: [{}].concat(series.labels.map(function (label, i) {
-        return { label: label, stroke: COLORS[i % COLORS.length], width: 1.5, points: { show: false } };
+      series: [{}].concat(labels.map(function (label, i) {
+        var line = { label: label, stroke: COLORS[i % COLORS.length], width: 1.5, points: { show: false } };
+        if (bars && window.uPlot.paths && window.uPlot.paths.bars) {
+          line.paths = window.uPlot.paths.bars({ size: [0.8, 40] });
+          line.fill = COLORS[i % COLORS.length];
+        }
+        return line;
       })),
-    }, series.data, el);
+    }, data, el);
+    plot.callboardKey = key;
+    plots[id] = plot;
   }
+
+  function columns(rows, width) {
+    var out = [];
+    for (var c = 0; c < width; c++) out.push(rows.map(function (r) { return r[c]; }));
+    return out;
+  }
+
+  function fetchStored(el) {
+    var range = ranges.depth;
+    storedAt = Date.now();
+    fetch(el.dataset.depthUrl + "?range=" + encodeURIComponent(range), {
+      credentials: "same-origin", headers: { Accept: "application/json" },
+    }).then(function (r) { return r.ok ? r.json() : null; }).then(function (body) {
+      if (!body || body.range !== ranges.depth) return;
+      stored = body;
+      var note = document.querySelector("[data-chart-note]");
+      if (note) note.textContent = body.error ? "History from Redis unavailable: " + body.error : "";
+      updateDepth();
+    }, function () { storedAt = 0; });
+  }
+
+  // The queue page: stored points (Redis) before what this process holds at poll resolution.
+  function updateDepth() {
+    var el = document.getElementById("queue-chart");
+    var live = readJSON(".series[data-series]", "data-series");
+    if (!el || !live) return;
+    var range = ranges.depth;
+    if (el.dataset.depthUrl && (!stored || stored.range !== range || Date.now() - storedAt > 60000)) {
+      if (Date.now() - storedAt > 2000) fetchStored(el);
+    }
+    var now = Date.now() / 1000;
+    var start = now - SPANS[range];
+    var liveRows = [];
+    for (var i = 0; i < live.data[0].length; i++) liveRows.push(live.data.map(function (col) { return col[i]; }));
+    liveRows = liveRows.filter(function (r) { return r[0] >= start; });
+    var rows = [];
+    if (stored && stored.range === range) {
+      var first = liveRows.length ? liveRows[0][0] : now;
+      var last = stored.points.length ? stored.points[stored.points.length - 1][0] : 0;
+      rows = stored.points.filter(function (p) { return p[0] >= start && (range !== "1h" || p[0] < first); });
+      liveRows = range === "1h" ? liveRows : liveRows.filter(function (r) { return r[0] > last; }).slice(-1);
+    }
+    rows = rows.concat(liveRows);
+    var data = columns(rows, live.labels.length + 1);
+    draw("queue-chart", range, live.labels, data, "Collecting history…", false);
+  }
+
+  // The overview: jobs succeeded and failed per step of the chosen range, from the live partial.
+  function updateFlow() {
+    var flow = readJSON(".flow-series[data-flow]", "data-flow");
+    if (!flow) return;
+    var range = ranges.flow;
+    document.querySelectorAll("[data-flow-range]").forEach(function (block) {
+      block.hidden = block.dataset.flowRange !== range;
+    });
+    var chosen = flow[range];
+    if (!chosen) return;
+    draw("flow-chart", range, chosen.labels, chosen.data, "No jobs recorded in this range.", true);
+  }
+
+  function showRanges() {
+    document.querySelectorAll("button[data-range-for]").forEach(function (b) {
+      b.setAttribute("aria-pressed", String(ranges[b.dataset.rangeFor] === b.dataset.range));
+    });
+  }
+
+  function updateChart() { showRanges(); updateDepth(); updateFlow(); }
+
+  document.addEventListener("click", function (evt) {
+    var button = evt.target.closest ? evt.target.closest("button[data-range-for]") : null;
+    if (!button || !SPANS[button.dataset.range]) return;
+    var kind = button.dataset.rangeFor;
+    ranges[kind] = button.dataset.range;
+    try { window.localStorage.setItem("callboard:range:" + kind, ranges[kind]); } catch (e) { /* private mode */ }
+    if (kind === "depth") { stored = null; storedAt = 0; }
+    updateChart();
+  });
 
   function setLive(state) {
     var live = document.getElementById("live-indicator");

@@ -269,15 +269,28 @@ def test_restarting_callboard_keeps_the_flow_history(redis_url: str, control: re
     with control.pipeline(transaction=False) as pipe:
         stage(pipe, recorder.take(), "test", 0)
         pipe.execute()
+    for _ in range(4):  # and 3 hours ago: in the overview's 24 h range, not in its 1 h one
+        recorder.record(recorder_series, "failed", now - 3 * 3600, 0.03)
+    with control.pipeline(transaction=False) as pipe:
+        stage(pipe, recorder.take(), "test", 0)
+        pipe.execute()
     seen = []
     for _ in range(2):
         board = Callboard([f"main={redis_url}"]).start()
         try:
             wait_until(lambda b=board: api_json(b, "/api/v1/flow")["series"], timeout=15, what="flow read")
             [row] = api_json(board, "/api/v1/flow")["series"]
+            wait_until(
+                lambda b=board: not api_json(b, "/api/v1/flow/overview?range=7d")["hours_missing"],
+                timeout=30,
+                what="the week of hours read back",
+            )
+            ranges = [api_json(board, f"/api/v1/flow/overview?range={r}") for r in ("1h", "24h", "7d")]
         finally:
             board.stop()
         seen.append((row["total"]["succeeded"], row["window"]["succeeded"], len(row["per_minute"])))
+        assert [(r["succeeded"], r["failed"]) for r in ranges] == [(9, 0), (9, 4), (9, 4)]
+        assert ranges[1]["failure_rate"] == 4 / 13 and ranges[1]["sources"] == ["companion"]
     assert seen == [(9, 9, 3), (9, 9, 3)]
 
 

@@ -116,6 +116,7 @@ def test_builders_are_the_template_globals() -> None:
     assert set(urls.BUILDERS) == {
         "queue_url",
         "job_url",
+        "api_depth_url",
         "queue_fragment_url",
         "jobs_fragment_url",
         "search_url",
