@@ -332,6 +332,14 @@ FLOW_RANGES: dict[str, tuple[int, int]] = {"1h": (60, 60), "24h": (3600, 24), "7
 
 
 @dataclass(frozen=True, slots=True)
+class FlowPoint:
+    #: The step's start, epoch seconds.
+    at: int
+    succeeded: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
 class FlowOverview:
     """Jobs succeeded and failed over a range, summed over every target and task: the overview's chart.
 
@@ -341,8 +349,8 @@ class FlowOverview:
 
     range: str
     step_seconds: int
-    #: (step start in epoch seconds, succeeded, failed), oldest first, every step of the range.
-    points: tuple[tuple[int, int, int], ...]
+    #: Every step of the range, oldest first.
+    points: tuple[FlowPoint, ...]
     succeeded: int
     failed: int
     retried: int
@@ -406,7 +414,7 @@ def flow_overview(states: list[TargetState], span: str, now: float) -> FlowOverv
     total = collapse(steps.values())
     succeeded, failed = total.outcomes.get("succeeded", 0), total.outcomes.get("failed", 0)
     points = tuple(
-        (i * step, t.outcomes.get("succeeded", 0), t.outcomes.get("failed", 0))
+        FlowPoint(i * step, t.outcomes.get("succeeded", 0), t.outcomes.get("failed", 0))
         for i, t in sorted(steps.items())
     )
     return FlowOverview(

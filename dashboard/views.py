@@ -177,7 +177,11 @@ def _flow_series(flow: reports.FlowOverview) -> dict[str, Any]:
     per = "minute" if flow.step_seconds == 60 else "hour"
     return {
         "labels": [f"succeeded per {per}", f"failed per {per}"],
-        "data": [[p[0] for p in flow.points], [p[1] for p in flow.points], [p[2] for p in flow.points]],
+        "data": [
+            [p.at for p in flow.points],
+            [p.succeeded for p in flow.points],
+            [p.failed for p in flow.points],
+        ],
     }
 
 

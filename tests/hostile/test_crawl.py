@@ -68,10 +68,12 @@ SERVER_TRACE = re.compile(r'File "[^"\n]*\.py", line \d+|site-packages/')
 GET_ROUTES = {
     "/api/v1/queues",
     "/api/v1/queues/{target}/{framework}/{queue}/jobs",
+    "/api/v1/queues/{target}/{framework}/{queue}/depth",
     "/api/v1/jobs/{target}/{framework}/{queue}/{job_id}",
     "/api/v1/workers",
     "/api/v1/failures",
     "/api/v1/flow",
+    "/api/v1/flow/overview",
     "/api/v1/audit",
     "/api/v1/operations/{op_id}",
     "/api/v1/search",
@@ -300,6 +302,9 @@ def test_api_routes_without_parameters_answer_json(corpus_board: Board) -> None:
     for minutes in ("", "5", "60", "0", "61", "x", "1e3"):
         path = f"/api/v1/flow?minutes={minutes}"
         asked[path] = fetch(base, path)
+    for span in ("", "1h", "24h", "7d", "30d", "\n"):
+        path = "/api/v1/flow/overview?" + urlencode({"range": span})
+        asked[path] = fetch(base, path)
     for q in SEARCHES:
         path = "/api/v1/search?" + urlencode({"q": q}, encoding="utf-8", errors="surrogateescape")
         asked[path] = got = fetch(base, path)
@@ -342,6 +347,10 @@ def test_every_corpus_queue_and_job_answers_by_its_url(corpus_board: Board) -> N
             got = fetch(base, "/api/v1/queues/{}/{}/{}/jobs?state=".format(*segments) + state)
             if got.status != 200 or not (json.loads(got.body).get("total") or 0) >= 1:
                 problems.append(f"queue {q.key!r} {state}: API {got.status or got.error} {got.text[:120]!r}")
+        for span in ("1h", "7d"):
+            got = fetch(base, "/api/v1/queues/{}/{}/{}/depth?range=".format(*segments) + span)
+            if got.status != 200 or json.loads(got.body).get("range") != span:
+                problems.append(f"queue {q.key!r} depth {span}: {got.status or got.error} {got.text[:120]!r}")
     for job in manifest.jobs:
         shown = fetch(base, urls.job_url(manifest.target, job.framework, job.queue, job.job_id))
         api = fetch(base, urls.api_job_url(manifest.target, job.framework, job.queue, job.job_id))

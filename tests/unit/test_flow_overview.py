@@ -6,6 +6,8 @@ twice; estimates add in; the range says how many hours it still misses.
 
 from __future__ import annotations
 
+from dataclasses import astuple
+
 from callboard.collectors.flow import Series, Tally, bucket
 from callboard.collectors.flowreader import FlowSnapshot
 from callboard.collectors.model import DiscoveryStatus, TargetSnapshot
@@ -51,7 +53,11 @@ def test_one_hour_is_by_minute_from_minutes_and_estimates() -> None:
     f = flow_overview([state(snapshot())], "1h", NOW)
     assert (f.step_seconds, len(f.points)) == (60, 60)
     assert (f.succeeded, f.failed) == (3 + 1 + 2, 1)
-    assert f.points[-1] == (MINUTE * 60, 5, 1) and f.points[-41] == ((MINUTE - 40) * 60, 1, 0)
+    assert astuple(f.points[-1]) == (MINUTE * 60, 5, 1) and astuple(f.points[-41]) == (
+        (MINUTE - 40) * 60,
+        1,
+        0,
+    )
     assert f.failure_rate == 1 / 7
     assert f.sources == ("arq-results", "companion")
     assert f.p95_run_seconds == 5.0  # 2 of 7 runs took 3 s: the 95th percentile is in the ≤ 5 s bucket
@@ -63,9 +69,9 @@ def test_hours_come_from_their_hash_and_the_current_hour_from_its_minutes() -> N
         assert (f.step_seconds, len(f.points)) == (3600, points)
         # The minute of the last hour is inside that hour's hash: counted once, from the hash.
         assert (f.succeeded, f.failed) == (10 + 4 + 3 + 2, 2 + 1)
-        assert f.points[-1] == (HOUR * 3600, 5, 1)
-        assert f.points[-2] == ((HOUR - 1) * 3600, 10, 2)
-        assert f.points[-6] == ((HOUR - 5) * 3600, 4, 0)
+        assert astuple(f.points[-1]) == (HOUR * 3600, 5, 1)
+        assert astuple(f.points[-2]) == ((HOUR - 1) * 3600, 10, 2)
+        assert astuple(f.points[-6]) == ((HOUR - 5) * 3600, 4, 0)
         assert f.hours_missing == points - 1 - 2  # ended hours of the range minus the two read
 
 
@@ -79,4 +85,4 @@ def test_targets_add_up_and_an_unreadable_flow_is_named() -> None:
 def test_nothing_recorded_reads_as_nothing_not_as_zero_failures() -> None:
     f = flow_overview([TargetState("main", "redis://x")], "24h", NOW)
     assert (f.succeeded, f.failed, f.failure_rate, f.p95_run_seconds, f.sources) == (0, 0, None, None, ())
-    assert all(p[1:] == (0, 0) for p in f.points)
+    assert all((p.succeeded, p.failed) == (0, 0) for p in f.points)
