@@ -49,6 +49,8 @@ class Words:
     options: str
     #: What the page says about states it shows from stored results, if any.
     retained: str = ""
+    #: What a queue's count of consuming workers (QueueStats.workers) can and cannot see.
+    workers: str = ""
 
 
 class Backend(Protocol):

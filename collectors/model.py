@@ -28,6 +28,14 @@ QUEUE_STATES: Mapping[Framework, tuple[str, ...]] = {
 }
 
 
+#: The worker states each framework can count per queue, in display order. `callboard_queue_workers{state}`.
+#: Arq has no stale state: its one health-check key per queue expires with the last worker that wrote it.
+QUEUE_WORKER_STATES: Mapping[Framework, tuple[str, ...]] = {
+    Framework.DRAMATIQ: ("alive", "stale"),
+    Framework.ARQ: ("alive",),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class QueueStats:
     framework: Framework
@@ -46,6 +54,11 @@ class QueueStats:
     orphaned: int | None = None
     #: Retained job results by status (`succeeded` / `failed`); None when not known.
     results: Mapping[str, int] | None = None
+    #: Workers consuming this queue by state, every state of QUEUE_WORKER_STATES[framework] present;
+    #: None when not known yet. Dramatiq: broker processes seen holding an ack set of this queue, by
+    #: heartbeat freshness (producers never count). Arq: `alive` is 1 while the queue's health-check key
+    #: exists, i.e. at least one worker wrote it within its interval (one key, whatever the number).
+    workers: Mapping[str, int] | None = None
 
     @property
     def total(self) -> int:
@@ -61,12 +74,18 @@ class WorkerStats:
     #: When it last showed a sign of life (epoch seconds).
     last_seen: float
     alive: bool
-    #: `consumer` when it holds ack sets; `unknown` when Redis cannot tell (producer or idle consumer).
+    #: Dramatiq: `consumer` once it has been seen holding an ack set; `producer or idle` otherwise
+    #: (Redis cannot tell a producer from a consumer that has fetched nothing since Callboard started).
+    #: Arq: `health check`.
     role: str
     #: Messages it holds now (running + prefetched), summed over its ack sets.
     in_flight: int | None = None
-    #: Queues it holds messages from.
+    #: Queues it holds messages from now.
     queues: tuple[str, ...] = ()
+    #: Queues it consumes: Dramatiq, every queue it has been seen holding messages from while its
+    #: heartbeat stayed in the registry (a process never stops consuming a queue); Arq, the health
+    #: check's queue.
+    consumes: tuple[str, ...] = ()
     #: Free-form facts a framework reports (Arq's health-check counters).
     details: Mapping[str, str] = field(default_factory=dict)
 

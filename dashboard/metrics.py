@@ -25,7 +25,7 @@ from starlette.responses import Response
 from callboard.collectors import backends
 from callboard.collectors.flow import BUCKETS
 from callboard.collectors.flowreader import FlowSnapshot
-from callboard.collectors.model import QUEUE_STATES, TargetSnapshot
+from callboard.collectors.model import QUEUE_STATES, QUEUE_WORKER_STATES, TargetSnapshot
 from callboard.dashboard import __version__
 from callboard.dashboard.rendercache import Rendered, send
 from callboard.dashboard.services import services
@@ -66,6 +66,12 @@ class SnapshotMetrics(Collector):
             "Workers by state: Dramatiq heartbeats, Arq queues' health-check keys",
             labels=["target", "framework", "namespace", "state"],
         )
+        queue_workers = GaugeMetricFamily(
+            "callboard_queue_workers",
+            "Workers consuming this queue, by state: Dramatiq broker processes seen fetching from it "
+            "(producers never count); Arq 1 while its health-check key exists (at least one worker)",
+            labels=[*QUEUE_LABELS, "state"],
+        )
         results = GaugeMetricFamily(
             "callboard_job_results",
             "Result records retained now, by status",
@@ -84,11 +90,23 @@ class SnapshotMetrics(Collector):
             if snap is not None:
                 last.add_metric([t], snap.collected_at)
             if state.up and snap is not None:
-                _queue_samples(t, snap, messages, oldest, results)
+                _queue_samples(t, snap, messages, oldest, results, queue_workers)
                 _worker_samples(t, snap, workers)
             if snap is not None and snap.flow is not None:
                 flow.add(t, snap.flow, self.series_limit)
-        yield from (up, duration, errors, last, build, messages, oldest, workers, results, *flow.families())
+        yield from (
+            up,
+            duration,
+            errors,
+            last,
+            build,
+            messages,
+            oldest,
+            workers,
+            queue_workers,
+            results,
+            *flow.families(),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,11 +183,16 @@ def _queue_samples(
     messages: GaugeMetricFamily,
     oldest: GaugeMetricFamily,
     results: GaugeMetricFamily,
+    queue_workers: GaugeMetricFamily,
 ) -> None:
     for q in snap.queues:
         labels = [t, q.framework.value, label(q.namespace), label(q.name)]
         for name in QUEUE_STATES[q.framework]:
             messages.add_metric([*labels, name], q.counts.get(name, 0))
+        if q.workers is not None:
+            # Every state with 0 included, so "no live worker while work waits" fires on idle queues too.
+            for name in QUEUE_WORKER_STATES[q.framework]:
+                queue_workers.add_metric([*labels, name], q.workers.get(name, 0))
         if q.oldest_ready_age is not None:
             oldest.add_metric(labels, q.oldest_ready_age)
         if q.results is not None:

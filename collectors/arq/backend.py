@@ -40,6 +40,10 @@ WORDS = Words(
     failed="failed results",
     options="Execution",
     retained="failed and succeeded: retained results (Arq keeps them 1 h by default)",
+    workers=(
+        "1 means at least one: Arq keeps one health-check key per queue, overwritten by each of its "
+        "workers every health_check_interval"
+    ),
 )
 
 

@@ -380,6 +380,9 @@ class ArqCollector:
                     oldest_ready_age=age,
                     oldest_dead_age=None,
                     results=results,
+                    # One key per queue, overwritten by each of its workers: it says "at least one",
+                    # never how many, and a worker that died simply lets it expire (no stale state).
+                    workers={"alive": 1 if hc is not None else 0},
                 )
             )
             if hc is not None:
@@ -417,6 +420,7 @@ class ArqCollector:
             role="health check",
             in_flight=int_or_none(details.get("j_ongoing")),
             queues=(queue,),
+            consumes=(queue,),
             details=details,
         )
 

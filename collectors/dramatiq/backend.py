@@ -39,6 +39,10 @@ WORDS = Words(
     retry="Requeue",
     failed="dead letters",
     options="Options",
+    workers=(
+        "processes seen fetching from this queue; producers never count, and one idle since Callboard "
+        "started counts once it fetches"
+    ),
 )
 
 

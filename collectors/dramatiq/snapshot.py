@@ -25,6 +25,7 @@ from callboard.collectors.dramatiq.keys import AckKey, QueueKeys, classify, hear
 from callboard.collectors.failures import FailureIndex
 from callboard.collectors.keyspace import text as _text
 from callboard.collectors.model import (
+    QUEUE_WORKER_STATES,
     CollectedPart,
     Framework,
     Parser,
@@ -38,6 +39,17 @@ HEAD_CAP_BYTES = 65_536
 
 #: Heartbeat members read per namespace per cycle.
 HEARTBEAT_LIMIT = 1000
+
+
+#: WorkerStats.role of a broker id seen holding an ack set, and of one never seen holding any: Redis
+#: cannot tell a producer (a web app that only enqueues) from a consumer that has fetched nothing since
+#: Callboard started.
+CONSUMER = "consumer"
+PRODUCER_OR_IDLE = "producer or idle"
+
+
+#: QueueStats.workers states: consumers whose heartbeat is fresh, and those whose heartbeat is not.
+WORKER_STATES = QUEUE_WORKER_STATES[Framework.DRAMATIQ]
 
 
 # One read-only script per cycle: every queue's counters, the head message of each ready list (for the
@@ -79,7 +91,16 @@ class _Seen:
     namespaces: dict[str, float] = field(default_factory=dict)
     queues: dict[str, float] = field(default_factory=dict)
     acks: dict[AckKey, float] = field(default_factory=dict)
-    consumers: set[tuple[str, str]] = field(default_factory=set)
+    #: (namespace, broker id) -> the queues it has been seen holding an ack set of (SCAN found the key,
+    #: or the snapshot counted members in it). Redis keeps no queue list per worker, and an idle consumer
+    #: holds no ack set, so this memory is the only way to tell consumers of a queue from producers. A
+    #: Dramatiq process never stops consuming a queue (its consumers are made at start and on each queue
+    #: declared, never removed), so an entry lasts while its broker id stays among the heartbeats the
+    #: snapshot reads, with no expiry by time: bounded by HEARTBEAT_LIMIT per namespace times the queues.
+    consumers: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+
+    def consumed(self, ack: AckKey) -> None:
+        self.consumers.setdefault((ack.namespace, ack.worker), set()).add(ack.queue)
 
 
 def liveness(queues: Iterable[QueueStats], workers: Iterable[WorkerStats]) -> dict[str, tuple[int, int]]:
@@ -121,7 +142,7 @@ class DramatiqCollector:
                 self._pending[name] = now
             elif kind == "acks" and ack:
                 self._seen.acks[ack] = now
-                self._seen.consumers.add((ack.namespace, ack.worker))
+                self._seen.consumed(ack)
         for name, seen in list(self._pending.items()):
             q = queue_keys(name)
             if q and q.namespace in self._seen.namespaces:
@@ -242,12 +263,16 @@ class DramatiqCollector:
                 self._seen.acks.pop(ack, None)
                 continue
             held.setdefault((ack.namespace, ack.worker), []).append((ack, size))
+            self._seen.consumed(ack)
             last = beats.get((ack.namespace, ack.worker))
             if last is None or now - last >= timeout:
                 ready_key = QueueKeys(ack.namespace, ack.queue).ready
                 orphaned[ready_key] = orphaned.get(ready_key, 0) + size
+        # A broker id gone from the heartbeats read is gone for good (a new process gets a new one).
+        self._seen.consumers = {w: qs for w, qs in self._seen.consumers.items() if w in beats}
+        consuming = self._consuming(beats, now)
         stats = tuple(
-            self._queue_stats(q, row, orphaned.get(q.ready, 0), now, since.get(i))
+            self._queue_stats(q, row, orphaned.get(q.ready, 0), now, since.get(i), consuming)
             for i, (q, row) in enumerate(zip(queues, q_rows, strict=True))
         )
         workers = tuple(
@@ -260,8 +285,25 @@ class DramatiqCollector:
             stats, workers, failures=self.failures.report(now), failures_missing=max(0, missing)
         )
 
+    def _consuming(self, beats: Mapping[tuple[str, str], float], now: float) -> dict[str, list[int]]:
+        """Queue key -> [alive, stale] consumers: the broker ids seen holding its messages, by the
+        freshness of their heartbeat (a stale one is dead, or stopped and not yet removed)."""
+        out: dict[str, list[int]] = {}
+        timeout = self.config.heartbeat_timeout
+        for (ns, worker), queues in self._seen.consumers.items():
+            fresh = now - beats[(ns, worker)] < timeout
+            for queue in queues:
+                out.setdefault(QueueKeys(ns, queue).ready, [0, 0])[0 if fresh else 1] += 1
+        return out
+
     def _queue_stats(
-        self, q: QueueKeys, row: list[Any], orphaned: int, now: float, since: float | None
+        self,
+        q: QueueKeys,
+        row: list[Any],
+        orphaned: int,
+        now: float,
+        since: float | None,
+        consuming: Mapping[str, list[int]],
     ) -> QueueStats:
         ready, stored, delay_list, delayed, dead, head, oldest_dead = row
         ready, stored, delayed, dead = int(ready), int(stored), int(delayed), int(dead)
@@ -286,21 +328,23 @@ class DramatiqCollector:
             oldest_ready_age=oldest,
             oldest_dead_age=max(0.0, now - float(oldest_dead) / 1000.0) if oldest_dead else None,
             orphaned=orphaned,
+            workers=dict(zip(WORKER_STATES, consuming.get(q.ready, (0, 0)), strict=True)),
         )
 
     def _worker(
         self, ns: str, worker: str, last: float, held: list[tuple[AckKey, int]], now: float
     ) -> WorkerStats:
-        consumer = bool(held) or (ns, worker) in self._seen.consumers
+        consumes = tuple(sorted(self._seen.consumers.get((ns, worker), ())))
         return WorkerStats(
             framework=Framework.DRAMATIQ,
             namespace=ns,
             worker_id=worker,
             last_seen=last,
             alive=now - last < self.config.heartbeat_timeout,
-            role="consumer" if consumer else "unknown",
+            role=CONSUMER if consumes else PRODUCER_OR_IDLE,
             in_flight=sum(size for _, size in held),
             queues=tuple(sorted({a.queue for a, _ in held})),
+            consumes=consumes,
         )
 
     def _forget_idle(self, stats: tuple[QueueStats, ...], now: float) -> None:

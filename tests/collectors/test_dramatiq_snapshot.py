@@ -211,7 +211,7 @@ async def test_stale_worker_ack_sets_count_as_orphaned(
     dead, live = workers[dead_worker.broker_id], workers[live_worker.broker_id]
     assert (dead.alive, dead.role, dead.in_flight, dead.queues) == (False, "consumer", 3, ("default",))
     assert (live.alive, live.role, live.in_flight, live.queues) == (True, "consumer", 2, ("default",))
-    assert workers[producer.broker_id].role == "unknown"
+    assert workers[producer.broker_id].role == "producer or idle"
 
     # With a longer timeout nobody is stale, so nothing is orphaned.
     relaxed = await collectors(heartbeat_timeout=600).collect()
@@ -534,3 +534,49 @@ async def test_failures_missing_counts_dead_letters_not_yet_indexed_and_never_go
     sync_redis.hdel(q.dead_msgs, *gone)
     third = await collector.collect()
     assert (by_key(third)["dramatiq:failing"].counts["dead"], third.failures_missing) == (2, 0)
+
+
+async def test_consumers_per_queue_are_remembered_and_producers_never_count(
+    brokers: BrokerFactory, aredis: Redis, sync_redis: redis.Redis, clock: FrozenTime
+) -> None:
+    """A broker id seen holding an ack set of a queue consumes it for as long as its heartbeat stays in
+    the registry, even once its ack set is gone (an idle consumer holds none); alive or stale by its
+    heartbeat. A producer, though its heartbeat is fresh, consumes nothing."""
+    producer, busy, idle = brokers(), brokers(), brokers()
+    work = make_actor(producer, "a")
+    for i in range(3):
+        work.send(i)
+    make_actor(producer, "b").send()
+    fetch(busy.consume("a", prefetch=1, timeout=100), 1)
+    idle_consumer = idle.consume("a", prefetch=1, timeout=100)
+    taken = fetch(idle_consumer, 1)[0]
+    collector = DramatiqCollector(DramatiqConfig(heartbeat_timeout=30.0))
+    observe_all(collector, sync_redis)  # discovery saw both ack sets
+    idle_consumer.ack(taken)  # then `idle` finished its message: Redis removed its ack set
+    beats = heartbeats_key("dramatiq")
+    fresh = int(clock.now * 1000)
+    sync_redis.zadd(beats, {producer.broker_id: fresh, busy.broker_id: fresh, idle.broker_id: fresh})
+
+    def workers_of(part: CollectedPart) -> dict[str, dict[str, int] | None]:
+        return {q.name: dict(q.workers) if q.workers is not None else None for q in part.queues}
+
+    part = await snapshot_of(collector, aredis)
+    assert workers_of(part) == {"a": {"alive": 2, "stale": 0}, "b": {"alive": 0, "stale": 0}}
+    roles = {w.worker_id: (w.role, w.consumes, w.queues) for w in part.workers}
+    assert roles == {
+        producer.broker_id: ("producer or idle", (), ()),
+        busy.broker_id: ("consumer", ("a",), ("a",)),
+        idle.broker_id: ("consumer", ("a",), ()),
+    }
+
+    # `busy` dies: its heartbeat ages past the timeout, its ack set stays (awaiting recovery).
+    sync_redis.zadd(beats, {busy.broker_id: fresh - 30_000})
+    assert workers_of(await snapshot_of(collector, aredis))["a"] == {"alive": 1, "stale": 1}
+
+    # Dramatiq's maintenance removes `idle` from the registry: it is gone for good.
+    sync_redis.zrem(beats, idle.broker_id)
+    assert workers_of(await snapshot_of(collector, aredis))["a"] == {"alive": 0, "stale": 1}
+    sync_redis.zadd(beats, {idle.broker_id: fresh})
+    part = await snapshot_of(collector, aredis)
+    assert workers_of(part)["a"] == {"alive": 0, "stale": 1}
+    assert {w.worker_id: w.role for w in part.workers}[idle.broker_id] == "producer or idle"

@@ -1,6 +1,7 @@
 """End to end: a real Prometheus scrapes a real `callboard serve` that watches real Dramatiq and Arq workers
 on a Redis of our own. Every dashboard query and variable returns data, every rule evaluates with health
-ok, /metrics passes `promtool check metrics` and matches the README; stopping Redis fires an alert.
+ok, /metrics passes `promtool check metrics` and matches the README, the queue no worker consumes has
+CallboardNoLiveQueueWorkers and no other queue does; stopping Redis fires an alert.
 
 Prometheus runs prometheus/prometheus.yml and prometheus/rules/ as committed, with three changes a test
 needs: 1 s intervals, the target is our Callboard, and the alerts' `for:` is dropped (the promtool unit
@@ -141,6 +142,12 @@ def active_alerts(prom: PrometheusServer) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def unconsumed(prom: PrometheusServer) -> set[tuple[str, str]]:
+    """(framework, queue) of every CallboardNoLiveQueueWorkers alert active now."""
+    alerts = active_alerts(prom).get("CallboardNoLiveQueueWorkers", [])
+    return {(a["labels"]["framework"], a["labels"]["queue"]) for a in alerts}
+
+
 def metrics_match_readme(body: str) -> None:
     """Every family of a populated /metrics has samples, with exactly the README's labels."""
     documented = readme_metrics()
@@ -212,6 +219,12 @@ def test_prometheus_over_live_callboard(tmp_path: Path, own_server: RedisServer)
         wait_for_rules(prom)
         quiet = {"CallboardDown", "CallboardTargetUnreachable", "CallboardNoLiveWorkers"}
         assert quiet.isdisjoint(active_alerts(prom)), active_alerts(prom)
+        # `emails` has ready messages and no consumer, though its namespace has a live worker (of `default`).
+        wait_until(
+            lambda: unconsumed(prom) == {("dramatiq", "emails")},
+            timeout=10,
+            what=f"CallboardNoLiveQueueWorkers on emails alone: {active_alerts(prom)}",
+        )
         healthy_at = time.monotonic()
 
         own_server.stop()

@@ -33,10 +33,18 @@ def queue(
     counts: dict[str, int],
     oldest: float | None = 0.0,
     results: dict[str, int] | None = None,
+    workers: dict[str, int] | None = None,
 ) -> QueueStats:
     full = {state: counts.get(state, 0) for state in QUEUE_STATES[Framework.DRAMATIQ]}
     return QueueStats(
-        Framework.DRAMATIQ, namespace, name, f"{namespace}:{name}", full, oldest, results=results
+        Framework.DRAMATIQ,
+        namespace,
+        name,
+        f"{namespace}:{name}",
+        full,
+        oldest,
+        results=results,
+        workers=workers,
     )
 
 
@@ -65,9 +73,25 @@ def build_store() -> SnapshotStore:
         snapshot(
             "main",
             (
-                queue("dramatiq", "default", {"ready": 5, "in_flight": 2, "delayed": 1}, oldest=12.5),
+                queue(
+                    "dramatiq",
+                    "default",
+                    {"ready": 5, "in_flight": 2, "delayed": 1},
+                    oldest=12.5,
+                    workers={"alive": 2, "stale": 1},
+                ),
                 # An idle queue: every state is still exported, with 0.
-                queue("dramatiq", "emails", {}, oldest=0.0),
+                queue("dramatiq", "emails", {}, oldest=0.0, workers={"alive": 0, "stale": 0}),
+                # An Arq queue: `alive` only (its health-check key cannot go stale, it expires).
+                QueueStats(
+                    Framework.ARQ,
+                    "arq",
+                    "arq:queue",
+                    "arq:queue",
+                    dict.fromkeys(QUEUE_STATES[Framework.ARQ], 0),
+                    0.0,
+                    workers={"alive": 1},
+                ),
                 # Unknown oldest age (head payload undecodable): not exported rather than a fake 0.
                 queue("acme", "reports", {"dead": 3}, oldest=None, results={"succeeded": 4}),
             ),
@@ -77,6 +101,16 @@ def build_store() -> SnapshotStore:
                 worker("dramatiq", "w-stale", False),
                 # Workers of a namespace without any queue still count.
                 worker("lonely", "w-lonely", False),
+                WorkerStats(
+                    Framework.ARQ,
+                    "arq",
+                    "arq:queue:health-check",
+                    1000.0,
+                    True,
+                    "health check",
+                    None,
+                    ("arq:queue",),
+                ),
             ),
         )
     )
@@ -120,6 +154,7 @@ def test_family_names_and_types() -> None:
         "callboard_queue_messages": "gauge",
         "callboard_queue_oldest_message_age_seconds": "gauge",
         "callboard_workers": "gauge",
+        "callboard_queue_workers": "gauge",
         "callboard_job_results": "gauge",
         # Flow, from the worker companion: the families exist (empty) before any worker reports.
         "callboard_jobs": "counter",
@@ -161,6 +196,8 @@ def test_queue_series_have_exact_labels_and_every_state() -> None:
         for (ns, q), counts in expected.items()
         for state, n in counts.items()
     }
+    for state in QUEUE_STATES[Framework.ARQ]:
+        want[L(target="main", framework="arq", namespace="arq", queue="arq:queue", state=state)] = 0.0
     assert messages == want  # nothing from the target that is down, the queue label is the name not the key
 
     oldest = {
@@ -169,12 +206,28 @@ def test_queue_series_have_exact_labels_and_every_state() -> None:
     assert oldest == {
         L(target="main", framework="dramatiq", namespace="dramatiq", queue="default"): 12.5,
         L(target="main", framework="dramatiq", namespace="dramatiq", queue="emails"): 0.0,
+        L(target="main", framework="arq", namespace="arq", queue="arq:queue"): 0.0,
     }
 
     results = {labels: v for (name, labels), v in s.items() if name == "callboard_job_results"}
     assert results == {
         L(target="main", framework="dramatiq", namespace="acme", queue="reports", status="succeeded"): 4,
         L(target="main", framework="dramatiq", namespace="acme", queue="reports", status="failed"): 0,
+    }
+
+
+def test_queue_workers_every_state_of_each_framework() -> None:
+    """Both Dramatiq states with their zeros, Arq's `alive` alone; a queue whose consumers are not
+    known (no `workers`) exports none rather than a fake 0."""
+    s = samples(render(build_store()))
+    queue_workers = {labels: v for (name, labels), v in s.items() if name == "callboard_queue_workers"}
+    main = {"target": "main"}
+    assert queue_workers == {
+        L(**main, framework="dramatiq", namespace="dramatiq", queue="default", state="alive"): 2,
+        L(**main, framework="dramatiq", namespace="dramatiq", queue="default", state="stale"): 1,
+        L(**main, framework="dramatiq", namespace="dramatiq", queue="emails", state="alive"): 0,
+        L(**main, framework="dramatiq", namespace="dramatiq", queue="emails", state="stale"): 0,
+        L(**main, framework="arq", namespace="arq", queue="arq:queue", state="alive"): 1,
     }
 
 
@@ -189,6 +242,9 @@ def test_workers_by_namespace_and_state() -> None:
         L(target="main", framework="dramatiq", namespace="acme", state="stale"): 0,
         L(target="main", framework="dramatiq", namespace="lonely", state="alive"): 0,
         L(target="main", framework="dramatiq", namespace="lonely", state="stale"): 1,
+        # Arq: the namespace's queues with a health-check key.
+        L(target="main", framework="arq", namespace="arq", state="alive"): 1,
+        L(target="main", framework="arq", namespace="arq", state="stale"): 0,
     }
 
 
