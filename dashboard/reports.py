@@ -238,10 +238,13 @@ class FlowRow:
     p95_wait_seconds: float | None
     #: (minute start, epoch seconds; succeeded; failed) for each minute of the window with work.
     per_minute: tuple[tuple[int, int, int], ...]
-    #: "companion" (exact, every attempt), or "arq-results" (estimated from the results Arq keeps:
-    #: succeeded and failed jobs only, no retries, for as long as `keep_result`, 1 h by default; wait
-    #: measured from the enqueue, so it includes any deferral).
+    #: "companion" (exact, every attempt), or a backend's estimate (collectors/flow.py `Estimate`):
+    #: "arq-results" (the results Arq keeps: succeeded and failed jobs only, no retries, for as long
+    #: as `keep_result`, 1 h by default; wait measured from the enqueue, so it includes any
+    #: deferral) or "dramatiq-deadletters" (dead-letter arrivals: final failures only, no times).
     source: str = "companion"
+    #: The outcomes the source counts; the others read 0 in `total` and `window` but are unknown.
+    counted: tuple[str, ...] = tuple(OUTCOMES.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,16 +276,18 @@ def flow_report(request: Request) -> FlowReport:
 
 def _flow_row(target: str, series: Series, flow: FlowSnapshot, minutes: int) -> FlowRow:
     total = flow.total.get(series) or Tally.empty()
-    return _row(target, series, total, flow.minutes, minutes, "companion")
+    return _row(target, series, total, flow.minutes, minutes, "companion", tuple(OUTCOMES.values()))
 
 
 def _estimated_row(target: str, series: Series, flow: FlowSnapshot, minutes: int) -> FlowRow:
-    """A series only the broker's records tell about: "total" is what is retained."""
+    """A series only the broker's records tell about: "total" is what the estimate holds (the
+    retained results, the dead letters of the window)."""
     total = Tally.empty()
     for tallies in flow.estimated.values():
         if series in tallies:
             _merge(total, tallies[series])
-    return _row(target, series, total, flow.estimated, minutes, "arq-results")
+    estimate = backends.KINDS[series.framework].estimate
+    return _row(target, series, total, flow.estimated, minutes, estimate.source, estimate.outcomes)
 
 
 def _merge(into: Tally, tally: Tally) -> None:
@@ -301,6 +306,7 @@ def _row(
     by_minute: Mapping[int, Mapping[Series, Tally]],
     minutes: int,
     source: str,
+    counted: tuple[str, ...],
 ) -> FlowRow:
     newest = max(by_minute, default=0)
     window = Tally.empty()
@@ -326,6 +332,7 @@ def _row(
         p95_wait_seconds=quantile(total.waits, 0.95),
         per_minute=tuple(per_minute),
         source=source,
+        counted=counted,
     )
 
 
@@ -352,7 +359,9 @@ class DrainReport:
     arriving_per_minute: float | None
     #: Seconds until empty at the current net rate; None when not draining (or nothing to drain).
     eta_seconds: float | None
-    #: Where the completion figures come from ("companion", "arq-results") or None.
+    #: Where the completion figures come from ("companion", or an estimate that counts successes:
+    #: "arq-results"), or None. Dead letters alone are not completions: a queue with only those has
+    #: none.
     source: str | None
 
 
@@ -391,7 +400,11 @@ def _completed_per_minute(
         return None, None
     current = int(now // 60)
     wanted = (stats.framework.value, stats.namespace, stats.name)
-    for source, by_minute in (("companion", flow.minutes), ("arq-results", flow.estimated)):
+    estimate = backends.KINDS[stats.framework.value].estimate
+    sources = [("companion", flow.minutes)]
+    if "succeeded" in estimate.outcomes:  # failures alone would read as a queue completing nothing
+        sources.append((estimate.source, flow.estimated))
+    for source, by_minute in sources:
         ended = [
             (m, t.outcomes.get("succeeded", 0) + t.outcomes.get("failed", 0))
             for m, tallies in by_minute.items()
