@@ -17,7 +17,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 
 from callboard.collectors.failures import FailureIndex
-from callboard.collectors.flow import Series, Tally
+from callboard.collectors.flow import Estimate, Series, Tally
 from callboard.collectors.model import (
     Framework,
     JobDetail,
@@ -66,6 +66,8 @@ class Backend(Protocol):
     words: Words
     #: Whether a retry may run a job again under a new id, keeping the old one's result.
     offers_new_id: bool
+    #: What `estimated_flow` is made from, and what it counts.
+    estimate: Estimate
 
     redis: Redis
 
@@ -111,8 +113,10 @@ class Backend(Protocol):
         ...
 
     def estimated_flow(self, since_minute: int) -> dict[int, dict[Series, Tally]]:
-        """Flow estimated from what the broker keeps (Arq's retained results), by minute, for queues
-        whose workers run no companion; empty where the broker keeps nothing to estimate from."""
+        """Flow estimated from what the broker keeps (Arq's retained results, Dramatiq's dead-letter
+        arrivals), by minute from `since_minute` on, for queues whose workers run no companion: kept
+        in step as the background readers index what they read, so this costs no Redis call and no
+        walk over the jobs. `estimate` says what it counts."""
         ...
 
     def search_sources(self, target: str, queue: str | None) -> list[Source]:

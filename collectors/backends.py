@@ -17,6 +17,7 @@ from callboard.collectors.backend import Backend
 from callboard.collectors.dramatiq.backend import DramatiqBackend
 from callboard.collectors.dramatiq.config import DramatiqConfig
 from callboard.collectors.dramatiq.snapshot import DramatiqCollector
+from callboard.collectors.flow import Estimate
 from callboard.collectors.model import QueueStats
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 KINDS: dict[str, type[Backend]] = {k.framework.value: k for k in (DramatiqBackend, ArqBackend)}
 #: Names as URLs carry them, in display order.
 NAMES: tuple[str, ...] = tuple(KINDS)
+#: What each backend's flow estimate is made from, by its `source` name (what FlowRow carries).
+ESTIMATES: dict[str, Estimate] = {k.estimate.source: k.estimate for k in KINDS.values()}
 
 
 def failed_count(q: QueueStats) -> int | None:

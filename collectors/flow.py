@@ -55,6 +55,21 @@ STATS: dict[str, tuple[str, int]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """What a backend's flow estimate (Backend.estimated_flow) is made from, so that pages and the API
+    say what each number covers: what a broker keeps tells less than the companion records."""
+
+    #: Its name in the API's `source` field ("arq-results", "dramatiq-deadletters").
+    source: str
+    #: How pages name it ("Arq results", "dead letters only").
+    label: str
+    #: The outcomes it counts (values of OUTCOMES); any other is unknown (a page shows "—"), not 0.
+    outcomes: tuple[str, ...]
+    #: What it counts and what it cannot see (the label's tooltip, and the Tasks page's note).
+    covers: str
+
+
 def minute_key(minute: int) -> str:
     return f"{PREFIX}m:{minute}"
 

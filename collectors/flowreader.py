@@ -56,8 +56,8 @@ class FlowSnapshot:
     total_read_at: float | None
     error: str | None = None
     series: tuple[Series, ...] = field(default=())
-    #: Estimated from what the brokers keep (Arq results), by minute, for series the companions do
-    #: not report (their queue has no companion series at all).
+    #: Estimated from what the brokers keep (Arq results, Dramatiq dead letters), by minute, for
+    #: series the companions do not report (their queue has no companion series at all).
     estimated: Mapping[int, Mapping[Series, Tally]] = field(default_factory=dict)
     #: Epoch hour -> everything the companions recorded in that ended hour, summed over series.
     hours: Mapping[int, Tally] = field(default_factory=dict)

@@ -158,8 +158,10 @@ async def workers(request: Request) -> Response:
 
 @documented(
     Doc(
-        "Flow from the worker companions: per actor and queue, outcomes since recording began and over "
-        "the last `minutes`, run- and wait-time quantiles, and per-minute counts",
+        "Flow per actor and queue, outcomes since recording began and over the last `minutes`, run- "
+        "and wait-time quantiles, and per-minute counts: from the worker companions, or, for queues "
+        "without one, estimated from what the broker keeps (each row's `source`; `counted` names the "
+        "outcomes it counts)",
         ("minutes",),
         response=reports.FlowReport,
     )

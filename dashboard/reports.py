@@ -243,10 +243,13 @@ class FlowRow:
     p95_wait_seconds: float | None
     #: (minute start, epoch seconds; succeeded; failed) for each minute of the window with work.
     per_minute: tuple[tuple[int, int, int], ...]
-    #: "companion" (exact, every attempt), or "arq-results" (estimated from the results Arq keeps:
-    #: succeeded and failed jobs only, no retries, for as long as `keep_result`, 1 h by default; wait
-    #: measured from the enqueue, so it includes any deferral).
+    #: "companion" (exact, every attempt), or a backend's estimate (collectors/flow.py `Estimate`):
+    #: "arq-results" (the results Arq keeps: succeeded and failed jobs only, no retries, for as long
+    #: as `keep_result`, 1 h by default; wait measured from the enqueue, so it includes any
+    #: deferral) or "dramatiq-deadletters" (dead-letter arrivals: final failures only, no times).
     source: str = "companion"
+    #: The outcomes the source counts; the others read 0 in `total` and `window` but are unknown.
+    counted: tuple[str, ...] = tuple(OUTCOMES.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,16 +281,18 @@ def flow_report(request: Request) -> FlowReport:
 
 def _flow_row(target: str, series: Series, flow: FlowSnapshot, minutes: int) -> FlowRow:
     total = flow.total.get(series) or Tally.empty()
-    return _row(target, series, total, flow.minutes, minutes, "companion")
+    return _row(target, series, total, flow.minutes, minutes, "companion", tuple(OUTCOMES.values()))
 
 
 def _estimated_row(target: str, series: Series, flow: FlowSnapshot, minutes: int) -> FlowRow:
-    """A series only the broker's records tell about: "total" is what is retained."""
+    """A series only the broker's records tell about: "total" is what the estimate holds (the
+    retained results, the dead letters of the window)."""
     total = Tally.empty()
     for tallies in flow.estimated.values():
         if series in tallies:
             total.merge(tallies[series])
-    return _row(target, series, total, flow.estimated, minutes, estimate_source(series))
+    estimate = backends.KINDS[series.framework].estimate
+    return _row(target, series, total, flow.estimated, minutes, estimate.source, estimate.outcomes)
 
 
 def _row(
@@ -297,6 +302,7 @@ def _row(
     by_minute: Mapping[int, Mapping[Series, Tally]],
     minutes: int,
     source: str,
+    counted: tuple[str, ...],
 ) -> FlowRow:
     newest = max(by_minute, default=0)
     window = Tally.empty()
@@ -322,6 +328,7 @@ def _row(
         p95_wait_seconds=quantile(total.waits, 0.95),
         per_minute=tuple(per_minute),
         source=source,
+        counted=counted,
     )
 
 
@@ -354,7 +361,8 @@ class FlowOverview:
     succeeded: int
     failed: int
     retried: int
-    #: failed / (succeeded + failed); None with neither.
+    #: failed / (succeeded + failed), over the sources that see both (not dead letters: they see
+    #: failures only); None with neither.
     failure_rate: float | None
     #: The upper bound of the run-time bucket holding the 95th percentile (companion runs only).
     p95_run_seconds: float | None
@@ -374,11 +382,6 @@ def flow_range(request: Request) -> str:
     return span
 
 
-def estimate_source(series: Series) -> str:
-    """What an estimated series is estimated from, by its framework."""
-    return "arq-results" if series.framework == "arq" else "dramatiq-deadletters"
-
-
 def flow_overview(states: list[TargetState], span: str, now: float) -> FlowOverview:
     step, count = FLOW_RANGES[span]
     last = int(now // step)
@@ -386,6 +389,8 @@ def flow_overview(states: list[TargetState], span: str, now: float) -> FlowOverv
     sources: set[str] = set()
     errors: dict[str, str] = {}
     missing = 0
+    #: Failures from sources that see no successes (dead letters): counted, but not in the rate.
+    unrated = 0
     for state in states:
         flow = state.snapshot.flow if state.snapshot else None
         if flow is None:
@@ -408,11 +413,15 @@ def flow_overview(states: list[TargetState], span: str, now: float) -> FlowOverv
         for minute, by_series in flow.estimated.items():
             at = minute * 60 // step
             for series, tally in by_series.items():
-                sources.add(estimate_source(series))
+                estimate = backends.KINDS[series.framework].estimate
+                sources.add(estimate.source)
                 if at in steps:
                     steps[at].merge(tally)
+                    if "succeeded" not in estimate.outcomes:
+                        unrated += tally.outcomes.get("failed", 0)
     total = collapse(steps.values())
     succeeded, failed = total.outcomes.get("succeeded", 0), total.outcomes.get("failed", 0)
+    rated = failed - unrated
     points = tuple(
         FlowPoint(i * step, t.outcomes.get("succeeded", 0), t.outcomes.get("failed", 0))
         for i, t in sorted(steps.items())
@@ -424,7 +433,7 @@ def flow_overview(states: list[TargetState], span: str, now: float) -> FlowOverv
         succeeded=succeeded,
         failed=failed,
         retried=total.outcomes.get("retried", 0),
-        failure_rate=failed / (succeeded + failed) if succeeded + failed else None,
+        failure_rate=rated / (succeeded + rated) if succeeded + rated else None,
         p95_run_seconds=quantile(total.durations, 0.95),
         sources=tuple(sorted(sources)),
         hours_missing=missing,
@@ -455,7 +464,9 @@ class DrainReport:
     arriving_per_minute: float | None
     #: Seconds until empty at the current net rate; None when not draining (or nothing to drain).
     eta_seconds: float | None
-    #: Where the completion figures come from ("companion", "arq-results") or None.
+    #: Where the completion figures come from ("companion", or an estimate that counts successes:
+    #: "arq-results"), or None. Dead letters alone are not completions: a queue with only those has
+    #: none.
     source: str | None
 
 
@@ -494,7 +505,11 @@ def _completed_per_minute(
         return None, None
     current = int(now // 60)
     wanted = (stats.framework.value, stats.namespace, stats.name)
-    for source, by_minute in (("companion", flow.minutes), ("arq-results", flow.estimated)):
+    estimate = backends.KINDS[stats.framework.value].estimate
+    sources = [("companion", flow.minutes)]
+    if "succeeded" in estimate.outcomes:  # failures alone would read as a queue completing nothing
+        sources.append((estimate.source, flow.estimated))
+    for source, by_minute in sources:
         ended = [
             (m, t.outcomes.get("succeeded", 0) + t.outcomes.get("failed", 0))
             for m, tallies in by_minute.items()

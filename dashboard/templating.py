@@ -138,7 +138,13 @@ def printable(value: Any) -> Any:
 def make_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(asset_dir("templates")))
     env = templates.env
-    env.globals.update(static=static, kinds=backends.KINDS, failed_count=backends.failed_count, **BUILDERS)
+    env.globals.update(
+        static=static,
+        kinds=backends.KINDS,
+        estimates=backends.ESTIMATES,
+        failed_count=backends.failed_count,
+        **BUILDERS,
+    )
     env.filters.update(
         ago=ago, duration=duration, when=when, compact=compact, pretty=pretty, bytes=bytes_, segment=segment
     )

@@ -152,7 +152,6 @@ def overview_context(request: Request) -> dict[str, Any]:
     return {
         "flow": flow,
         "flow_chart": {span: _flow_series(f) for span, f in flow.items()},
-        "source_labels": SOURCE_LABELS,
         "rows": rows,
         "query": query,
         "page": page,
@@ -163,14 +162,6 @@ def overview_context(request: Request) -> dict[str, Any]:
         "params": urlencode(params),
         "page_url": lambda n: "/?" + urlencode({k: v for k, v in (("q", query), ("page", str(n))) if v}),
     }
-
-
-#: How each source of flow figures is named on the pages.
-SOURCE_LABELS = {
-    "companion": "the worker companion (exact)",
-    "arq-results": "Arq's results (only what they still hold: 1 h by default)",
-    "dramatiq-deadletters": "Dramatiq's dead letters (failures only)",
-}
 
 
 def _flow_series(flow: reports.FlowOverview) -> dict[str, Any]:
@@ -256,7 +247,8 @@ def task_sort(request: Request) -> str:
 def _task_key(sort: str) -> Callable[[reports.FlowRow], tuple[Any, ...]]:
     keys: dict[str, Callable[[reports.FlowRow], tuple[Any, ...]]] = {
         "p95": lambda r: (-(r.p95_run_seconds or 0.0), r.actor),
-        "runs": lambda r: (-sum(r.window.values()), r.actor),
+        # Rows whose source sees no successes have no run count: after every row that has one.
+        "runs": lambda r: (-sum(r.window.values()) if "succeeded" in r.counted else 1, r.actor),
         "failure": lambda r: (-(_failure_share(r) or 0.0), r.actor),
         "wait": lambda r: (-(r.p95_wait_seconds or 0.0), r.actor),
         "name": lambda r: (r.actor, r.queue, r.target),
@@ -265,8 +257,19 @@ def _task_key(sort: str) -> Callable[[reports.FlowRow], tuple[Any, ...]]:
 
 
 def _failure_share(row: reports.FlowRow) -> float | None:
+    """None when nothing ended, or when the source does not count successes (dead letters alone
+    would read 100 %)."""
+    if not {"succeeded", "failed"} <= set(row.counted):
+        return None
     ended = row.total.get("succeeded", 0) + row.total.get("failed", 0)
     return row.total.get("failed", 0) / ended if ended else None
+
+
+def runs(row: reports.FlowRow) -> str:
+    """Attempts over the window: "—" when the source does not count successes."""
+    if "succeeded" not in row.counted:
+        return "—"
+    return f"{row.window['succeeded'] + row.window['failed'] + row.window['retried']:,}"
 
 
 def failure_rate(row: reports.FlowRow) -> str:
@@ -288,7 +291,9 @@ def tasks_context(request: Request) -> dict[str, Any]:
     sort = task_sort(request)
     rows = []
     for row in sorted(report.series, key=_task_key(sort)):
-        points = [(float(t), {"done": ok}) for t, ok, _ in row.per_minute]
+        # Completions per minute; failures where the source sees no successes (dead letters).
+        done = "succeeded" in row.counted
+        points = [(float(t), {"done": ok if done else failed}) for t, ok, failed in row.per_minute]
         spark, top = spark_points(points)
         rows.append(TaskRow(row, spark, top))
     return {
@@ -298,6 +303,7 @@ def tasks_context(request: Request) -> dict[str, Any]:
         "minutes": report.minutes,
         "errors": report.errors,
         "failure_rate": failure_rate,
+        "runs": runs,
         "bound": bound,
     }
 

@@ -18,7 +18,7 @@ from callboard.collectors.arq.keys import NAMESPACE
 from callboard.collectors.arq.snapshot import ArqCollector
 from callboard.collectors.backend import Words
 from callboard.collectors.failures import FailureIndex
-from callboard.collectors.flow import Series, Tally
+from callboard.collectors.flow import Estimate, Series, Tally
 from callboard.collectors.model import (
     QUEUE_STATES,
     Framework,
@@ -46,6 +46,17 @@ WORDS = Words(
     ),
 )
 
+ESTIMATE = Estimate(
+    source="arq-results",
+    label="Arq results",
+    outcomes=("succeeded", "failed"),
+    covers=(
+        "estimated from the results Arq keeps (keep_result, 1 h by default): succeeded and failed jobs "
+        "by minute of finishing, while their results are retained; no retries; wait counted from the "
+        "enqueue, so it includes any deferral"
+    ),
+)
+
 
 class ArqBackend:
     framework = Framework.ARQ
@@ -54,6 +65,7 @@ class ArqBackend:
     failed_state = "failed"
     words = WORDS
     offers_new_id = True
+    estimate = ESTIMATE
 
     def __init__(self, redis: Redis, collector: ArqCollector) -> None:
         self.redis = redis

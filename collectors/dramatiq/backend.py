@@ -18,7 +18,7 @@ from callboard.collectors.dramatiq import search as dramatiq_search
 from callboard.collectors.dramatiq.keys import QueueKeys, queue_keys
 from callboard.collectors.dramatiq.snapshot import DramatiqCollector
 from callboard.collectors.failures import FailureIndex
-from callboard.collectors.flow import Series, Tally
+from callboard.collectors.flow import Estimate, Series, Tally
 from callboard.collectors.model import (
     QUEUE_STATES,
     Framework,
@@ -45,6 +45,21 @@ WORDS = Words(
     ),
 )
 
+ESTIMATE = Estimate(
+    source="dramatiq-deadletters",
+    label="dead letters only",
+    outcomes=("failed",),
+    covers=(
+        "counted from the dead letters Callboard reads: final failures that were dead-lettered (retries "
+        "exhausted, an exception in throws, an age-limit skip, an unknown actor), by minute of "
+        "dead-lettering, including letters already dead when Callboard started if that minute is "
+        "within the hour; a letter requeued or deleted after it was read still counts. It cannot see "
+        "successes, retried attempts, run or wait times, nor letters deleted before it read them; "
+        "Dramatiq's results backend is not used: a result holds no time, and by default its key is a "
+        "hash that names no actor"
+    ),
+)
+
 
 class DramatiqBackend:
     framework = Framework.DRAMATIQ
@@ -53,6 +68,7 @@ class DramatiqBackend:
     failed_state = "dead"
     words = WORDS
     offers_new_id = False
+    estimate = ESTIMATE
 
     def __init__(
         self, redis: Redis, collector: DramatiqCollector, results_redis: Redis | None = None
@@ -112,7 +128,8 @@ class DramatiqBackend:
         return await controls.recover(self.redis, q, self.collector.ack_keys(q), timeout)
 
     def estimated_flow(self, since_minute: int) -> dict[int, dict[Series, Tally]]:
-        return {}  # Dramatiq keeps no record of finished messages: only the companion knows
+        # Dramatiq keeps no record of finished messages; its dead letters tell the final failures.
+        return self.collector.dead.arrivals.since(since_minute)
 
     def search_sources(self, target: str, queue: str | None) -> list[Source]:
         out: list[Source] = []

@@ -3,12 +3,16 @@
 Each queue's .XQ is walked newest first (the letters an operator looks at), then followed by score
 for arrivals; removals are found by ZMSCORE when the index holds more than ZCARD. At most
 DEAD_BUDGET payloads per cycle; a queue whose dead count is unchanged costs nothing.
+
+Each letter read is also counted once by minute of arrival (its XQ score), queue and actor: the flow
+estimate for queues without the companion (`DeadArrivals`; README, Flow).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
@@ -16,6 +20,8 @@ from callboard.collectors import decoding, payloads
 from callboard.collectors.decoding import Lane, decoder
 from callboard.collectors.dramatiq.keys import QueueKeys
 from callboard.collectors.failures import UNDECODABLE, Failure, FailureIndex, split_exception
+from callboard.collectors.flow import Series, Tally
+from callboard.collectors.flowreader import WINDOW
 from callboard.collectors.keyspace import text as _text
 from callboard.collectors.model import (
     Framework,
@@ -52,6 +58,61 @@ class _DeadWalk:
     verify_from: int = 0
 
 
+@dataclass(slots=True)
+class DeadArrivals:
+    """Dead letters per minute of arrival, queue and actor, over the flow window: Dramatiq's flow
+    estimate, failures only (README, Flow).
+
+    A letter is counted when the reader first reads it, by its XQ score (the time of the final
+    failure), so a letter already dead when Callboard starts counts in its own minute if that is still
+    in the window. A requeued or deleted letter is not taken back: it failed in that minute. Costs
+    O(1) per letter read and ~100 bytes per letter of the window (its rid, so that a letter read
+    again, after a control took it out of the failure groups by a wrong guess, counts once);
+    `since()` is O(minutes x actors), never O(letters)."""
+
+    #: Epoch minute -> (namespace, queue, actor) -> letters that arrived in it.
+    counts: dict[int, Counter[tuple[str, str, str]]] = field(default_factory=dict)
+    #: Epoch minute -> rids counted in it (a rid's minute never changes: its score is fixed, and a
+    #: requeued letter comes back under a new rid).
+    seen: dict[int, set[str]] = field(default_factory=dict)
+    #: The oldest minute kept (older arrivals are not counted at all).
+    oldest: int = 0
+
+    def add(self, rid: str, at: float, namespace: str, queue: str, actor: str) -> bool:
+        """Count one dead letter that arrived at `at` (epoch seconds); False when already counted
+        or older than the window."""
+        minute = int(at // 60)
+        if minute < self.oldest:
+            return False
+        rids = self.seen.setdefault(minute, set())
+        if rid in rids:
+            return False
+        rids.add(rid)
+        self.counts.setdefault(minute, Counter())[(namespace, queue, actor)] += 1
+        return True
+
+    def prune(self, oldest: int) -> None:
+        """Forget minutes before `oldest` (the window moved on)."""
+        self.oldest = oldest
+        for minute in [m for m in self.counts if m < oldest]:
+            del self.counts[minute]
+        for minute in [m for m in self.seen if m < oldest]:
+            del self.seen[minute]
+
+    def since(self, minute: int) -> dict[int, dict[Series, Tally]]:
+        """Failed counts from `minute` on, as flow tallies (no run or wait times: a dead letter
+        does not say how long its attempts ran or waited)."""
+        out: dict[int, dict[Series, Tally]] = {}
+        for m, counter in self.counts.items():
+            if m < minute:
+                continue
+            tallies = out[m] = {}
+            for (namespace, queue, actor), n in counter.items():
+                tally = tallies[Series(Framework.DRAMATIQ.value, namespace, queue, actor)] = Tally.empty()
+                tally.add("f", n)
+        return out
+
+
 class DeadLetters:
     """Dead letters grouped by cause, for the failures page: read in the background, per target.
 
@@ -61,6 +122,8 @@ class DeadLetters:
         #: The broker's dead_message_ttl: when each dead letter becomes eligible for deletion.
         self.ttl = ttl
         self.failures = FailureIndex(Framework.DRAMATIQ)
+        #: Letters per minute of arrival, counted as they are read (the flow estimate).
+        self.arrivals = DeadArrivals(oldest=int(time.time() // 60) - WINDOW + 1)
         #: Dead letters per queue key, from the last snapshot.
         self.counts: dict[str, int] = {}
         self._walks: dict[str, _DeadWalk] = {}
@@ -72,6 +135,7 @@ class DeadLetters:
         Driven by the dead counts of the last snapshot: a queue whose count matches what is indexed,
         and whose walk is done, costs nothing. Returns the round trips used (0 to 3)."""
         now = time.time()
+        self.arrivals.prune(int(now // 60) - WINDOW + 1)
         known = {q.ready: q for q in queues}
         for name in [n for n in self._walks if n not in known]:
             self._forget_dead(name)
@@ -164,10 +228,16 @@ class DeadLetters:
         ]
         # A prefix when a payload went over the decode budget; the walk re-reads what it skipped
         # once it has caught up (see `behind` above).
+        by_name = {q.ready: q for q, _ in wanted}
         for failure in await decoding.run(
             dead_failure, calls, _unreadable_dead, lane=Lane.BACKGROUND, partial=True
         ):
             self.failures.add(failure)
+            # Counted even when the index is full (it was read); a letter with no actor (its payload
+            # is undecodable) cannot be attributed, so it is not counted.
+            if failure.name is not None and failure.failed_at is not None:
+                q = by_name[failure.queue]
+                self.arrivals.add(failure.job_id, failure.failed_at, q.namespace, q.queue, failure.name)
         return 2
 
     def _forget_dead(self, name: str) -> None:

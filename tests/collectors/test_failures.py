@@ -25,8 +25,10 @@ from callboard.collectors.dramatiq.deadletters import DEAD_BUDGET
 from callboard.collectors.dramatiq.keys import QueueKeys, acks_key, heartbeats_key
 from callboard.collectors.dramatiq.snapshot import DramatiqCollector
 from callboard.collectors.failures import NO_TRACEBACK
+from callboard.collectors.flow import Series
 from callboard.collectors.model import FailureGroup, Outcome, TargetSnapshot
 from callboard.collectors.target import TargetCollector
+from callboard.companion.recorder import Recorder, stage
 
 NOW_MS = int(time.time() * 1000)
 
@@ -158,6 +160,67 @@ async def test_the_reader_is_budgeted_and_follows_arrivals_and_removals(
     sync_redis.delete(q.dead, q.dead_msgs)
     snap = await settle(target)
     assert snap.failures == ()
+
+
+async def test_dead_letter_arrivals_are_dramatiqs_flow_estimate(
+    sync_redis: redis.Redis, aredis: Redis
+) -> None:
+    """Failures per minute of dead-lettering, queue and actor, from what the reader reads: letters
+    already dead at start count in their own minute if it is within the window; a letter deleted or
+    read again still counts once; the companion on a queue takes the queue over."""
+    registry(sync_redis)
+    q, emails = QueueKeys("dramatiq", "default"), QueueKeys("dramatiq", "emails")
+    now_ms = int(time.time() * 1000)
+    now_minute, ago_minute = now_ms // 60_000, (now_ms - 30 * 60_000) // 60_000
+    for i in range(3):
+        dead_letter(sync_redis, q, f"now{i}", "charge", None, now_ms)
+    dead_letter(sync_redis, q, "ago", "charge", "ValueError: x", now_ms - 30 * 60_000)
+    dead_letter(sync_redis, q, "send", "send", None, now_ms)
+    dead_letter(sync_redis, q, "too-old", "charge", None, now_ms - 61 * 60_000)  # before the window
+    dead_letter(sync_redis, emails, "e", "charge", None, now_ms)
+    sync_redis.hset(q.dead_msgs, "junk", "{not json")  # no actor to count it under
+    sync_redis.zadd(q.dead, {"junk": now_ms})
+    target = TargetCollector("t", aredis, DramatiqCollector())
+
+    def estimated(snap: TargetSnapshot) -> dict[tuple[int, str, str], dict[str, int]]:
+        assert snap.flow is not None
+        return {
+            (m, s.queue, s.actor): t.outcomes
+            for m, tallies in snap.flow.estimated.items()
+            for s, t in tallies.items()
+        }
+
+    snap = await settle(target)
+    expected = {
+        (now_minute, "default", "charge"): {"failed": 3},
+        (ago_minute, "default", "charge"): {"failed": 1},
+        (now_minute, "default", "send"): {"failed": 1},
+        (now_minute, "emails", "charge"): {"failed": 1},
+    }
+    assert estimated(snap) == expected
+    assert snap.flow is not None and snap.flow.series == ()  # no companion: nothing else
+    tally = next(iter(snap.flow.estimated[ago_minute].values()))
+    assert tally.runs == 0 and sum(tally.waits) == 0, "dead letters tell no run or wait time"
+    # Deleted by an operator, or taken out of the index by a wrong guess and read again: still once.
+    await dramatiq_controls.apply(aredis, q, "dead", "delete", ["now0"], failures=target.dramatiq.failures)
+    target.dramatiq.failures.remove("now1")
+    snap = await settle(target)
+    assert sum(n for o in estimated(snap).values() for n in o.values()) == 6
+    # A new arrival counts in its own minute.
+    dead_letter(sync_redis, q, "new", "charge", None, now_ms + 1)
+    snap = await settle(target)
+    assert sum(n for o in estimated(snap).values() for n in o.values()) == 7
+    # The companion reports on dramatiq:default: its estimate goes, emails' stays.
+    covered = Series("dramatiq", "dramatiq", "default", "charge")
+    recorder = Recorder()
+    recorder.record(covered, "succeeded", time.time(), 0.01)
+    with sync_redis.pipeline(transaction=False) as pipe:
+        stage(pipe, recorder.take(), "test", 0)
+        pipe.execute()
+    await target.collect()  # the flow reader meets an unknown series id: it reads the names next
+    snap = await target.collect()
+    assert snap.flow is not None and snap.flow.series == (covered,)
+    assert {(queue, actor) for _, queue, actor in estimated(snap)} == {("emails", "charge")}
 
 
 async def test_arq_failed_results_form_groups(aredis: Redis, sync_redis: redis.Redis) -> None:

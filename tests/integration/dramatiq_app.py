@@ -15,6 +15,9 @@ database, so discovery also has to ignore keys that are not Dramatiq's):
 * `flaky(tag)` counts its runs per tag and fails (no retries: dead at once) while the test's
   `broken` key exists; it has a short `max_age`, so a requeued message runs only if the requeue
   reset its timestamp.
+* `fine(tag)` succeeds.
+
+With `ITEST_FLOW=1` the worker runs the flow companion (`FlowMiddleware`); without it, none.
 """
 
 from __future__ import annotations
@@ -89,10 +92,15 @@ def flaky(tag: str) -> str:
     return f"ok {tag}"
 
 
+def fine(tag: str) -> str:
+    return f"fine {tag}"
+
+
 def build(
     url: str, namespace: str, queues: tuple[str, ...] = DEFAULT_QUEUES
 ) -> tuple[RedisBroker, dict[str, Any]]:
-    """A broker for `namespace` and, per queue Q, actors `hold_Q`, `retry_later_Q`, `doomed_Q`."""
+    """A broker for `namespace` and, per queue Q, actors `hold_Q`, `retry_later_Q`, `doomed_Q`,
+    `flaky_Q` and `fine_Q`."""
     broker = RedisBroker(url=url, namespace=namespace, maintenance_chance=0)  # type: ignore[no-untyped-call]
     actors: dict[str, Any] = {}
     for queue in queues:
@@ -122,6 +130,9 @@ def build(
             max_retries=0,
             max_age=FLAKY_MAX_AGE_MS,
         )(flaky)
+        actors[f"fine_{queue}"] = dramatiq.actor(
+            broker=broker, queue_name=queue, actor_name=f"fine_{queue}", max_retries=0
+        )(fine)
     return broker, actors
 
 
@@ -130,4 +141,8 @@ if "ITEST_REDIS_URL" in os.environ:  # imported by a dramatiq worker process
     broker, actors = build(
         os.environ["ITEST_REDIS_URL"], os.environ.get("ITEST_NAMESPACE", "dramatiq"), _queues
     )
+    if os.environ.get("ITEST_FLOW") == "1":
+        from callboard.companion.dramatiq import FlowMiddleware
+
+        broker.add_middleware(FlowMiddleware(interval=0.5))
     dramatiq.set_broker(broker)

@@ -29,12 +29,14 @@ PREFETCH = 2
 THREADS = 2
 
 
-def start_worker(url: str, namespace: str, queues: tuple[str, ...]) -> Process:
-    """`python -m dramatiq tests.integration.dramatiq_app --processes 1 --threads 2`, as a user runs it."""
+def start_worker(url: str, namespace: str, queues: tuple[str, ...], flow: bool = False) -> Process:
+    """`python -m dramatiq tests.integration.dramatiq_app --processes 1 --threads 2`, as a user runs it;
+    with the flow companion when `flow`."""
     env = child_env(
         ITEST_REDIS_URL=url,
         ITEST_NAMESPACE=namespace,
         ITEST_QUEUES=",".join(queues),
+        ITEST_FLOW="1" if flow else "0",
         dramatiq_queue_prefetch=str(PREFETCH),
         # How often an idle consumer polls Redis (ms): small, so delayed retries move promptly.
         dramatiq_worker_timeout="200",

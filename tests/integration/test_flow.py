@@ -8,6 +8,7 @@ bucket of every run time, waits that leave the delay out, and the same through /
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sys
 import time
@@ -31,8 +32,8 @@ from callboard.collectors.flow import (
     series_names,
     tallies,
 )
-from tests.integration import flow_app
-from tests.integration.support import api_json, scrape
+from tests.integration import dramatiq_app, flow_app
+from tests.integration.support import api_json, scrape, start_worker, stop_worker
 from tests.servers import Callboard, Process, RedisServer, child_env, wait_until
 
 QUICK_BUCKET, SLOW_BUCKET = bucket(flow_app.QUICK), bucket(flow_app.SLOW)
@@ -343,6 +344,86 @@ def test_without_the_companion_arq_results_tell_the_flow(
     finally:
         board.stop()
         worker.stop()
+
+
+def test_without_the_companion_dramatiq_dead_letters_tell_the_failures(
+    redis_url: str, control: redis.Redis
+) -> None:
+    """Source 1 for Dramatiq: a real worker without the companion; the dead letters it makes are the
+    failures per minute and actor, final failures only (a retried attempt is not one), and nothing of
+    its successes. Then a worker with the companion on the same queue takes the queue over."""
+    ns, queue = "dlflow", "default"
+    key = f"{ns}:{queue}"
+    flaky, doomed, fine = (f"{name}_{queue}" for name in ("flaky", "doomed", "fine"))
+    control.set(dramatiq_app.BROKEN, "1")  # flaky fails, max_retries=0: dead at once
+    worker = start_worker(redis_url, ns, (queue,))
+    _, actors = dramatiq_app.build(redis_url, ns, (queue,))
+    board = Callboard([f"main={redis_url}"]).start(poll_interval=0.2)
+    try:
+        for i in range(5):
+            actors[flaky].send(f"f{i}")
+        for i in range(2):
+            actors[doomed].send(f"d{i}")  # one retry each, then dead: 2 final failures, not 4
+        for i in range(4):
+            actors[fine].send(f"ok{i}")
+        wait_until(
+            lambda: control.zcard(f"{key}.XQ") == 7 and control.hlen(f"{key}.msgs") == 0,
+            timeout=30,
+            what="7 dead letters and nothing left to run",
+        )
+        scores = cast(list[tuple[bytes, float]], control.zrange(f"{key}.XQ", 0, -1, withscores=True))
+        payloads = cast(list[bytes], control.hmget(f"{key}.XQ.msgs", [rid for rid, _ in scores]))
+        truth: dict[str, dict[int, int]] = {}
+        for (_, score), raw in zip(scores, payloads, strict=True):
+            actor = json.loads(raw)["actor_name"]
+            minute = int(score // 60_000) * 60
+            truth.setdefault(actor, {})[minute] = truth.setdefault(actor, {}).get(minute, 0) + 1
+
+        def rows() -> dict[str, Any]:
+            series = api_json(board, "/api/v1/flow")["series"]
+            return {r["actor"]: r for r in series if r["namespace"] == ns and r["queue"] == queue}
+
+        def told() -> bool:
+            return {a: {t: f for t, _, f in r["per_minute"]} for a, r in rows().items()} == truth
+
+        wait_until(told, timeout=20, what=f"the dead letters per minute in /api/v1/flow: {truth}")
+        found = rows()
+        assert set(found) == {flaky, doomed}, "successes leave no dead letter: no row"
+        for actor, failed in ((flaky, 5), (doomed, 2)):
+            row = found[actor]
+            assert row["source"] == "dramatiq-deadletters" and row["counted"] == ["failed"]
+            assert row["window"] == {"succeeded": 0, "failed": failed, "retried": 0, "skipped": 0}
+            assert row["total_runs"] == 0 and row["p95_run_seconds"] is None
+            assert row["p95_wait_seconds"] is None
+        # The page says what the numbers are: failures counted, runs and failure % unknown.
+        page = board.get("/tasks?sort=name")[1]
+        cells = dict(re.findall(r'<td class="num" data-field="(\w+)">([^<]*)</td>', row_html(page, flaky)))
+        assert cells == {"runs": "—", "failed": "5", "failure": "—", "p95": "—"}, cells
+        assert 'data-source="dramatiq-deadletters"' in row_html(page, flaky) and "dead letters only" in page
+        # Nothing estimated is exported as a counter.
+        assert f'actor="{flaky}"' not in board.get("/metrics")[1]
+
+        # The companion on that queue: its figures only, the estimate for the queue goes.
+        stop_worker(worker)
+        worker = start_worker(redis_url, ns, (queue,), flow=True)
+        actors[fine].send("with-companion")
+
+        def companion_only() -> bool:
+            found = rows()
+            return bool(found) and {r["source"] for r in found.values()} == {"companion"}
+
+        wait_until(companion_only, timeout=30, what="the companion to take the queue over")
+        assert rows()[fine]["window"]["succeeded"] == 1
+    finally:
+        board.stop()
+        stop_worker(worker)
+
+
+def row_html(page: str, task: str) -> str:
+    """The Tasks page's row of one task."""
+    match = re.search(rf'<tr data-task="{re.escape(task)}">(.*?)</tr>', page, re.S)
+    assert match, f"no row for {task}"
+    return match.group(1)
 
 
 def test_a_queue_drained_by_a_real_worker_shows_its_time_to_drain(redis_url: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from callboard.collectors.flow import Series, Tally
+from callboard.collectors.flowreader import FlowSnapshot
 from callboard.collectors.model import Framework, QueueStats
 from callboard.dashboard.reports import drain_report
 
@@ -39,3 +41,25 @@ def test_growing_flat_and_too_short_histories() -> None:
     assert short.net_per_minute is None
     old = drain_report(stats(50), history([(600, 900), (590, 800)]), None, NOW)  # outside the window
     assert old.net_per_minute is None
+
+
+def test_dead_letters_alone_are_not_completions_but_arq_results_are() -> None:
+    """A Dramatiq queue whose only flow is its dead-letter arrivals has no completion rate (failures
+    alone would read as a queue completing only what fails); Arq's results count both outcomes."""
+    minute = int(NOW // 60) - 1
+    dead = Tally.empty()
+    dead.add("f", 30)
+    dramatiq = FlowSnapshot(
+        {}, {}, None, estimated={minute: {Series("dramatiq", "dramatiq", "default", "a"): dead}}
+    )
+    points = [(30, 100), (0, 40)]
+    report = drain_report(stats(40), history(points), dramatiq, NOW)
+    assert report.completed_per_minute is None and report.source is None
+    assert report.net_per_minute is not None  # the depth still tells the net rate
+    done = Tally.empty()
+    done.add("s", 20)
+    done.add("f", 10)
+    arq = FlowSnapshot({}, {}, None, estimated={minute: {Series("arq", "arq", "arq:queue", "f"): done}})
+    arq_stats = QueueStats(Framework.ARQ, "arq", "arq:queue", "arq:queue", {"ready": 40}, 0.0)
+    report = drain_report(arq_stats, history(points), arq, NOW)
+    assert report.completed_per_minute == 30 and report.source == "arq-results"
