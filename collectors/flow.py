@@ -150,6 +150,15 @@ class Tally:
         elif kind == "ws":
             self.wait_sum += count / 1e6
 
+    def merge(self, other: Tally) -> None:
+        """Add `other`'s figures to these."""
+        for outcome, n in other.outcomes.items():
+            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + n
+        self.durations[:] = [a + b for a, b in zip(self.durations, other.durations, strict=True)]
+        self.waits[:] = [a + b for a, b in zip(self.waits, other.waits, strict=True)]
+        self.duration_sum += other.duration_sum
+        self.wait_sum += other.wait_sum
+
     def copy(self) -> Tally:
         return Tally(
             dict(self.outcomes), list(self.durations), list(self.waits), self.duration_sum, self.wait_sum

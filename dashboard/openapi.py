@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from starlette.routing import BaseRoute, Route
 
 from callboard.collectors import backends
-from callboard.dashboard import reports
+from callboard.dashboard import reports, taskreport
 from callboard.dashboard.routing import SegmentRoute
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,7 +40,7 @@ ERROR_SCHEMA: dict[str, Any] = {
     "properties": {"error": {"type": "string", "description": "What went wrong, in words"}},
 }
 READ_ERRORS = {
-    "400": "A parameter is invalid: not an integer, out of range, or an unknown state or framework",
+    "400": "A parameter is invalid: not an integer, out of range, or an unknown state, framework or range",
     "401": "Auth is on and no valid credentials were sent",
     "404": "No such target, framework, queue (neither configured nor discovered), job, or path",
     "405": "Wrong method for this path; the `Allow` header lists the right ones",
@@ -59,6 +59,7 @@ QUERY: dict[str, dict[str, Any]] = {
     "limit": {"type": "integer", "minimum": 1, "maximum": reports.MAX_LIMIT},
     "minutes": {"type": "integer", "minimum": 1, "maximum": reports.FLOW_WINDOW},
     "framework": {"type": "string", "enum": list(backends.NAMES)},
+    "range": {"type": "string", "enum": list(taskreport.RANGES)},
 }
 CONTROL_BODY: dict[str, Any] = {
     "type": "object",

@@ -226,6 +226,8 @@ class FlowRow:
     namespace: str
     queue: str
     actor: str
+    #: The series' id (12 hex digits): its page is /tasks/{target}/{series_id}.
+    series_id: str
     #: Since the companion started recording: succeeded, failed (final), retried, skipped.
     total: dict[str, int]
     total_runs: int
@@ -281,17 +283,8 @@ def _estimated_row(target: str, series: Series, flow: FlowSnapshot, minutes: int
     total = Tally.empty()
     for tallies in flow.estimated.values():
         if series in tallies:
-            _merge(total, tallies[series])
+            total.merge(tallies[series])
     return _row(target, series, total, flow.estimated, minutes, "arq-results")
-
-
-def _merge(into: Tally, tally: Tally) -> None:
-    for outcome, n in tally.outcomes.items():
-        into.outcomes[outcome] = into.outcomes.get(outcome, 0) + n
-    into.durations[:] = [a + b for a, b in zip(into.durations, tally.durations, strict=True)]
-    into.waits[:] = [a + b for a, b in zip(into.waits, tally.waits, strict=True)]
-    into.duration_sum += tally.duration_sum
-    into.wait_sum += tally.wait_sum
 
 
 def _row(
@@ -309,7 +302,7 @@ def _row(
         tally = by_minute[minute].get(series)
         if tally is None:
             continue
-        _merge(window, tally)
+        window.merge(tally)
         per_minute.append((minute * 60, tally.outcomes.get("succeeded", 0), tally.outcomes.get("failed", 0)))
     return FlowRow(
         target=target,
@@ -317,6 +310,7 @@ def _row(
         namespace=series.namespace,
         queue=series.queue,
         actor=series.actor,
+        series_id=series.id,
         total={o: total.outcomes.get(o, 0) for o in OUTCOMES.values()},
         total_runs=total.runs,
         window={o: window.outcomes.get(o, 0) for o in OUTCOMES.values()},

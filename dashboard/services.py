@@ -13,10 +13,11 @@ from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 from starlette.templating import Jinja2Templates
 
+from callboard.collectors.flow import Tally
 from callboard.collectors.target import TargetCollector
 from callboard.dashboard.operations import Operations
 from callboard.dashboard.poller import Poller
-from callboard.dashboard.rendercache import RenderCache
+from callboard.dashboard.rendercache import ReadCache, RenderCache
 from callboard.dashboard.searches import Searches
 from callboard.dashboard.settings import Settings
 from callboard.dashboard.store import SnapshotStore
@@ -32,6 +33,8 @@ class Services:
     collectors: Mapping[str, TargetCollector]
     templates: Jinja2Templates
     render_cache: RenderCache
+    #: A task's hours read from Redis for its page (dashboard/taskreport.py), shared by every viewer.
+    flow_history: ReadCache[dict[int, Tally]]
     operations: Operations
     searches: Searches
     #: What /metrics exports.
