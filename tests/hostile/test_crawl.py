@@ -30,6 +30,7 @@ import pytest
 import redis
 from playwright.sync_api import ConsoleMessage, Dialog, Page
 
+from callboard.dashboard import urls
 from tests.hostile.conftest import (
     CappedBoard,
     Fetched,
@@ -72,6 +73,7 @@ GET_ROUTES = {
     "/api/v1/workers",
     "/api/v1/failures",
     "/api/v1/flow",
+    "/api/v1/tasks/{target}/{series_id}",
     "/api/v1/audit",
     "/api/v1/operations/{op_id}",
     "/api/v1/search",
@@ -299,6 +301,15 @@ def test_api_routes_without_parameters_answer_json(corpus_board: Board) -> None:
         asked[path] = fetch(base, path)
     for minutes in ("", "5", "60", "0", "61", "x", "1e3"):
         path = f"/api/v1/flow?minutes={minutes}"
+        asked[path] = fetch(base, path)
+    # Every task the flow lists (the corpus' odd names, ids whose name does not match are not among
+    # them) over every range, a bad range, and ids that are not tasks.
+    tasks = [urls.api_task_url(r["target"], r["series_id"]) for r in api_json(base, "/api/v1/flow")["series"]]
+    for path in tasks:
+        for span in ("", "?range=1h", "?range=24h", "?range=7d", "?range=nope"):
+            asked[path + span] = fetch(base, path + span)
+    for sid in ("ffffffffffff", "x", "no-such-task"):
+        path = f"/api/v1/tasks/{urls.segment(TARGET)}/{sid}"
         asked[path] = fetch(base, path)
     for q in SEARCHES:
         path = "/api/v1/search?" + urlencode({"q": q}, encoding="utf-8", errors="surrogateescape")
