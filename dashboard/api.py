@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from callboard.collectors.model import FailureGroup, JobDetail, JobPage, QueueStats, StuckJob, WorkerStats
-from callboard.dashboard import reports
+from callboard.dashboard import reports, taskreport
 from callboard.dashboard.openapi import STRING, Doc, document, documented, listing, with_
 from callboard.dashboard.services import services
 from callboard.dashboard.store import TargetState
@@ -181,6 +181,22 @@ async def flow(request: Request) -> Response:
 async def flow_overview(request: Request) -> Response:
     span = reports.flow_range(request)
     return respond(reports.flow_overview(services(request).store.targets(), span, time.time()))
+
+
+@documented(
+    Doc(
+        "One task (actor or function on a queue) over `range`: 1h per minute (from memory), 24h and 7d per "
+        "hour (read from Redis, shared for 30 s): totals, run-time quantiles, per-step outcomes and run-time "
+        "buckets, and the steps where the failure rate or p95 run time moved sharply. A history Redis could "
+        "not give is said in `error`, and the last hour shown instead",
+        ("range",),
+        response=taskreport.TaskReport,
+        errors={"404": "No such target, or no task with this id (12 hex digits) in its flow"},
+    )
+)
+async def task(request: Request) -> Response:
+    p = request.path_params
+    return respond(await taskreport.task_report(request, p["target"], p["series_id"]))
 
 
 @documented(

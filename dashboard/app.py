@@ -26,14 +26,14 @@ from callboard.dashboard.hosts import AllowedHosts
 from callboard.dashboard.metrics import make_registry, metrics_endpoint
 from callboard.dashboard.operations import Operations
 from callboard.dashboard.poller import Poller
-from callboard.dashboard.readcache import ReadCache
 from callboard.dashboard.redispool import redis_client as redis_client  # tests and benches build clients here
-from callboard.dashboard.rendercache import RenderCache
+from callboard.dashboard.rendercache import ReadCache, RenderCache
 from callboard.dashboard.routing import SegmentRoute, Shape
 from callboard.dashboard.searches import Searches
 from callboard.dashboard.services import Services, services
 from callboard.dashboard.settings import Settings, TargetSettings
 from callboard.dashboard.store import SnapshotStore
+from callboard.dashboard.taskreport import HISTORY_MAX_AGE
 from callboard.dashboard.templating import asset_dir, make_templates
 
 log = logging.getLogger("callboard")
@@ -104,6 +104,8 @@ class _App(Starlette):
 #: Queue, job, fragment, job-API and control URLs: names are path segments read from the raw path.
 Q = ("target", "framework", "queue")
 J = (*Q, "job_id")
+#: A task's page and API: the target, and the flow series id (12 hex digits).
+T = ("target", "series_id")
 
 
 def named_routes() -> list[BaseRoute]:
@@ -122,6 +124,8 @@ def named_routes() -> list[BaseRoute]:
             [Shape(Q, "GET", views.jobs_fragment)],
             "/fragments/jobs/{target}/{framework}/{queue}",
         ),
+        SegmentRoute("/tasks", [Shape(T, "GET", views.task_page)], "/tasks/{target}/{series_id}"),
+        SegmentRoute("/api/v1/tasks", [Shape(T, "GET", api.task)], "/api/v1/tasks/{target}/{series_id}"),
         SegmentRoute(
             "/api/v1/queues",
             [
@@ -242,7 +246,8 @@ def create_app(settings: Settings) -> Starlette:
         collectors=collectors,
         templates=make_templates(),
         render_cache=RenderCache(store, max_age=settings.poll_interval),
-        read_cache=ReadCache(max_age=reports.DEPTH_MAX_AGE),
+        depth_history=ReadCache(max_age=reports.DEPTH_MAX_AGE),
+        flow_history=ReadCache(max_age=HISTORY_MAX_AGE),
         operations=Operations(collectors, poller, settings.audit_keep),
         searches=searches,
         registry=make_registry(store, settings.flow_series_limit),

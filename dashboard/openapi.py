@@ -40,7 +40,7 @@ ERROR_SCHEMA: dict[str, Any] = {
     "properties": {"error": {"type": "string", "description": "What went wrong, in words"}},
 }
 READ_ERRORS = {
-    "400": "A parameter is invalid: not an integer, out of range, or an unknown state or framework",
+    "400": "A parameter is invalid: not an integer, out of range, or an unknown state, framework or range",
     "401": "Auth is on and no valid credentials were sent",
     "404": "No such target, framework, queue (neither configured nor discovered), job, or path",
     "405": "Wrong method for this path; the `Allow` header lists the right ones",

@@ -9,6 +9,9 @@ instead of starting their own.
 
 Entries also expire after `max_age` seconds so relative times ("3 s ago") cannot freeze if the store
 stops changing (a poller stuck on a slow Redis still bumps the version when it times out).
+
+`ReadCache` does the same for what a page reads from Redis on demand outside the poll (a task's 24 h
+history): one read per key and `max_age` for every viewer, so open tabs do not multiply Redis reads.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import asyncio
 import gzip
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -91,6 +95,43 @@ class RenderCache:
         return await run_in_threadpool(lambda: compressed(render()))
 
 
-def _failed(entry: _Entry) -> bool:
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Read(Generic[T]):
+    at: float
+    task: asyncio.Task[T]
+
+
+class ReadCache(Generic[T]):
+    """Results of on-demand reads by key, shared for `max_age` seconds; at most `size` keys kept.
+
+    Concurrent misses for a key wait for one read; a read that failed is not kept (the next request
+    reads again, and its page says why it could not)."""
+
+    def __init__(self, max_age: float, size: int = 256, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_age = max_age
+        self.size = size
+        self._clock = clock
+        self._entries: OrderedDict[Hashable, _Read[T]] = OrderedDict()
+        #: Reads actually performed (tests read it to prove sharing).
+        self.reads = 0
+
+    async def get(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
+        now = self._clock()
+        entry = self._entries.get(key)
+        if entry is None or now - entry.at > self.max_age or _failed(entry):
+            self.reads += 1
+            entry = _Read(now, asyncio.ensure_future(read()))
+            self._entries[key] = entry
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        self._entries.move_to_end(key)
+        # Shielded: a client that disconnects mid-read must not cancel the read others await.
+        return await asyncio.shield(entry.task)
+
+
+def _failed(entry: _Entry | _Read[Any]) -> bool:
     # A render that raised is not cached: the next request tries again (and gets its own error page).
     return entry.task.done() and (entry.task.cancelled() or entry.task.exception() is not None)

@@ -231,6 +231,8 @@ class FlowRow:
     namespace: str
     queue: str
     actor: str
+    #: The series' id (12 hex digits): its page is /tasks/{target}/{series_id}.
+    series_id: str
     #: Since the companion started recording: succeeded, failed (final), retried, skipped.
     total: dict[str, int]
     total_runs: int
@@ -319,6 +321,7 @@ def _row(
         namespace=series.namespace,
         queue=series.queue,
         actor=series.actor,
+        series_id=series.id,
         total={o: total.outcomes.get(o, 0) for o in OUTCOMES.values()},
         total_runs=total.runs,
         window={o: window.outcomes.get(o, 0) for o in OUTCOMES.values()},
@@ -569,7 +572,7 @@ async def depth_report(request: Request, target: str, framework: str, key: str) 
     elif svc.settings.depth_history:
         redis = svc.collectors[target].redis
         try:
-            stored = await svc.read_cache.get(
+            stored = await svc.depth_history.get(
                 ("depth", target, framework, key, span), lambda: depth.read(redis, fw, key, span)
             )
         except (RedisError, OSError, TimeoutError) as exc:

@@ -13,11 +13,11 @@ from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 from starlette.templating import Jinja2Templates
 
+from callboard.collectors.flow import Tally
 from callboard.collectors.target import TargetCollector
 from callboard.dashboard.operations import Operations
 from callboard.dashboard.poller import Poller
-from callboard.dashboard.readcache import ReadCache
-from callboard.dashboard.rendercache import RenderCache
+from callboard.dashboard.rendercache import ReadCache, RenderCache
 from callboard.dashboard.searches import Searches
 from callboard.dashboard.settings import Settings
 from callboard.dashboard.store import SnapshotStore
@@ -33,8 +33,10 @@ class Services:
     collectors: Mapping[str, TargetCollector]
     templates: Jinja2Templates
     render_cache: RenderCache
-    #: On-demand Redis reads shared by every viewer for a while (long chart ranges).
-    read_cache: ReadCache
+    #: On-demand reads shared by every viewer for a while: a queue's stored depth (long chart
+    #: ranges), and a task's hours (dashboard/taskreport.py).
+    depth_history: ReadCache[list[tuple[float, dict[str, int]]]]
+    flow_history: ReadCache[dict[int, Tally]]
     operations: Operations
     searches: Searches
     #: What /metrics exports.

@@ -115,6 +115,11 @@ def jobs_fragment_url(
     return _path("fragments", "jobs", names=names) + query(state=tab, cursor=cursor, limit=limit)
 
 
+def task_url(target: str, series_id: str, span: str | None = None) -> str:
+    """A task's page (one flow series), over `span` (`?range=`: 1h, 24h, 7d)."""
+    return _path("tasks", names=(target, series_id)) + query(range=span)
+
+
 def search_url(**params: str | None) -> str:
     """The search page; `in` is a keyword, so pass `field=` for it."""
     if "field" in params:
@@ -138,6 +143,10 @@ def api_job_url(target: str, framework: str, queue: str, job_id: str) -> str:
     return _path("api", "v1", "jobs", names=(target, framework, queue, job_id))
 
 
+def api_task_url(target: str, series_id: str, span: str | None = None) -> str:
+    return _path("api", "v1", "tasks", names=(target, series_id)) + query(range=span)
+
+
 def queue_action_url(target: str, framework: str, queue: str, action: str) -> str:
     return _path("api", "v1", "queues", names=(target, framework, queue, action))
 
@@ -158,10 +167,12 @@ BUILDERS = {
         job_url,
         queue_fragment_url,
         jobs_fragment_url,
+        task_url,
         search_url,
         api_jobs_url,
         api_depth_url,
         api_job_url,
+        api_task_url,
         queue_action_url,
         job_action_url,
         group_action_url,

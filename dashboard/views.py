@@ -19,11 +19,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from callboard.collectors import flowhistory
 from callboard.collectors.model import (
     QUEUE_STATES,
     QueueStats,
 )
-from callboard.dashboard import reports
+from callboard.dashboard import reports, taskreport
+from callboard.dashboard.heatmap import bound, heatmap
 from callboard.dashboard.rendercache import Rendered, send
 from callboard.dashboard.services import services
 from callboard.dashboard.store import SnapshotStore, TargetState
@@ -277,15 +279,6 @@ def failure_rate(row: reports.FlowRow) -> str:
     return "—" if share is None else f"{share * 100:.1f} %"
 
 
-def bound(seconds: float | None) -> str:
-    """A histogram quantile as the bucket bound it is: "≤ 0.5 s", "> 300 s"."""
-    if seconds is None:
-        return "—"
-    if seconds == float("inf"):
-        return "> 300 s"
-    return f"≤ {seconds * 1000:g} ms" if seconds < 1 else f"≤ {seconds:g} s"
-
-
 def tasks_context(request: Request) -> dict[str, Any]:
     report = reports.flow_report(request)
     sort = task_sort(request)
@@ -316,6 +309,34 @@ async def tasks(request: Request) -> Response:
 async def tasks_fragment(request: Request) -> Response:
     task_sort(request)
     return await _live(request, "partials/tasks_table.html", lambda: tasks_context(request))
+
+
+async def task_page(request: Request) -> Response:
+    """One task over `?range=`: rendered per request (24 h and 7 d read Redis, through a 30 s cache)."""
+    report = await taskreport.task_report(
+        request, request.path_params["target"], request.path_params["series_id"]
+    )
+    context = {
+        "task": report,
+        "grid": heatmap(report),
+        "ranges": taskreport.RANGES,
+        "range_words": taskreport.RANGE_WORDS,
+        "sources": taskreport.SOURCES,
+        "bound": bound,
+        "rule": CHANGE_RULE,
+    }
+    return render(request, "pages/task.html", context)
+
+
+#: The change-mark rule (collectors/flowhistory.py), as the page states it.
+CHANGE_RULE = (
+    f"A step is marked when its p95 run time (given {flowhistory.MIN_RUNS} runs) is "
+    f"{flowhistory.P95_BUCKETS} or more histogram buckets away from the median p95 of the last "
+    f"{flowhistory.BASELINE} steps before it with that many runs, or when its failure rate (given "
+    f"{flowhistory.MIN_ENDED} jobs ended) differs by {flowhistory.FAILURE_POINTS * 100:.0f} points or more "
+    f"from that of the last {flowhistory.BASELINE} steps before it that ended jobs ({flowhistory.MIN_ENDED} "
+    f"together). Either needs {flowhistory.MIN_BASELINE} such steps before it; a mark starts a new baseline."
+)
 
 
 async def failures(request: Request) -> Response:

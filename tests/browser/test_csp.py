@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
@@ -17,17 +18,21 @@ from urllib.parse import quote
 
 import dramatiq
 import pytest
+import redis
 from dramatiq.brokers.redis import RedisBroker
 from playwright.sync_api import ConsoleMessage, Dialog, Page, expect
 from redis.asyncio import Redis as AsyncRedis
 
 from bench.seed import Layout, QueueSeed, seed
+from callboard.collectors.flow import Series
+from callboard.companion.recorder import Recorder, stage
 from tests.browser.conftest import TARGET, answer_next_dialog, start_callboard
 from tests.servers import Callboard, RedisServer, free_port, wait_until
 
 pytestmark = pytest.mark.browser
 
 KEY = "dramatiq:default"
+FLOW = Series("dramatiq", "dramatiq", "default", "resize")
 READY, DEAD = 5, 4
 TIMEOUT_MS = 10_000
 COLLECT = """
@@ -66,6 +71,13 @@ def board(browser_redis: RedisServer) -> Iterator[Callboard]:
     seeder = threading.Thread(target=asyncio.run, args=(write(),))
     seeder.start()
     seeder.join()
+    # Flow of one task, as the worker companion writes it, for the tasks page and the task's own page.
+    recorder, now = Recorder(), time.time()
+    for seconds in (0.03, 0.03, 0.3):  # two cells: one bucket of 2 runs, one of 1
+        recorder.record(FLOW, "succeeded", now, seconds, 0.01)
+    with redis.Redis.from_url(browser_redis.url) as client, client.pipeline(transaction=False) as pipe:
+        stage(pipe, recorder.take(), "test", 0)
+        pipe.execute()
     board = start_callboard(TARGET, browser_redis)
     yield board
     board.stop()
@@ -122,6 +134,12 @@ def test_every_page_runs_under_the_policy_without_a_violation(
     assert_clean(page, console_errors, "failures")
     visit(page, board.url + "/tasks", ("/fragments/tasks",))
     assert_clean(page, console_errors, "tasks")
+    page.locator("a[data-task-link]").first.click()
+    expect(page.locator("table.heat td[data-count]")).to_have_count(2)
+    assert_clean(page, console_errors, "task page")
+    page.get_by_role("link", name="last 24 hours").click()
+    expect(page.locator("table.heat td[data-count]")).to_have_count(2)
+    assert_clean(page, console_errors, "task page, 24 h")
     visit(page, board.url + "/search?q=bench_actor", ("/fragments/banner",))
     expect(page.locator("#search-progress")).to_have_attribute("data-status", "finished", timeout=TIMEOUT_MS)
     expect(page.locator("tr[data-hit]")).to_have_count(READY + DEAD)

@@ -374,13 +374,17 @@ def write_corpus(
     return manifest
 
 
+def flow_series() -> tuple[flow.Series, flow.Series]:
+    """The flow series the corpus writes: script-bearing and non-UTF-8 names."""
+    x0, x1 = XSS[0], XSS[1]
+    return flow.Series("dramatiq", x0, f"q\n{x1}", "actor\udcff"), flow.Series("arq", "arq", "arq:flow", x1)
+
+
 def _flow(w: _Writer) -> None:
     """Flow hashes as anyone who can write to Redis could leave them: script-bearing and non-UTF-8
     names, counts that are not numbers or are huge, stats, fields and series names that are not ours
     (an id that does not match its name, JSON that is not a series)."""
-    x0, x1 = XSS[0], XSS[1]
-    odd = flow.Series("dramatiq", x0, f"q\n{x1}", "actor\udcff")
-    arq = flow.Series("arq", "arq", "arq:flow", x1)
+    odd, arq = flow_series()
     names = {
         flow.field("s", odd): "7",
         flow.field("d2", odd): "7",
@@ -393,7 +397,11 @@ def _flow(w: _Writer) -> None:
     }
     fields: dict[bytes, bytes] = {k.encode("utf-8", "surrogatepass"): v.encode() for k, v in names.items()}
     fields[b"s:\xff\xfe"] = b"1"
-    for key in (flow.TOTAL_KEY, flow.minute_key(int(time.time() // 60))):
+    for key in (
+        flow.TOTAL_KEY,
+        flow.minute_key(int(time.time() // 60)),
+        flow.hour_key(int(time.time() // 3600)),
+    ):
         w.pipe.hset(key, mapping=fields)
     series = {s.id: s.encode() for s in (odd, arq)} | {"ffffffffffff": arq.encode(), "x": "[" * 500}
     w.pipe.hset(flow.SERIES_KEY, mapping={k: v.encode("utf-8", "surrogatepass") for k, v in series.items()})

@@ -30,6 +30,7 @@ import pytest
 import redis
 from playwright.sync_api import ConsoleMessage, Dialog, Page
 
+from callboard.dashboard import urls
 from tests.hostile.conftest import (
     CappedBoard,
     Fetched,
@@ -74,6 +75,7 @@ GET_ROUTES = {
     "/api/v1/failures",
     "/api/v1/flow",
     "/api/v1/flow/overview",
+    "/api/v1/tasks/{target}/{series_id}",
     "/api/v1/audit",
     "/api/v1/operations/{op_id}",
     "/api/v1/search",
@@ -288,6 +290,18 @@ def test_metrics_answer_with_the_target_up(corpus_board: Board) -> None:
     assert re.search(rf'^callboard_up\{{target="{TARGET}"\}} 1(\.0)?$', got.text, re.M), got.text[:2000]
 
 
+def _flow_answers(base: str) -> dict[str, Fetched]:
+    """The flow report over odd windows, and the overview over every range and bad ones."""
+    asked: dict[str, Fetched] = {}
+    for minutes in ("", "5", "60", "0", "61", "x", "1e3"):
+        path = f"/api/v1/flow?minutes={minutes}"
+        asked[path] = fetch(base, path)
+    for span in ("", "1h", "24h", "7d", "30d", "\n"):
+        path = "/api/v1/flow/overview?" + urlencode({"range": span})
+        asked[path] = fetch(base, path)
+    return asked
+
+
 def test_api_routes_without_parameters_answer_json(corpus_board: Board) -> None:
     base = corpus_board.board.url
     spec = api_json(base, "/api/v1/openapi.json")
@@ -299,11 +313,15 @@ def test_api_routes_without_parameters_answer_json(corpus_board: Board) -> None:
     for framework in ("dramatiq", "arq", "nope"):
         path = f"/api/v1/failures?framework={framework}"
         asked[path] = fetch(base, path)
-    for minutes in ("", "5", "60", "0", "61", "x", "1e3"):
-        path = f"/api/v1/flow?minutes={minutes}"
-        asked[path] = fetch(base, path)
-    for span in ("", "1h", "24h", "7d", "30d", "\n"):
-        path = "/api/v1/flow/overview?" + urlencode({"range": span})
+    asked.update(_flow_answers(base))
+    # Every task the flow lists (the corpus' odd names, ids whose name does not match are not among
+    # them) over every range, a bad range, and ids that are not tasks.
+    tasks = [urls.api_task_url(r["target"], r["series_id"]) for r in api_json(base, "/api/v1/flow")["series"]]
+    for path in tasks:
+        for span in ("", "?range=1h", "?range=24h", "?range=7d", "?range=nope"):
+            asked[path + span] = fetch(base, path + span)
+    for sid in ("ffffffffffff", "x", "no-such-task"):
+        path = f"/api/v1/tasks/{urls.segment(TARGET)}/{sid}"
         asked[path] = fetch(base, path)
     for q in SEARCHES:
         path = "/api/v1/search?" + urlencode({"q": q}, encoding="utf-8", errors="surrogateescape")

@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.hostile.conftest import CappedBoard, new_redis, start_board, wait_for_corpus
-from tests.hostile.corpus import TARGET, Manifest, write_corpus
+from tests.hostile.corpus import TARGET, Manifest, flow_series, write_corpus
 
 #: Examples per operation and kind of data (free valid, free invalid, with corpus parameters).
 EXAMPLES = 8
@@ -114,6 +114,8 @@ def corpus_cases(manifest: Manifest, operation: Any) -> list[Fixed]:
                     "job_id": job.job_id,
                 }
                 out.append(({k: v for k, v in path.items() if k in names}, {}))
+    elif "series_id" in names:  # a task's id is 12 hex digits whatever its names
+        out += [({"target": TARGET, "series_id": series.id}, {}) for series in flow_series()]
     elif "queue" in names:
         for q in manifest.queues:
             if plain(q.key):

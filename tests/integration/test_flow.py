@@ -32,6 +32,8 @@ from callboard.collectors.flow import (
     series_names,
     tallies,
 )
+from callboard.companion.recorder import Recorder, stage
+from callboard.dashboard.urls import api_task_url, task_url
 from tests.integration import dramatiq_app, flow_app
 from tests.integration.support import api_json, scrape, start_worker, stop_worker
 from tests.servers import Callboard, Process, RedisServer, child_env, wait_until
@@ -39,6 +41,10 @@ from tests.servers import Callboard, Process, RedisServer, child_env, wait_until
 QUICK_BUCKET, SLOW_BUCKET = bucket(flow_app.QUICK), bucket(flow_app.SLOW)
 #: A wait measured from the enqueue would include the 1.5 s delay: at least the 2.5 s bucket.
 DELAY_MS = 1500
+
+
+def only(index: int, count: int) -> list[int]:
+    return [count if i == index else 0 for i in range(len(BUCKETS))]
 
 
 def totals(client: redis.Redis) -> dict[Series, Tally]:
@@ -129,9 +135,6 @@ def test_the_companions_count_exactly_what_real_workers_did(
     finally:
         assert outcomes() == expected, "\n".join(w.log()[-800:] for w in workers)
     found = totals(control)
-
-    def only(index: int, count: int) -> list[int]:
-        return [count if i == index else 0 for i in range(len(BUCKETS))]
 
     # Every run time in its bucket; every attempt that ran has one.
     assert found[dramatiq_series("quick")].durations == only(QUICK_BUCKET, 12)
@@ -260,8 +263,6 @@ def send(url: str, actor: str, count: int) -> None:
 def test_restarting_callboard_keeps_the_flow_history(redis_url: str, control: redis.Redis) -> None:
     """The figures live in Redis, not in Callboard: a new process shows the same totals and minutes."""
     recorder_series = dramatiq_series("quick")
-    from callboard.companion.recorder import Recorder, stage
-
     recorder = Recorder()
     now = time.time()
     for minutes_ago in (0, 5, 30):
@@ -453,4 +454,98 @@ def test_a_queue_drained_by_a_real_worker_shows_its_time_to_drain(redis_url: str
     finally:
         if worker is not None:
             worker.stop()
+        board.stop()
+
+
+def task_cells(page: str) -> dict[int, int]:
+    """Runs per bucket over the columns of a task page's heatmap (templates/macros/heatmap.html)."""
+    found: dict[int, int] = {}
+    for b, count in re.findall(r'data-bucket="(\d+)" data-step="\d+" data-count="(\d+)"', page):
+        found[int(b)] = found.get(int(b), 0) + int(count)
+    return found
+
+
+def test_a_task_page_shows_what_real_workers_did_by_minute_and_by_hour(
+    redis_url: str, control: redis.Redis
+) -> None:
+    """The last hour from memory and the last 24 h from the hour hashes the companion wrote: both
+    exact, every run in its bucket, in the page's cells and in its JSON twin."""
+    env = child_env(ITEST_REDIS_URL=redis_url)
+    env["dramatiq_worker_timeout"] = "100"
+    args = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "tests.integration.flow_app",
+        "--processes",
+        "1",
+        "--threads",
+        "2",
+    ]
+    worker = Process(args, env, "flow-task-page").start()
+    board = Callboard([f"main={redis_url}"])
+    expected = {
+        dramatiq_series("quick"): {"succeeded": 5},
+        dramatiq_series("slow"): {"succeeded": 2},
+        dramatiq_series("broken"): {"retried": 2, "failed": 2},
+    }
+    try:
+        for actor, count in (("quick", 5), ("slow", 2), ("broken", 2)):
+            send(redis_url, actor, count)
+
+        def recorded() -> bool:
+            return {s: t.outcomes for s, t in totals(control).items()} == expected
+
+        wait_until(recorded, timeout=30, what="the 9 jobs recorded")
+        board.start()
+        wait_until(lambda: len(api_json(board, "/api/v1/flow")["series"]) == 3, timeout=15, what="flow read")
+        tasks = board.get("/tasks")[1]
+        for series in expected:
+            assert f'href="{task_url("main", series.id)}"' in tasks
+        quick, slow, broken = (s.id for s in expected)
+        for span in ("1h", "24h"):
+            report = api_json(board, api_task_url("main", quick, span))
+            assert (report["shown"], report["error"], report["source"]) == (span, None, "companion")
+            assert report["totals"] == {"succeeded": 5, "failed": 0, "retried": 0, "skipped": 0}
+            steps = report["steps"]
+            assert [sum(s["durations"][i] for s in steps) for i in range(len(BUCKETS))] == only(
+                QUICK_BUCKET, 5
+            )
+            assert report["p95_run_seconds"] == BUCKETS[QUICK_BUCKET]
+            failing = api_json(board, api_task_url("main", broken, span))
+            assert failing["totals"] == {"succeeded": 0, "failed": 2, "retried": 2, "skipped": 0}
+            assert failing["failure_rate"] == 1.0 and failing["runs"] == 4
+            status, page = board.get(task_url("main", quick, span))
+            assert status == 200 and "from the companion" in page
+            assert task_cells(page) == {QUICK_BUCKET: 5}
+            assert task_cells(board.get(task_url("main", slow, span))[1]) == {SLOW_BUCKET: 2}
+        assert board.get(task_url("main", "0123456789ab"))[0] == 404
+        assert board.get(task_url("main", "not-an-id"))[0] == 404
+        assert board.get(task_url("main", quick, "2d"))[0] == 400
+    finally:
+        board.stop()
+        worker.stop()
+
+
+def test_a_redis_outage_leaves_the_task_page_up_with_the_last_hour(own_server: RedisServer) -> None:
+    """The 24 h history needs Redis; without it the page says so and shows the hour it holds."""
+    series = dramatiq_series("quick")
+    recorder = Recorder()
+    for _ in range(3):
+        recorder.record(series, "succeeded", time.time(), flow_app.QUICK, 0.1)
+    with redis.Redis.from_url(own_server.url) as client, client.pipeline(transaction=False) as pipe:
+        stage(pipe, recorder.take(), "test", 0)
+        pipe.execute()
+    board = Callboard([f"main={own_server.url}"]).start()
+    try:
+        wait_until(lambda: board.get(task_url("main", series.id))[0] == 200, timeout=15, what="the task page")
+        own_server.stop()
+        status, page = board.get(task_url("main", series.id, "24h"))
+        assert status == 200
+        assert "The history of the last 24 hours could not be read from Redis" in page
+        assert task_cells(page) == {QUICK_BUCKET: 3}
+        report = api_json(board, api_task_url("main", series.id, "7d"))
+        assert (report["range"], report["shown"], report["totals"]["succeeded"]) == ("7d", "1h", 3)
+        assert "could not be read from Redis" in report["error"]
+    finally:
         board.stop()

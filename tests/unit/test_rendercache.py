@@ -9,7 +9,7 @@ import threading
 import pytest
 from starlette.requests import Request
 
-from callboard.dashboard.rendercache import RenderCache, Rendered, compressed, send
+from callboard.dashboard.rendercache import ReadCache, RenderCache, Rendered, compressed, send
 from callboard.dashboard.store import SnapshotStore
 
 
@@ -92,6 +92,31 @@ async def test_entries_expire_so_relative_times_cannot_freeze() -> None:
     await cache.get("k", render)
     await asyncio.sleep(0.01)
     assert (await cache.get("k", render)).body == b"2"
+
+
+async def test_reads_are_shared_for_max_age_and_a_failed_read_is_not_kept() -> None:
+    """A task's history (dashboard/taskreport.py): open tabs share one Redis read per key and 30 s."""
+    now = [0.0]
+    cache: ReadCache[int] = ReadCache(max_age=30.0, clock=lambda: now[0])
+    gate = asyncio.Event()
+    results: list[int | Exception] = [ConnectionError("down"), 1, 2]
+
+    async def read() -> int:
+        await gate.wait()
+        result = results.pop(0)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    waiting = [asyncio.ensure_future(cache.get("k", read)) for _ in range(5)]
+    await asyncio.sleep(0)
+    gate.set()
+    outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+    assert all(isinstance(o, ConnectionError) for o in outcomes) and cache.reads == 1
+    # Failed: the next viewer reads again; then the answer is shared until it is max_age old.
+    assert [await cache.get("k", read) for _ in range(3)] == [1, 1, 1] and cache.reads == 2
+    now[0] = 30.5
+    assert await cache.get("k", read) == 2 and cache.reads == 3
 
 
 def _request(accept_encoding: str | None) -> Request:

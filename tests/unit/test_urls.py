@@ -29,11 +29,14 @@ def test_page_and_fragment_urls() -> None:
         "/fragments/jobs/main/arq/q%2Fx?state=ready&cursor=25&limit=25"
     )
     assert urls.jobs_fragment_url("main", "arq", "q") == "/fragments/jobs/main/arq/q"
+    assert urls.task_url("a/b", "0123456789ab") == "/tasks/a%2Fb/0123456789ab"
+    assert urls.task_url("main", "0123456789ab", "24h") == "/tasks/main/0123456789ab?range=24h"
 
 
 def test_api_and_control_urls() -> None:
     assert urls.api_jobs_url("main", "arq", "a/b") == "/api/v1/queues/main/arq/a%2Fb/jobs"
     assert urls.api_job_url("main", "arq", "q", "..") == "/api/v1/jobs/main/arq/q/~.."
+    assert urls.api_task_url("main", "0123456789ab", "7d") == "/api/v1/tasks/main/0123456789ab?range=7d"
     assert urls.queue_action_url("main", "dramatiq", "dramatiq:q", "purge") == (
         "/api/v1/queues/main/dramatiq/dramatiq:q/purge"
     )
@@ -119,9 +122,11 @@ def test_builders_are_the_template_globals() -> None:
         "api_depth_url",
         "queue_fragment_url",
         "jobs_fragment_url",
+        "task_url",
         "search_url",
         "api_jobs_url",
         "api_job_url",
+        "api_task_url",
         "queue_action_url",
         "job_action_url",
         "group_action_url",
