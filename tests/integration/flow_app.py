@@ -4,7 +4,7 @@
     ITEST_REDIS_PORT=PORT python -m arq tests.integration.flow_app.ArqSettings
 
 Run times sit in the middle of a bucket (collectors/flow.py BUCKETS), so scheduling noise cannot move
-an observation into the next one: `quick` sleeps 35 ms (the (25, 50] ms bucket), `slow` 350 ms
+an observation into the next one: `quick` sleeps 65 ms (the (50, 100] ms bucket), `slow` 350 ms
 ((250, 500] ms).
 """
 
@@ -24,7 +24,7 @@ from callboard.companion.arq import with_flow
 from callboard.companion.dramatiq import FlowMiddleware
 
 NAMESPACE = "flowtest"
-QUICK, SLOW = 0.035, 0.35
+QUICK, SLOW = 0.065, 0.35
 ARQ_QUEUE = "arq:flow"
 
 broker = RedisBroker(  # type: ignore[no-untyped-call]
