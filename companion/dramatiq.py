@@ -18,6 +18,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import dramatiq
@@ -34,10 +35,14 @@ class FlowMiddleware(dramatiq.Middleware):
     """Counts every attempt's outcome, run time and wait into Redis, flushed every `interval` s.
 
     `url`: the Redis to write to; by default the broker's own (a RedisBroker's client), which is
-    where Callboard already looks."""
+    where Callboard already looks. `queues`: record only these queues (names as declared, e.g.
+    "default"); by default every queue the worker consumes."""
 
-    def __init__(self, url: str | None = None, interval: float = INTERVAL) -> None:
+    def __init__(
+        self, url: str | None = None, interval: float = INTERVAL, queues: Iterable[str] | None = None
+    ) -> None:
         self.url = url
+        self.queues = frozenset(queues) if queues is not None else None
         self.interval = interval
         self.recorder = Recorder()
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -70,6 +75,8 @@ class FlowMiddleware(dramatiq.Middleware):
         message.options[STAMP] = int(time.time() * 1000) + int(delay or 0)
 
     def before_process_message(self, broker: Any, message: Any) -> None:
+        if not self._records(message):
+            return
         now = time.time()
         runnable = _runnable_at(message)
         with self._lock:
@@ -78,6 +85,8 @@ class FlowMiddleware(dramatiq.Middleware):
     def after_process_message(
         self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
     ) -> None:
+        if not self._records(message):
+            return
         now = time.time()
         with self._lock:
             started, _, runnable, _ = self._running.get(_attempt(message), (now, None, None, False))
@@ -90,6 +99,8 @@ class FlowMiddleware(dramatiq.Middleware):
     def after_skip_message(self, broker: Any, message: Any) -> None:
         with self._lock:
             self._running.pop(_attempt(message), None)
+        if not self._records(message):
+            return
         self.recorder.record(self._series(message), "skipped", time.time())
 
     def after_ack(self, broker: Any, message: Any) -> None:
@@ -113,8 +124,10 @@ class FlowMiddleware(dramatiq.Middleware):
         self.recorder.record(self._series(message), outcome, time.time(), duration, wait)
 
     def _series(self, message: Any) -> Series:
-        queue = message.queue_name[:-3] if message.queue_name.endswith(".DQ") else message.queue_name
-        return Series("dramatiq", self._namespace, queue, message.actor_name)
+        return Series("dramatiq", self._namespace, _queue(message), message.actor_name)
+
+    def _records(self, message: Any) -> bool:
+        return self.queues is None or _queue(message) in self.queues
 
     # -- flushing --------------------------------------------------------------------------------
 
@@ -145,6 +158,12 @@ def _attempt(message: Any) -> str:
     the delay queue's original is acked, and the two would be taken for one attempt."""
     options = message.options or {}
     return str(options.get("redis_message_id") or message.message_id)
+
+
+def _queue(message: Any) -> str:
+    """The queue a message belongs to (a delay queue's messages belong to its queue)."""
+    name: str = message.queue_name
+    return name[:-3] if name.endswith(".DQ") else name
 
 
 def _runnable_at(message: Any) -> float | None:

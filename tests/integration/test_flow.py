@@ -120,7 +120,7 @@ def test_the_companions_count_exactly_what_real_workers_did(
     # the waits below must be the queue's, not the start-up's.
     wait_until(
         lambda: (
-            control.zcard(heartbeats_key(flow_app.NAMESPACE)) >= 2
+            cast(int, control.zcard(heartbeats_key(flow_app.NAMESPACE))) >= 2
             and control.exists(health_key(flow_app.ARQ_QUEUE))
         ),
         timeout=30,

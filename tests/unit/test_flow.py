@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import dramatiq
+
 from callboard.collectors.flow import (
     BUCKETS,
     TOTAL_KEY,
@@ -84,3 +88,21 @@ def test_quantiles_are_bucket_upper_bounds() -> None:
     assert quantile(counts, 0.5) is None
     counts[bucket(0.03)], counts[bucket(0.3)] = 95, 5
     assert quantile(counts, 0.5) == 0.05 and quantile(counts, 0.95) == 0.05 and quantile(counts, 0.99) == 0.5
+
+
+def test_the_dramatiq_companion_records_only_the_queues_it_is_given() -> None:
+    from callboard.companion.dramatiq import FlowMiddleware
+
+    middleware = FlowMiddleware(queues=("default",))
+    for queue in ("default", "default.DQ", "reports"):
+        message: dramatiq.Message[None] = dramatiq.Message(
+            queue_name=queue, actor_name="work", args=(), kwargs={}, options={}
+        )
+        middleware.before_process_message(None, message)
+        middleware.after_process_message(None, message)
+        middleware.after_ack(None, message)
+        middleware.after_skip_message(None, message)
+    batch = middleware.recorder.take()
+    # default and its delay queue: a success and a skip each; reports: nothing.
+    assert batch.jobs == 4
+    assert {json.loads(v)[2] for v in batch.names.values()} == {"default"}
