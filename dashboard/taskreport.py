@@ -19,13 +19,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from callboard.collectors import flowhistory
-from callboard.collectors.flow import BUCKETS, OUTCOMES, Series, Tally, quantile
+from callboard.collectors.flow import BUCKETS, OUTCOMES, Series, Tally, collapse, quantile
 from callboard.collectors.flowhistory import Change
 from callboard.collectors.flowreader import FlowSnapshot
+from callboard.dashboard.reports import FLOW_RANGES
 from callboard.dashboard.services import services
 
-#: `?range=` -> (seconds per step, steps).
-RANGES: dict[str, tuple[int, int]] = {"1h": (60, 60), "24h": (3600, 24), "7d": (3600, 7 * 24)}
+#: `?range=` -> (seconds per step, steps): the overview's ranges.
+RANGES = FLOW_RANGES
 RANGE_WORDS = {"1h": "last hour", "24h": "last 24 hours", "7d": "last 7 days"}
 #: Seconds a range read from Redis is shared by every viewer.
 HISTORY_MAX_AGE = 30.0
@@ -174,9 +175,7 @@ def report_of(
     step_seconds, count = RANGES[shown]
     last = int(now // step_seconds)
     tallies = [by_step.get(s) or Tally.empty() for s in range(last - count + 1, last + 1)]
-    total = Tally.empty()
-    for tally in tallies:
-        total.merge(tally)
+    total = collapse(tallies)
     failed, succeeded = total.outcomes.get("failed", 0), total.outcomes.get("succeeded", 0)
     return TaskReport(
         target=target,

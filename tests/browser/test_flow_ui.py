@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from collections.abc import Iterator
 
@@ -20,7 +19,8 @@ from callboard.collectors.flow import Series
 from callboard.companion.recorder import Recorder, stage
 from tests.browser.conftest import TARGET, start_callboard
 from tests.integration import flow_app
-from tests.servers import Callboard, Process, RedisServer, child_env, wait_until
+from tests.integration.support import start_flow_worker
+from tests.servers import Callboard, Process, RedisServer, wait_until
 
 QUEUE = "dramatiq:default"
 QUICK = Series("dramatiq", "dramatiq", "default", "quick")
@@ -168,19 +168,7 @@ def test_time_to_drain_on_a_queue_a_real_worker_drains(browser_redis: RedisServe
         page.goto(board.url + f"/queues/{TARGET}/dramatiq/{key}")
         drain = page.locator('[data-field="drain"]')
         expect(drain).to_contain_text("collecting")  # no estimate before 5 s of history
-        env = child_env(ITEST_REDIS_URL=url)
-        env["dramatiq_worker_timeout"] = "100"
-        args = [
-            sys.executable,
-            "-m",
-            "dramatiq",
-            "tests.integration.flow_app",
-            "--processes",
-            "1",
-            "--threads",
-            "2",
-        ]
-        worker = Process(args, env, "browser-drain").start()
+        worker = start_flow_worker(url, "browser-drain")
         expect(drain).to_contain_text("drains in ~", timeout=30_000)
         net = int(re.findall(r"\(([\d,]+)/min net\)", drain.inner_text())[0].replace(",", ""))
         assert 1000 <= net <= 1900, drain.inner_text()  # what 2 threads at 65 ms can reach, less overhead

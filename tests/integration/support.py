@@ -10,6 +10,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, cast
 
 import redis
@@ -27,6 +28,34 @@ Samples = dict[tuple[str, Labels], float]
 #: Messages a worker fetches per queue (running + prefetched), set explicitly so counts are exact.
 PREFETCH = 2
 THREADS = 2
+
+
+def quick_stale_board(redis_url: str, config_dir: Path) -> Callboard:
+    """A started Callboard on `redis_url` as target "main", with a Dramatiq heartbeat timeout of 2 s
+    (Dramatiq's default is 60 s), so a killed worker turns stale quickly."""
+    config = config_dir / "callboard.toml"
+    config.write_text(
+        f'[[targets]]\nname = "main"\nurl = "{redis_url}"\n[targets.dramatiq]\nheartbeat_timeout = 2\n'
+    )
+    return Callboard([], extra=["--config", str(config)]).start(poll_interval=0.2)
+
+
+def start_flow_worker(url: str, name: str) -> Process:
+    """A real Dramatiq worker group of tests/integration/flow_app.py (the companion on): one process,
+    two threads, its idle consumers polling every 100 ms so delays end promptly."""
+    env = child_env(ITEST_REDIS_URL=url)
+    env["dramatiq_worker_timeout"] = "100"
+    args = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "tests.integration.flow_app",
+        "--processes",
+        "1",
+        "--threads",
+        "2",
+    ]
+    return Process(args, env, name).start()
 
 
 def start_worker(url: str, namespace: str, queues: tuple[str, ...], flow: bool = False) -> Process:

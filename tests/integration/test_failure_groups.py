@@ -30,6 +30,7 @@ from tests.integration.support import (
     finished_operation,
     open_gate,
     post_json,
+    quick_stale_board,
     runs,
     start_worker,
     stop_worker,
@@ -175,12 +176,7 @@ async def test_three_causes_make_three_groups_and_retrying_one_leaves_the_others
 def test_recover_now_puts_back_what_a_killed_worker_held(
     redis_url: str, control: redis.Redis, tmp_path: Path
 ) -> None:
-    config = tmp_path / "callboard.toml"
-    # A short heartbeat timeout (Dramatiq's default is 60 s) so the killed worker is stale quickly.
-    config.write_text(
-        f'[[targets]]\nname = "main"\nurl = "{redis_url}"\n[targets.dramatiq]\nheartbeat_timeout = 2\n'
-    )
-    board = Callboard([], extra=["--config", str(config)]).start(poll_interval=0.2)
+    board = quick_stale_board(redis_url, tmp_path)
     first = start_worker(redis_url, NS, (QUEUE,))
     try:
         _, actors = dramatiq_app.build(redis_url, NS, (QUEUE,))

@@ -37,7 +37,7 @@ from callboard.collectors.flow import (
 from callboard.companion.recorder import Recorder, stage
 from callboard.dashboard.urls import api_task_url, task_url
 from tests.integration import dramatiq_app, flow_app
-from tests.integration.support import api_json, scrape, start_worker, stop_worker
+from tests.integration.support import api_json, scrape, start_flow_worker, start_worker, stop_worker
 from tests.servers import Callboard, Process, RedisServer, child_env, wait_until
 
 QUICK_BUCKET, SLOW_BUCKET = bucket(flow_app.QUICK), bucket(flow_app.SLOW)
@@ -214,19 +214,7 @@ def test_a_failed_flush_loses_only_what_the_companion_reports_dropped(
     """Redis refusing the companion's writes (here its ACL, a stand-in for an outage the worker
     survives) costs the figures of the jobs in the failed flushes, counted; nothing else, and the jobs
     themselves run."""
-    env = child_env(ITEST_REDIS_URL=redis_url)
-    env["dramatiq_worker_timeout"] = "100"
-    args = [
-        sys.executable,
-        "-m",
-        "dramatiq",
-        "tests.integration.flow_app",
-        "--processes",
-        "1",
-        "--threads",
-        "2",
-    ]
-    worker = Process(args, env, "flow-outage").start()
+    worker = start_flow_worker(redis_url, "flow-outage")
     queue = f"{flow_app.NAMESPACE}:work"
     try:
         beats = f"{flow_app.NAMESPACE}:__heartbeats__"
@@ -443,15 +431,12 @@ def test_a_queue_drained_by_a_real_worker_shows_its_time_to_drain(redis_url: str
     """Backlog first, then a worker: the queue page says it drains, and how fast (from its depth)."""
     send(redis_url, "quick", 500)  # 65 ms each, 2 threads: about 1,850 a minute, ~16 s of work
     board = Callboard([f"main={redis_url}"]).start(poll_interval=0.25)
-    env = child_env(ITEST_REDIS_URL=redis_url)
-    env["dramatiq_worker_timeout"] = "100"
-    args = [sys.executable, "-m", "dramatiq", "tests.integration.flow_app"]
     worker: Process | None = None
     seen: list[str] = []
     try:
         path = f"/fragments/queues/main/dramatiq/{flow_app.NAMESPACE}:work?state=ready"
         wait_until(lambda: board.get(path)[0] == 200, timeout=20, what="the queue to be discovered")
-        worker = Process([*args, "--processes", "1", "--threads", "2"], env, "flow-drain").start()
+        worker = start_flow_worker(redis_url, "flow-drain")
 
         def draining() -> bool:
             found = re.findall(r'data-field="drain">(.*?)</span>\n', board.get(path)[1], re.S)
@@ -482,19 +467,7 @@ def test_a_task_page_shows_what_real_workers_did_by_minute_and_by_hour(
 ) -> None:
     """The last hour from memory and the last 24 h from the hour hashes the companion wrote: both
     exact, every run in its bucket, in the page's cells and in its JSON twin."""
-    env = child_env(ITEST_REDIS_URL=redis_url)
-    env["dramatiq_worker_timeout"] = "100"
-    args = [
-        sys.executable,
-        "-m",
-        "dramatiq",
-        "tests.integration.flow_app",
-        "--processes",
-        "1",
-        "--threads",
-        "2",
-    ]
-    worker = Process(args, env, "flow-task-page").start()
+    worker = start_flow_worker(redis_url, "flow-task-page")
     board = Callboard([f"main={redis_url}"])
     expected = {
         dramatiq_series("quick"): {"succeeded": 5},

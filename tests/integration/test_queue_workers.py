@@ -23,7 +23,7 @@ from arq import create_pool
 from arq.connections import RedisSettings
 
 from tests.integration import dramatiq_app
-from tests.integration.support import api_json, control_int, scrape, start_worker
+from tests.integration.support import api_json, control_int, quick_stale_board, scrape, start_worker
 from tests.servers import Callboard, Process, RedisServer, child_env, wait_until
 
 pytestmark = pytest.mark.integration
@@ -66,11 +66,7 @@ def queue_page(board: Callboard, framework: str, key: str) -> str:
 def test_dramatiq_consumers_not_producers_and_a_killed_worker_turns_stale(
     redis_url: str, control: redis.Redis, tmp_path: Path
 ) -> None:
-    config = tmp_path / "callboard.toml"
-    config.write_text(
-        f'[[targets]]\nname = "main"\nurl = "{redis_url}"\n[targets.dramatiq]\nheartbeat_timeout = 2\n'
-    )
-    board = Callboard([], extra=["--config", str(config)]).start(poll_interval=0.2)
+    board = quick_stale_board(redis_url, tmp_path)
     worker = start_worker(redis_url, NS, (CONSUMED,))
     producer, actors = dramatiq_app.build(redis_url, NS, (CONSUMED, PRODUCED))
     try:
