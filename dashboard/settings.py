@@ -83,7 +83,7 @@ class Settings:
     #: Seconds of depth history kept in memory for the charts, at poll resolution.
     history_seconds: float = 1800.0
     #: Keep each queue's depth in its target's Redis (by minute for 1 h, by 5 minutes for 24 h, by
-    #: hour for 7 days; about 12 kB per queue, under `callboard:depth:`), so the queue page's 1 h,
+    #: hour for 7 days; about 13 kB per queue, under `callboard:depth:`), so the queue page's 1 h,
     #: 24 h and 7 d charts survive a restart of Callboard. Off: the charts show this process's memory.
     depth_history: bool = True
     #: SCAN calls per discovery step, one step per collection (1,000 keys each).
