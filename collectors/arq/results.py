@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from sortedcontainers import SortedKeyList  # type: ignore[import-untyped]
+
 from callboard.collectors import decoding, payloads
 from callboard.collectors.arq.codec import decode_record, exception_parts
 from callboard.collectors.arq.keys import DEFAULT_QUEUE, NAMESPACE, UNKNOWN_QUEUE
@@ -57,10 +59,18 @@ class ResultIndex:
     #: Flow estimated from the retained results (docs: README, Flow, "Source 1"): minute of finishing
     #: -> series -> tally, kept in step by add/remove, so a cycle never walks the results.
     flow: dict[int, dict[Series, Tally]] = field(default_factory=dict)
+    #: (queue, succeeded) -> its job ids, newest finish first, kept in step by add/remove: the
+    #: succeeded and failed tabs page through this (O(log n + page)) instead of filtering and
+    #: sorting every entry per request (300 ms at 200,000 results). ~40 bytes per entry.
+    ordered: dict[tuple[str, bool], Any] = field(default_factory=dict)
 
     def add(self, job_id: str, entry: ResultEntry) -> None:
         self.remove(job_id)
         self.entries[job_id] = entry
+        by = (entry.queue, entry.ok)
+        if by not in self.ordered:
+            self.ordered[by] = SortedKeyList(key=self._newest_first)
+        self.ordered[by].add(job_id)
         self.counts[(entry.queue, "succeeded" if entry.ok else "failed")] += 1
         self._count_flow(entry, 1)
         if entry.expires_at is not None:
@@ -80,8 +90,13 @@ class ResultIndex:
             )
 
     def remove(self, job_id: str) -> None:
-        old = self.entries.pop(job_id, None)
+        old = self.entries.get(job_id)
         if old is not None:
+            ordered = self.ordered[(old.queue, old.ok)]
+            ordered.remove(job_id)  # its key reads the entry: before the pop
+            if not ordered:
+                del self.ordered[(old.queue, old.ok)]
+            del self.entries[job_id]
             self.counts[(old.queue, "succeeded" if old.ok else "failed")] -= 1
             self._count_flow(old, -1)
             if not old.ok:
@@ -103,6 +118,19 @@ class ResultIndex:
         if len(self.expiry) > 2 * len(self.entries) + 1000:  # O(entries), once per pass like the above
             self.expiry = [(e.expires_at, j) for j, e in self.entries.items() if e.expires_at is not None]
             heapq.heapify(self.expiry)
+
+    def _newest_first(self, job_id: str) -> tuple[float, str]:
+        return -(self.entries[job_id].finished_at or 0.0), job_id
+
+    def page(
+        self, queue: str, ok: bool, offset: int, limit: int
+    ) -> tuple[int, list[tuple[str, ResultEntry]]]:
+        """One page of a queue's succeeded or failed results, newest finish first, and their total."""
+        ordered = self.ordered.get((queue, ok))
+        if ordered is None:
+            return 0, []
+        ids: list[str] = list(ordered.islice(offset, offset + limit))
+        return len(ordered), [(j, self.entries[j]) for j in ids]
 
     def _count_flow(self, entry: ResultEntry, sign: int) -> None:
         """Add (1) or take back (-1) one result's outcome, run time (finish - start) and wait (start -
