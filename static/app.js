@@ -8,6 +8,7 @@
 // instead of rebuilding it (hover survives).
 (function () {
   "use strict";
+  //: Colours of series with no tone (dashboard/words.py STATE_STYLES gives each state one).
   var COLORS = ["#2f7de1", "#c98a00", "#7a5cc2", "#d1453b", "#3a9a5b"];
   var INTEGER_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 1e7];
   var plots = {};
@@ -31,8 +32,16 @@
     try { return JSON.parse(holder.getAttribute(attr)); } catch (e) { return null; }
   }
 
+  // A series' colour: its state's tone from the stylesheet (--state-<tone>, static/app.css), so the
+  // chart, the tabs and the badges agree; the fallback list for a series without one.
+  function colour(el, tones, i) {
+    var tone = tones && tones[i];
+    var value = tone ? getComputedStyle(el).getPropertyValue("--state-" + tone).trim() : "";
+    return value || COLORS[i % COLORS.length];
+  }
+
   // One uPlot per chart element, rebuilt when its range (and so its time scale) changes.
-  function draw(id, key, labels, data, empty, bars) {
+  function draw(id, key, labels, data, empty, bars, tones) {
     var el = document.getElementById(id);
     if (!el || !window.uPlot) return;
     var old = plots[id];
@@ -53,10 +62,10 @@
       scales: { x: { time: true } },
       axes: [{}, { size: 60, incrs: INTEGER_STEPS }],
       series: [{}].concat(labels.map(function (label, i) {
-        var line = { label: label, stroke: COLORS[i % COLORS.length], width: 1.5, points: { show: false } };
+        var line = { label: label, stroke: colour(el, tones, i), width: 1.5, points: { show: false } };
         if (bars && window.uPlot.paths && window.uPlot.paths.bars) {
           line.paths = window.uPlot.paths.bars({ size: [0.8, 40] });
-          line.fill = COLORS[i % COLORS.length];
+          line.fill = line.stroke;
         }
         return line;
       })),
@@ -108,7 +117,7 @@
     }
     rows = rows.concat(liveRows);
     var data = columns(rows, live.labels.length + 1);
-    draw("queue-chart", range, live.labels, data, "Collecting history…", false);
+    draw("queue-chart", range, live.labels, data, "Collecting history…", false, live.tones);
   }
 
   // The overview: jobs succeeded and failed per step of the chosen range, from the live partial.
@@ -121,7 +130,9 @@
     });
     var chosen = flow[range];
     if (!chosen) return;
-    draw("flow-chart", range, chosen.labels, chosen.data, "No jobs recorded in this range.", true);
+    var holder = document.querySelector(".flow-series[data-empty]");
+    var empty = holder ? holder.dataset.empty : "No jobs recorded in this range.";
+    draw("flow-chart", range, chosen.labels, chosen.data, empty, true, chosen.tones);
   }
 
   function showRanges() {
@@ -200,7 +211,10 @@
     var form = document.getElementById("job-form");
     var n = form ? form.querySelectorAll("input[name=ids]:checked").length : 0;
     if (n === 0) { window.alert("Select one or more jobs first."); return; }
-    if (window.confirm(evt.detail.question.replace("{n}", String(n)))) evt.detail.issueRequest(true);
+    // The template gives the question for one job (data-confirm-one) and for {n} (hx-confirm): the
+    // words agree with the count (dashboard/words.py plural).
+    var question = n === 1 && elt.dataset.confirmOne ? elt.dataset.confirmOne : evt.detail.question;
+    if (window.confirm(question.replace("{n}", n.toLocaleString("en")))) evt.detail.issueRequest(true);
   });
 
   // "Copy as code": the Clipboard API needs a secure context (https or localhost) and may be refused;

@@ -115,3 +115,40 @@ def test_failed_tab_lists_arq_exceptions_and_job_page_shows_them(
     exception = page.locator("td.exception")
     expect(exception).to_contain_text("PaymentDeclined")
     expect(exception).to_contain_text(arq_worker_app.DECLINE_MESSAGE)
+
+
+#: A colour as the page computes it: `css` (a value or a var()) resolved on a probe element.
+RESOLVE = """css => {
+  const probe = document.createElement("span");
+  probe.style.color = css;
+  document.body.appendChild(probe);
+  const colour = getComputedStyle(probe).color;
+  probe.remove();
+  return colour;
+}"""
+
+
+def test_arq_states_wear_the_colours_of_their_dramatiq_twins(
+    page: Page, arq_callboard: Callboard, failed_jobs: FailedJobs
+) -> None:
+    """One place for state colours (dashboard/words.py): the chart draws Deferred and In progress in
+    the colours of their tabs (they were swapped), and Arq's Failed badge is the red of Dramatiq's Dead
+    (it was grey)."""
+    queue = quote(arq_worker_app.QUEUE, safe="")
+    page.goto(f"{arq_callboard.url}/queues/{TARGET}/arq/{queue}")
+    legend = page.locator("#queue-chart .u-legend")
+    expect(legend).to_be_visible(timeout=LIVE_TIMEOUT_MS)  # two polls of history: the chart is drawn
+    for label, tone in (("Ready", "ready"), ("Deferred", "waiting"), ("In progress", "running")):
+        marker = legend.locator(".u-series", has_text=label).locator(".u-marker")
+        drawn = marker.evaluate("m => getComputedStyle(m).borderColor")
+        assert drawn == page.evaluate(RESOLVE, f"var(--state-{tone})"), (label, drawn)
+    failed_count = page.locator('#queue-summary a[data-tab="failed"] .count')
+    expect(failed_count).to_have_class(re.compile(r"\btone-failed\b"), timeout=LIVE_TIMEOUT_MS)
+    colour = failed_count.evaluate("c => getComputedStyle(c).color")
+    assert colour == page.evaluate(RESOLVE, "var(--state-failed)") == page.evaluate(RESOLVE, "#d1453b")
+
+    page.goto(f"{arq_callboard.url}/jobs/{TARGET}/arq/{queue}/{failed_jobs.declined}")
+    badge = page.locator('h1 [data-state-badge="failed"]')
+    expect(badge).to_have_text("Failed")
+    background = badge.evaluate("b => getComputedStyle(b).backgroundColor")
+    assert background == page.evaluate(RESOLVE, "#fbe0de")  # .badge.bad, as Dramatiq's Dead
