@@ -31,6 +31,7 @@ from callboard.collectors.target import TargetCollector
 from callboard.dashboard import tasks
 from callboard.dashboard.poller import Poller
 from callboard.dashboard.tasks import Tasks
+from callboard.dashboard.words import plural
 
 log = logging.getLogger("callboard.audit")
 
@@ -223,7 +224,7 @@ class Operations:
                     await asyncio.sleep(PAUSE)
 
         try:
-            await tasks.run(op, work, log, lambda: f" after {op.visited} jobs", ACL_HINT)
+            await tasks.run(op, work, log, lambda: f" after {plural(op.visited, 'job')}", ACL_HINT)
         finally:
             self.poller.refresh(r.target)
             await self._audit(op, collector)

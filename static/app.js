@@ -8,7 +8,8 @@
 // instead of rebuilding it (hover survives).
 (function () {
   "use strict";
-  //: Series colours, read from static/app.css's palette at each draw, so charts follow the colour scheme.
+  //: Colours of series with no tone (dashboard/words.py STATE_STYLES gives each state one): variables of
+  //: static/app.css's palette, read at each draw, so charts follow the colour scheme.
   var COLORS = ["--ready", "--flight", "--delayed", "--dead", "--ok"];
   var INTEGER_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 1e7];
   var plots = {};
@@ -36,8 +37,15 @@
     return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
   }
 
+  // A series' colour: its state's tone from the stylesheet (--state-<tone>, static/app.css, in the
+  // current scheme), so the chart, the tabs and the badges agree; COLORS for a series without one.
+  function colour(tones, i) {
+    var tone = tones && tones[i];
+    return (tone && cssVar("--state-" + tone)) || cssVar(COLORS[i % COLORS.length]);
+  }
+
   // One uPlot per chart element, rebuilt when its range (and so its time scale) changes.
-  function draw(id, key, labels, data, empty, bars) {
+  function draw(id, key, labels, data, empty, bars, tones) {
     var el = document.getElementById(id);
     if (!el || !window.uPlot) return;
     var old = plots[id];
@@ -51,7 +59,6 @@
     el.textContent = "";
     var style = getComputedStyle(el);
     var width = el.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
-    var colors = COLORS.map(cssVar);
     var axis = { stroke: cssVar("--chart-axis"), grid: { stroke: cssVar("--chart-grid") }, ticks: { stroke: cssVar("--chart-grid") } };
     var plot = new window.uPlot({
       width: Math.max(260, width || 800),
@@ -60,10 +67,10 @@
       scales: { x: { time: true } },
       axes: [axis, Object.assign({ size: 60, incrs: INTEGER_STEPS }, axis)],
       series: [{}].concat(labels.map(function (label, i) {
-        var line = { label: label, stroke: colors[i % colors.length], width: 1.5, points: { show: false } };
+        var line = { label: label, stroke: colour(tones, i), width: 1.5, points: { show: false } };
         if (bars && window.uPlot.paths && window.uPlot.paths.bars) {
           line.paths = window.uPlot.paths.bars({ size: [0.8, 40] });
-          line.fill = colors[i % colors.length];
+          line.fill = line.stroke;
         }
         return line;
       })),
@@ -115,7 +122,7 @@
     }
     rows = rows.concat(liveRows);
     var data = columns(rows, live.labels.length + 1);
-    draw("queue-chart", range, live.labels, data, "Collecting history…", false);
+    draw("queue-chart", range, live.labels, data, "Collecting history…", false, live.tones);
   }
 
   // The overview: jobs succeeded and failed per step of the chosen range, from the live partial.
@@ -128,7 +135,9 @@
     });
     var chosen = flow[range];
     if (!chosen) return;
-    draw("flow-chart", range, chosen.labels, chosen.data, "No jobs recorded in this range.", true);
+    var holder = document.querySelector(".flow-series[data-empty]");
+    var empty = holder ? holder.dataset.empty : "No jobs recorded in this range.";
+    draw("flow-chart", range, chosen.labels, chosen.data, empty, true, chosen.tones);
   }
 
   function showRanges() {
@@ -281,7 +290,10 @@
     var form = document.getElementById("job-form");
     var n = form ? form.querySelectorAll("input[name=ids]:checked").length : 0;
     if (n === 0) { window.alert("Select one or more jobs first."); return; }
-    if (window.confirm(evt.detail.question.replace("{n}", String(n)))) evt.detail.issueRequest(true);
+    // The template gives the question for one job (data-confirm-one) and for {n} (hx-confirm): the
+    // words agree with the count (dashboard/words.py plural).
+    var question = n === 1 && elt.dataset.confirmOne ? elt.dataset.confirmOne : evt.detail.question;
+    if (window.confirm(question.replace("{n}", n.toLocaleString("en")))) evt.detail.issueRequest(true);
   });
 
   // "Copy as code": the Clipboard API needs a secure context (https or localhost) and may be refused;

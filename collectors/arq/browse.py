@@ -59,9 +59,12 @@ async def list_jobs(
         raws, _ = await _jobs_and_running(redis, page_ids)
         calls = [(i, "in_progress", raw, None, serializer) for i, raw in zip(page_ids, raws, strict=True)]
         items = await decoding.run(job_summary, calls, unreadable_job)
-        return page_of(
-            state, items, len(ids), offset, limit, "by job id", "From in-progress keys found by discovery."
+        # The ids are the in-progress markers the background scan has seen (no list holds them).
+        note = (
+            "Jobs a worker is running now, as Callboard's background scan of Redis finds them: one that "
+            "started a few seconds ago may not be listed yet."
         )
+        return page_of(state, items, len(ids), offset, limit, "by job id", note)
     if state in ("failed", "succeeded"):
         want_ok = state == "succeeded"
         total, page = collector.results.page(queue, want_ok, offset, limit)

@@ -255,7 +255,7 @@ def test_requeue_all_empties_the_healed_group_and_runs_its_jobs(
     expect(operation.locator('[data-count="changed"]')).to_have_text("0 already changed")
     expect(operation).to_contain_text(f"dramatiq:{app.PAYMENTS}")
     n = DECLINED.count
-    assert confirmed == [f"Requeue all {n} jobs of this group ({DECLINED.exception})?"], confirmed
+    assert confirmed == [f"Requeue all {n} messages of this group ({DECLINED.exception})?"], confirmed
 
     expect(page.locator(f'#failures tr[data-group="{key}"]')).to_have_count(0, timeout=MOVE_TIMEOUT_MS)
     expect(page.locator("#failures h2 .muted").first).to_have_text("7 failures in 3 groups")
