@@ -336,6 +336,11 @@ def test_a_requeued_jobs_old_link_leads_to_the_new_job_which_the_worker_runs(
         opened = page.locator("#operation .outcomes a").get_attribute("href") or ""
         new = opened.rsplit("/", 1)[-1]
         assert new and new != old and opened == f"/jobs/{TARGET}/dramatiq/{queue_key}/{new}"
+        wait_until(  # fetched: the worker holds it, so its page shows it in flight
+            lambda: broker.client.llen(queue_key) == 0 and broker.client.hexists(f"{queue_key}.msgs", new),
+            timeout=10,
+            what=f"the worker to fetch {new}",
+        )
 
         # The old link: gone, but it says where the job went.
         page.goto(f"{board.url}/jobs/{TARGET}/dramatiq/{queue_key}/{old}")
