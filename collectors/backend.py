@@ -38,14 +38,18 @@ class Words:
 
     #: "Dramatiq", "Arq".
     label: str
-    #: What one unit of work is called: "messages", "jobs".
+    #: What units of work are called: "messages", "jobs".
     jobs: str
+    #: And one of them: "message", "job".
+    job: str
     #: What runs it: "actor", "function".
     runner: str
     #: The retry action on a failed job: "Requeue" (the same message again), "Re-run".
     retry: str
     #: What the failed state holds: "dead letters", "failed results".
     failed: str
+    #: And one of them: "dead letter", "failed result".
+    failed_job: str
     #: The heading of a job's options: "Options", "Execution".
     options: str
     #: What the page says about states it shows from stored results, if any.

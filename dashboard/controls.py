@@ -360,16 +360,18 @@ async def group_action(request: Request) -> Response:
     return respond(body, failed or (202 if running else 200))
 
 
-async def _audit_entries(request: Request) -> tuple[list[dict[str, Any]], list[str]]:
+async def _audit_entries(request: Request) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The newest entries of every target's audit log, and the targets whose log could not be read
+    (name -> the error's type)."""
     collectors = services(request).collectors
     entries: list[dict[str, Any]] = []
-    errors: list[str] = []
+    errors: dict[str, str] = {}
     for name, collector in collectors.items():
         try:
             for entry in await audit.recent(collector.redis, AUDIT_PAGE):
                 entries.append(_clean(entry, name))
         except (RedisError, OSError) as exc:
-            errors.append(f"{name}: {type(exc).__name__}")
+            errors[name] = type(exc).__name__
     entries.sort(key=lambda e: -_when(e))
     return entries[:AUDIT_PAGE], errors
 
@@ -422,12 +424,16 @@ def _when(entry: dict[str, Any]) -> float:
 @documented(Doc("The newest controls run, from every target's audit log", redis=True))
 async def audit_api(request: Request) -> Response:
     entries, errors = await _audit_entries(request)
-    return respond({"entries": entries, "unreachable": errors})
+    unreachable = [f"{name}: {error}" for name, error in errors.items()]
+    return respond({"entries": entries, "unreachable": unreachable})
 
 
 async def audit_page(request: Request) -> Response:
     entries, errors = await _audit_entries(request)
     running = [op.view() for op in services(request).operations.recent() if op.status == "running"]
-    return views.render(
-        request, "pages/audit.html", {"entries": entries, "errors": errors, "running": running}
-    )
+    store = services(request).store
+    # A log that could not be read, with what the poller knows of its target (down since when).
+    unread = [(name, error, store.get(name)) for name, error in errors.items()]
+    every = len(errors) == len(store.targets())
+    context = {"entries": entries, "errors": unread, "running": running, "all_unread": every}
+    return views.render(request, "pages/audit.html", context)

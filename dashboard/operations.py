@@ -31,6 +31,7 @@ from callboard.collectors.target import TargetCollector
 from callboard.dashboard import tasks
 from callboard.dashboard.poller import Poller
 from callboard.dashboard.tasks import Tasks
+from callboard.dashboard.words import noun, plural
 
 log = logging.getLogger("callboard.audit")
 
@@ -156,7 +157,7 @@ class Operation:
         confirmed = (
             f" of the {bound.count:,} confirmed" if bound is not None and bound.count is not None else ""
         )
-        were = "was" if self.arrived == 1 else "were"
+        were = noun(self.arrived, "was", "were")
         return f"acted on {self.visited:,}{confirmed}; {self.arrived:,} arrived since and {were} left alone"
 
     def view(self) -> dict[str, Any]:
@@ -268,7 +269,7 @@ class Operations:
                 op.arrived = await selection.arrived()
 
         try:
-            await tasks.run(op, work, log, lambda: f" after {op.visited} jobs", ACL_HINT)
+            await tasks.run(op, work, log, lambda: f" after {plural(op.visited, 'job')}", ACL_HINT)
         finally:
             self.poller.refresh(r.target)
             await self._audit(op, collector)

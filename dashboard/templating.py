@@ -25,6 +25,15 @@ from callboard.collectors import backends
 from callboard.dashboard.urls import BUILDERS, segment
 from callboard.dashboard.urls import job_url as job_url  # re-exported: templates and older callers use these
 from callboard.dashboard.urls import queue_url as queue_url
+from callboard.dashboard.words import (
+    STATE_STYLES,
+    action_label,
+    noun,
+    plural,
+    sentence,
+    state_class,
+    state_label,
+)
 
 
 def asset_dir(name: str) -> Path:
@@ -162,11 +171,16 @@ def make_templates() -> Jinja2Templates:
         estimates=backends.ESTIMATES,
         failed_count=backends.failed_count,
         nav_section=nav_section,
+        state_styles=STATE_STYLES,
+        state_class=state_class,
+        state_label=state_label,
+        action_label=action_label,
         **BUILDERS,
     )
     env.filters.update(
         ago=ago, duration=duration, when=when, compact=compact, pretty=pretty, bytes=bytes_, segment=segment
     )
+    env.filters.update(plural=plural, noun=noun, sentence=sentence)  # words (dashboard/words.py)
     # Set before any template compiles (finalize is compiled into each template's output calls).
     env.finalize = printable
     env.trim_blocks = True

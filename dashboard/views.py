@@ -30,6 +30,7 @@ from callboard.dashboard.heatmap import bound, heatmap
 from callboard.dashboard.rendercache import Rendered, send
 from callboard.dashboard.services import services
 from callboard.dashboard.store import SnapshotStore, TargetState
+from callboard.dashboard.words import STATE_LABELS, STATE_STYLES, action_label
 
 HTML = "text/html; charset=utf-8"
 
@@ -44,18 +45,6 @@ PAGE_SIZES = (25, 50, 100, 200)
 
 #: Highest overview page asked for (clamped to the last page that exists).
 MAX_PAGE = 10**6
-
-
-STATE_LABELS = {
-    "ready": "Ready",
-    "in_flight": "In flight",
-    "delayed": "Delayed",
-    "dead": "Dead",
-    "deferred": "Deferred",
-    "in_progress": "In progress",
-    "failed": "Failed",
-    "succeeded": "Succeeded",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +64,16 @@ class QueueRow:
 
 
 def _base(request: Request) -> dict[str, Any]:
+    targets = services(request).store.targets()
     return {
         "request": request,
-        "targets": services(request).store.targets(),
+        "targets": targets,
+        # Targets whose figures are missing now (unreachable, or not read yet): every empty state
+        # names them instead of saying "nothing found".
+        "unread": [t for t in targets if not t.up],
+        # Nothing known of any target (each unread, none with an earlier snapshot): a page shows no
+        # figure, only what is missing and why.
+        "blind": not any(t.up or t.snapshot for t in targets),
         "read_only": services(request).settings.read_only,
         "poll_ms": int(services(request).settings.poll_interval * 1000),
         "now": time.time(),
@@ -171,6 +167,7 @@ def _flow_series(flow: reports.FlowOverview) -> dict[str, Any]:
     per = "minute" if flow.step_seconds == 60 else "hour"
     return {
         "labels": [f"succeeded per {per}", f"failed per {per}"],
+        "tones": [STATE_STYLES["succeeded"].tone, STATE_STYLES["failed"].tone],
         "data": [
             [p.at for p in flow.points],
             [p.succeeded for p in flow.points],
@@ -359,7 +356,9 @@ def _queue_context(request: Request) -> dict[str, Any]:
     # Known (configured, or discovered since the last snapshot) but not collected yet: zero counts.
     stats = backend.empty_stats(key) if found is None else found[1]
     history = services(request).store.history(target, key)
-    tabs = [Tab(s, _tab_count(stats, s)) for s in backend.states]
+    # A target never read (unreachable from the start) has no counts: unknown ("—"), not 0.
+    known = found is not None or state.up
+    tabs = [Tab(s, _tab_count(stats, s) if known else None) for s in backend.states]
     flow = state.snapshot.flow if state.snapshot else None
     drain = reports.drain_report(stats, history, flow, time.time())
     return {
@@ -383,18 +382,9 @@ def _history_series(history: list[tuple[float, Any]], stats: QueueStats) -> dict
     states = QUEUE_STATES[stats.framework]
     return {
         "labels": [STATE_LABELS[s] for s in states],
+        "tones": [STATE_STYLES[s].tone for s in states],
         "data": [[round(t, 1) for t, _ in history]] + [[c.get(s, 0) for _, c in history] for s in states],
     }
-
-
-def action_label(state: str, action: str) -> str:
-    if action == "retry":
-        return {"dead": "Requeue", "delayed": "Run now", "failed": "Re-run", "succeeded": "Re-run"}.get(
-            state, "Retry"
-        )
-    if action == "delete":
-        return "Delete result" if state in ("failed", "succeeded") else "Delete"
-    return "Abort"
 
 
 def control_actions(request: Request, target: str, framework: str, state: str) -> list[tuple[str, str]]:

@@ -36,9 +36,11 @@ from callboard.collectors.snippets import Snippet
 WORDS = Words(
     label="Arq",
     jobs="jobs",
+    job="job",
     runner="function",
     retry="Re-run",
     failed="failed results",
+    failed_job="failed result",
     options="Execution",
     retained="failed and succeeded: retained results (Arq keeps them 1 h by default)",
     workers=(
@@ -134,7 +136,7 @@ class ArqBackend:
         if results.complete:
             return []
         pending = len(results.pending)
-        return [f"the Arq results index is still being built; {pending:,} results are not searched yet."]
+        return [f"the Arq results index is still being built; results not searched yet: {pending:,}."]
 
     def resend(self, job: JobDetail, redis_url: str) -> Snippet:
         return snippets.resend_snippet(job, redis_url, resend.write)

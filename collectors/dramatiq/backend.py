@@ -36,9 +36,11 @@ from callboard.collectors.snippets import Snippet
 WORDS = Words(
     label="Dramatiq",
     jobs="messages",
+    job="message",
     runner="actor",
     retry="Requeue",
     failed="dead letters",
+    failed_job="dead letter",
     options="Options",
     workers=(
         "processes seen fetching from this queue; producers never count, and one idle since Callboard "

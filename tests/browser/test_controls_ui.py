@@ -142,7 +142,9 @@ def test_requeue_selected_rows_from_the_dead_tab(
     confirmed = answer_next_dialog(page, accept=True)
     page.locator('button[data-action="retry"][data-scope="selection"]').click()
     expect(page.locator('#operation [data-count="done"]')).to_have_text("2 done")
-    assert confirmed and "Requeue the 2 selected" in confirmed[0], confirmed
+    assert confirmed == ["Requeue the 2 selected dead messages?"], confirmed
+    # The panel names the control as its button did, with words that agree with the count.
+    expect(page.locator("#operation .operation")).to_contain_text("Requeue 2 dead messages of")
     for rid in picked:
         expect(page.locator(f'tr[data-job="{rid}"]')).to_have_count(0, timeout=MOVE_TIMEOUT_MS)
     expect(count).to_have_text(str(DEAD["billing"] - 2), timeout=MOVE_TIMEOUT_MS)

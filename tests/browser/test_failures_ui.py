@@ -256,7 +256,7 @@ def test_requeue_all_empties_the_healed_group_and_runs_its_jobs(
     expect(operation).to_contain_text(f"dramatiq:{app.PAYMENTS}")
     n = DECLINED.count
     assert confirmed == [
-        f"Requeue all {n} jobs of this group ({DECLINED.exception})?"
+        f"Requeue all {n} messages of this group ({DECLINED.exception})?"
         " Failures that arrive meanwhile are left alone."
     ], confirmed
     # The request carried what the dialog named, so nothing newer than the group's shown failures moved.

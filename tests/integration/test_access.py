@@ -299,6 +299,9 @@ def test_auth_guards_everything_but_healthz_and_names_the_user_in_the_audit(
     ]
     assert audit_page.status_code == 200
     assert "token:ci" in audit_page.text
+    # The audit names each control as its button did: a dead letter's retry is "Requeue".
+    assert audit_page.text.count('<td data-field="action" data-action="retry">Requeue</td>') == 1
+    assert audit_page.text.count('<td data-field="action" data-action="delete">Delete</td>') == 2
 
 
 def test_metrics_public_opens_metrics_only(redis_url: str, tmp_path: Path) -> None:
