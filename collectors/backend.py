@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from callboard.collectors.failures import FailureIndex
 from callboard.collectors.flow import Estimate, Series, Tally
 from callboard.collectors.model import (
+    Bound,
     Framework,
     JobDetail,
     JobOutcome,
@@ -103,8 +104,10 @@ class Backend(Protocol):
         """Act on `ids`, each by compare-and-set: a job that changed meanwhile is reported, not hit."""
         ...
 
-    async def select_all(self, queue: str, state: str) -> Selection:
-        """Every job of `state` as batches, bounded when the run starts."""
+    async def select_all(self, queue: str, state: str, bound: Bound | None = None) -> Selection:
+        """Every job of `state` as batches, bounded when the run starts, and by what the operator saw
+        when `bound` is given (at most its count; where the state has a time, jobs that reached it
+        by the bound's time)."""
         ...
 
     async def recover(self, queue: str) -> list[JobOutcome]:

@@ -254,6 +254,7 @@ def create_app(settings: Settings) -> Starlette:
         render_cache=RenderCache(store, max_age=settings.poll_interval),
         depth_history=ReadCache(max_age=reports.DEPTH_MAX_AGE),
         flow_history=ReadCache(max_age=HISTORY_MAX_AGE),
+        audit_reads=ReadCache(max_age=settings.poll_interval),
         operations=Operations(collectors, poller, settings.audit_keep),
         searches=searches,
         registry=make_registry(store, settings.flow_series_limit),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from starlette.requests import Request
@@ -37,6 +38,8 @@ class Services:
     #: ranges), and a task's hours (dashboard/taskreport.py).
     depth_history: ReadCache[list[tuple[float, dict[str, int]]]]
     flow_history: ReadCache[dict[int, Tally]]
+    #: The newest audit entries per target, for the page of a job that is gone (where did it go?).
+    audit_reads: ReadCache[list[dict[str, Any]]]
     operations: Operations
     searches: Searches
     #: What /metrics exports.

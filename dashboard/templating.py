@@ -144,6 +144,24 @@ def printable(value: Any) -> Any:
     return value
 
 
+#: The top navigation's entries, by the first path segment of the pages each covers.
+NAV_SECTIONS = {
+    "": "queues",
+    "queues": "queues",
+    "jobs": "queues",
+    "workers": "workers",
+    "failures": "failures",
+    "tasks": "tasks",
+    "audit": "audit",
+}
+
+
+def nav_section(path: str) -> str | None:
+    """The top-nav entry a page belongs to, marked as current: a queue's or a job's page is under
+    Queues, a task's under Tasks; None for pages under none (search)."""
+    return NAV_SECTIONS.get(path.strip("/").split("/", 1)[0])
+
+
 def make_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(asset_dir("templates")))
     env = templates.env
@@ -152,6 +170,7 @@ def make_templates() -> Jinja2Templates:
         kinds=backends.KINDS,
         estimates=backends.ESTIMATES,
         failed_count=backends.failed_count,
+        nav_section=nav_section,
         state_styles=STATE_STYLES,
         state_class=state_class,
         state_label=state_label,

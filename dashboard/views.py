@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from callboard.collectors import flowhistory
+from callboard.collectors import audit, flowhistory
 from callboard.collectors.model import (
     QUEUE_STATES,
     QueueStats,
@@ -366,6 +367,8 @@ def _queue_context(request: Request) -> dict[str, Any]:
         "tabs": tabs,
         "history": _history_series(history, stats),
         "drain": drain,
+        # When the counts were read: a bulk control sends it, and acts on nothing that came later.
+        "seen_at": state.snapshot.collected_at if state.snapshot else None,
     }
 
 
@@ -422,7 +425,15 @@ async def jobs_fragment(request: Request) -> Response:
 async def queue_fragment(request: Request) -> Response:
     context = _queue_context(request)  # raises 404 here, before the cache, for unknown queues
     tab = request.query_params.get("state") or "ready"
-    return await _live(request, "partials/queue_summary.html", lambda: {**context, "tab": tab})
+    stats: QueueStats = context["queue"]
+    bulk = {
+        "tab": tab,
+        "tab_count": next((t.count for t in context["tabs"] if t.state == tab), None),
+        # The same for every viewer: read-only is the server's setting, not the user's.
+        "actions": control_actions(request, context["target"].name, stats.framework.value, tab),
+        "oob_bulk": True,
+    }
+    return await _live(request, "partials/queue_summary.html", lambda: {**context, **bulk})
 
 
 async def job_page(request: Request) -> Response:
@@ -431,12 +442,32 @@ async def job_page(request: Request) -> Response:
     )
     report = await reports.job_report(request, target, framework, key, job_id)
     if report is None:
-        return render(
-            request,
-            "pages/job_gone.html",
-            {"target_name": target, "framework": framework, "queue_key": key, "job_id": job_id},
-            status=404,
-        )
+        moved = await _moved(request, target, framework, key, job_id)
+        context = {"target_name": target, "framework": framework, "queue_key": key, "job_id": job_id}
+        found = {"moved": moved, "moves_read": MOVES_READ}
+        return render(request, "pages/job_gone.html", {**context, **found}, status=404)
     actions = control_actions(request, target, framework, report.detail.state)
     context = {"job": report.detail, "target_name": target, "actions": actions, "resend": report.resend}
     return render(request, "pages/job.html", context)
+
+
+#: Newest audit entries of a target searched for where a gone job went (~16 kB each at most).
+MOVES_READ = 200
+
+
+async def _moved(request: Request, target: str, framework: str, key: str, job_id: str) -> audit.Move | None:
+    """Where a job that is gone went, if a control gave it a new id (a requeued Dramatiq message):
+    looked up in the newest MOVES_READ audit entries, read once per poll interval for every viewer,
+    and again as soon as a control of this process ends. None when Redis cannot tell (the page
+    still says the job is gone)."""
+    collector = reports.target_collector(request, target)
+    if collector is None:
+        return None
+    ended = services(request).operations.ended
+    try:
+        entries = await services(request).audit_reads.get(
+            (target, ended), lambda: audit.recent(collector.redis, MOVES_READ)
+        )
+    except (RedisError, OSError):
+        return None
+    return audit.find_move(entries, framework, key, job_id)

@@ -21,6 +21,7 @@ from callboard.collectors.failures import FailureIndex
 from callboard.collectors.flow import Estimate, Series, Tally
 from callboard.collectors.model import (
     QUEUE_STATES,
+    Bound,
     Framework,
     JobDetail,
     JobOutcome,
@@ -103,8 +104,8 @@ class ArqBackend:
             self.redis, self.collector, queue, state, action, list(ids), new_id=new_id
         )
 
-    async def select_all(self, queue: str, state: str) -> Selection:
-        return await controls.select_all(self.redis, self.collector, queue, state)
+    async def select_all(self, queue: str, state: str, bound: Bound | None = None) -> Selection:
+        return await controls.select_all(self.redis, self.collector, queue, state, bound)
 
     async def recover(self, queue: str) -> list[JobOutcome]:
         # No state of Arq's offers "recover" (actions() never lists it): a stuck claim expires itself.

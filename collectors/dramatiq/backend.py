@@ -21,6 +21,7 @@ from callboard.collectors.failures import FailureIndex
 from callboard.collectors.flow import Estimate, Series, Tally
 from callboard.collectors.model import (
     QUEUE_STATES,
+    Bound,
     Framework,
     JobDetail,
     JobOutcome,
@@ -121,8 +122,8 @@ class DramatiqBackend:
         q = self._keys(queue)
         return await controls.apply(self.redis, q, state, action, ids, failures=self.failures)
 
-    async def select_all(self, queue: str, state: str) -> Selection:
-        return await controls.select_all(self.redis, self._keys(queue), state)
+    async def select_all(self, queue: str, state: str, bound: Bound | None = None) -> Selection:
+        return await controls.select_all(self.redis, self._keys(queue), state, bound=bound)
 
     async def recover(self, queue: str) -> list[JobOutcome]:
         q = self._keys(queue)
