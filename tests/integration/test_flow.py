@@ -398,7 +398,8 @@ def test_without_the_companion_dramatiq_dead_letters_tell_the_failures(
             assert row["p95_wait_seconds"] is None
         # The page says what the numbers are: failures counted, runs and failure % unknown.
         page = board.get("/tasks?sort=name")[1]
-        cells = dict(re.findall(r'<td class="num" data-field="(\w+)">([^<]*)</td>', row_html(page, flaky)))
+        cell = r'<td class="num[^"]*" data-field="(\w+)">([^<]*)</td>'
+        cells = dict(re.findall(cell, row_html(page, flaky)))
         assert cells == {"runs": "—", "failed": "5", "failure": "—", "p95": "—"}, cells
         assert 'data-source="dramatiq-deadletters"' in row_html(page, flaky) and "dead letters only" in page
         # Nothing estimated is exported as a counter.
@@ -413,7 +414,12 @@ def test_without_the_companion_dramatiq_dead_letters_tell_the_failures(
             found = rows()
             return bool(found) and {r["source"] for r in found.values()} == {"companion"}
 
-        wait_until(companion_only, timeout=30, what="the companion to take the queue over")
+        try:
+            wait_until(companion_only, timeout=30, what="the companion to take the queue over")
+        except AssertionError:  # say what was there instead, and what the worker said
+            print("rows:", {a: (r["source"], r["window"]) for a, r in rows().items()})
+            print("worker log:", worker.log()[-3000:])
+            raise
         assert rows()[fine]["window"]["succeeded"] == 1
     finally:
         board.stop()
