@@ -51,6 +51,9 @@ class Words:
     retained: str = ""
     #: What a queue's count of consuming workers (QueueStats.workers) can and cannot see.
     workers: str = ""
+    #: What a job's `retries` counts, as a label: "retries" (Dramatiq: retries so far), "try" (Arq:
+    #: the try this is, 1 on the first run).
+    attempts: str = "retries"
 
 
 class Backend(Protocol):

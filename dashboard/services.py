@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.templating import Jinja2Templates
 
 from callboard.collectors.flow import Tally
+from callboard.collectors.model import JobPage
 from callboard.collectors.target import TargetCollector
 from callboard.dashboard.operations import Operations
 from callboard.dashboard.poller import Poller
@@ -37,6 +38,9 @@ class Services:
     #: ranges), and a task's hours (dashboard/taskreport.py).
     depth_history: ReadCache[list[tuple[float, dict[str, int]]]]
     flow_history: ReadCache[dict[int, Tally]]
+    #: Pages of job lists, per (target, framework, queue, state, offset, limit), for a poll interval:
+    #: what the live job lists poll (dashboard/reports.py list_jobs).
+    job_lists: ReadCache[JobPage]
     operations: Operations
     searches: Searches
     #: What /metrics exports.

@@ -403,11 +403,11 @@ def control_actions(request: Request, target: str, framework: str, state: str) -
     return [(a, action_label(state, a)) for a in backend.actions(state)]
 
 
-async def _jobs_context(request: Request, context: dict[str, Any]) -> dict[str, Any]:
+async def _jobs_context(request: Request, context: dict[str, Any], live: bool = False) -> dict[str, Any]:
     stats: QueueStats = context["queue"]
     state = request.query_params.get("state") or "ready"
     target = context["target"].name
-    page = await reports.list_jobs(request, target, stats.framework.value, stats.key, state)
+    page = await reports.list_jobs(request, target, stats.framework.value, stats.key, state, live)
     return {
         **context,
         "tab": state,
@@ -424,8 +424,10 @@ async def queue_page(request: Request) -> Response:
 
 
 async def jobs_fragment(request: Request) -> Response:
-    """The job list of a queue page, re-read from Redis (after a control ended, or on demand)."""
-    context = await _jobs_context(request, _queue_context(request))
+    """The job list of a queue page: re-read from Redis after a control ended; with `?live=1` (its
+    poll, static/app.js) the read shared by every viewer for a poll interval."""
+    live = request.query_params.get("live") == "1"
+    context = await _jobs_context(request, _queue_context(request), live)
     return render(request, "partials/job_table.html", context)
 
 
