@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: setup demo serve test lint typecheck pytest bench bench-small mutate lock clean
+.PHONY: setup demo serve test lint typecheck pytest bench bench-small mutate screenshots lock clean
 
 setup: $(VENV)/.installed static/vendor/.built
 
@@ -47,6 +47,19 @@ test: lint typecheck pytest bench-small
 # so not part of `make test`. `make mutate MODULES="hosts urls"` runs some; `--list` in the script names them.
 mutate: setup
 	$(PY) scripts/mutate.py $(MODULES)
+
+# The README's two screenshots (docs/screenshots/), taken by the browser test of every screen
+# (tests/browser/test_screens.py) at a desktop and a phone width. An existing setup is used as it is
+# (nothing is reinstalled); without one, `make setup` runs first.
+SHOTS := build/screenshots
+screenshots:
+	test -f $(VENV)/.installed -a -f static/vendor/.built -a -f node_modules/axe-core/axe.min.js || $(MAKE) setup
+	rm -rf $(SHOTS)
+	CALLBOARD_SCREENSHOTS=$(SHOTS) $(BIN)/pytest -q -p no:randomly tests/browser/test_screens.py \
+		-k "test_every_page and (desktop-light or phone-dark)"
+	mkdir -p docs/screenshots
+	cp $(SHOTS)/overview-desktop-light.png docs/screenshots/overview-desktop.png
+	cp $(SHOTS)/overview-phone-dark.png docs/screenshots/phone-dark.png
 
 lock:
 	$(PYTHON) -m pip install --quiet pip-tools

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from callboard.collectors.failures import FailureIndex
 from callboard.collectors.flow import Estimate, Series, Tally
 from callboard.collectors.model import (
+    Bound,
     Framework,
     JobDetail,
     JobOutcome,
@@ -37,23 +38,27 @@ class Words:
 
     #: "Dramatiq", "Arq".
     label: str
-    #: What one unit of work is called: "messages", "jobs".
+    #: What units of work are called: "messages", "jobs".
     jobs: str
+    #: And one of them: "message", "job".
+    job: str
     #: What runs it: "actor", "function".
     runner: str
     #: The retry action on a failed job: "Requeue" (the same message again), "Re-run".
     retry: str
     #: What the failed state holds: "dead letters", "failed results".
     failed: str
+    #: And one of them: "dead letter", "failed result".
+    failed_job: str
     #: The heading of a job's options: "Options", "Execution".
     options: str
+    #: What a job's `retries` counts, as a label: "retries" (Dramatiq: retries so far), "try" (Arq:
+    #: the try this is, 1 on the first run).
+    attempts: str
     #: What the page says about states it shows from stored results, if any.
     retained: str = ""
     #: What a queue's count of consuming workers (QueueStats.workers) can and cannot see.
     workers: str = ""
-    #: What a job's `retries` counts, as a label: "retries" (Dramatiq: retries so far), "try" (Arq:
-    #: the try this is, 1 on the first run).
-    attempts: str = "retries"
 
 
 class Backend(Protocol):
@@ -102,8 +107,10 @@ class Backend(Protocol):
         """Act on `ids`, each by compare-and-set: a job that changed meanwhile is reported, not hit."""
         ...
 
-    async def select_all(self, queue: str, state: str) -> Selection:
-        """Every job of `state` as batches, bounded when the run starts."""
+    async def select_all(self, queue: str, state: str, bound: Bound | None = None) -> Selection:
+        """Every job of `state` as batches, bounded when the run starts, and by what the operator saw
+        when `bound` is given (at most its count; where the state has a time, jobs that reached it
+        by the bound's time)."""
         ...
 
     async def recover(self, queue: str) -> list[JobOutcome]:

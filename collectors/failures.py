@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from callboard.collectors.model import FailureGroup, Framework
+from callboard.collectors.model import Bound, FailureGroup, Framework
 
 #: Failures indexed per framework and target (~30 MB); beyond that the page says what it misses.
 LIMIT = 100_000
@@ -226,15 +226,26 @@ class FailureIndex:
         """Indexed ids of one queue (O(failures); for reconciling with Redis, in the background)."""
         return [j for j, k in self._where.items() if self._groups[k].members[j].queue == queue]
 
-    def members(self, key: str) -> dict[str, list[str]]:
-        """queue -> ids of one group, newest first; empty when the group is gone."""
+    def members(self, key: str, bound: Bound | None = None) -> dict[str, list[str]]:
+        """queue -> ids of one group, newest first; empty when the group is gone. With `bound` (what
+        the operator saw: the group's count and its newest failure time), only failures at or before
+        its time (a failure of unknown time is kept: it cannot be told new), at most its count of
+        them, newest first. O(group)."""
         group = self._groups.get(key)
         if group is None:
             return {}
-        by_queue: dict[str, list[tuple[float, str]]] = {}
-        for job_id, m in group.members.items():
-            by_queue.setdefault(m.queue, []).append((-(m.failed_at or 0.0), job_id))
-        return {q: [j for _, j in sorted(items)] for q, items in by_queue.items()}
+        before = bound.before if bound is not None else None
+        chosen = sorted(
+            (-(m.failed_at or 0.0), job_id, m.queue)
+            for job_id, m in group.members.items()
+            if before is None or m.failed_at is None or m.failed_at <= before
+        )
+        if bound is not None:
+            chosen = chosen[: bound.cap(len(chosen))]
+        by_queue: dict[str, list[str]] = {}
+        for _, job_id, queue in chosen:
+            by_queue.setdefault(queue, []).append(job_id)
+        return by_queue
 
     def report(self, now: float | None = None) -> tuple[FailureGroup, ...]:
         """Every group, largest first; cached until the index changes or REPORT_MAX_AGE passes."""

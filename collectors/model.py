@@ -353,11 +353,37 @@ class JobOutcome:
     in_place: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """What an operator saw when confirming a bulk control, sent with it ("Delete all 36"): the run
+    acts on at most `count` jobs, and, where the state has a time, only on jobs that reached it at or
+    before `before` (Unix seconds: a dead letter's death, an Arq job's due or finish time). So jobs
+    that arrive between the look and the click are left alone, and reported (`Selection.arrived`)."""
+
+    count: int | None = None
+    before: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.count is not None and self.count < 0:
+            raise ValueError("a bound's count is never negative")
+
+    def cap(self, n: int) -> int:
+        """`n`, or the count when it is lower."""
+        return n if self.count is None else min(n, self.count)
+
+    def until(self, at_ms: int) -> int:
+        """`at_ms` (ms), or the time bound when it is earlier (a bound before 1970 selects nothing)."""
+        if self.before is None or self.before * 1000 >= at_ms:
+            return at_ms
+        return int(max(self.before * 1000, -1.0))
+
+
 class Selection(Protocol):
     """The jobs a bulk control works through ("all dead letters of this queue").
 
     Bounded when it starts (a count, a time or a list of ids), so it ends, and jobs that arrive
     or come back during the run are not acted on twice. Each `next` is one cheap Redis read.
+    With a `Bound` it also stops at what the operator saw.
     """
 
     #: How many jobs it expects to visit, for progress; None when unknown.
@@ -369,4 +395,10 @@ class Selection(Protocol):
 
     def stayed(self, count: int) -> None:
         """`count` ids of the last batch are still in place (skipped): the next read steps past them."""
+        ...
+
+    async def arrived(self) -> int | None:
+        """After the run: jobs in the state now that it did not reach, not counting those it stepped
+        past (skipped in place): they arrived after its bound (or came back, like a requeued message
+        that died again) and were left alone. One cheap count; None when it cannot be told."""
         ...

@@ -177,7 +177,7 @@ class TargetCollector:
                 pipe.dbsize()
                 flow_count = self.flow_reader.stage(pipe)
                 depth_count = self.depth.stage(pipe)
-                parsers = [fw.stage(pipe, self._sha) for fw in self.frameworks] if scripts else []
+                staged = [fw.stage(pipe, self._sha) for fw in self.frameworks] if scripts else []
                 replies = await pipe.execute(raise_on_error=False)
             trips += 1
             _refuse_cluster(replies)
@@ -202,18 +202,33 @@ class TargetCollector:
             for reply in script_replies:
                 if isinstance(reply, Exception):
                     raise reply
-            parts: list[tuple[Parser, Any]] = list(zip(parsers, script_replies, strict=True))
+            # Each framework's parser gets the replies of the script calls it staged.
+            parts: list[tuple[Parser, Any]] = []
+            at = 0
+            for parse, count in staged:
+                parts.append((parse, script_replies[at : at + count]))
+                at += count
             if not scripts:
-                for fw in self.frameworks:
-                    try:
-                        reply, parse, used = await fw.read_plain(self.redis)
-                    except ResponseError as exc:
-                        _refuse_cluster([exc])
-                        raise
-                    parts.append((parse, reply))
-                    trips += used
+                plain, used = await self._read_plain()
+                parts += plain
+                trips += used
             return info, int(db_size), parts, trips
         raise RedisError("the snapshot scripts keep failing to load (NOSCRIPT after SCRIPT LOAD)")
+
+    async def _read_plain(self) -> tuple[list[tuple[Parser, Any]], int]:
+        """Every framework's counters with plain commands (an ACL refusing scripts), and the round
+        trips that took."""
+        parts: list[tuple[Parser, Any]] = []
+        trips = 0
+        for fw in self.frameworks:
+            try:
+                reply, parse, used = await fw.read_plain(self.redis)
+            except ResponseError as exc:
+                _refuse_cluster([exc])
+                raise
+            parts.append((parse, [reply]))  # shaped like one script call's reply
+            trips += used
+        return parts, trips
 
     def _info(self, reply: Any) -> dict[str, Any] | None:
         """INFO's reply, None when the ACL refuses it; a cluster node is refused here."""

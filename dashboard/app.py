@@ -84,10 +84,16 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def redis_error(request: Request, exc: Exception) -> Response:
-    # Browse pages read Redis on demand: when it is down, say so plainly (no stack trace, no secrets).
-    message = (
-        f"Redis is unreachable or failed: {type(exc).__name__}. The page will work again once it is back."
-    )
+    # Browse pages read Redis on demand: when it is down, say so plainly (no stack trace, no secrets),
+    # naming the target and, when the poller knows it is down, since when.
+    target = str(request.path_params.get("target") or "")
+    state = services(request).store.get(target) if target else None
+    if state is not None and not state.up:
+        message = reports.down_message(state)
+    else:
+        where = f"Redis target “{target}”" if target else "Redis"
+        message = f"{where} is unreachable or failed: {type(exc).__name__}."
+    message += " The page will work again once it is back."
     log.warning("browse request %s failed: %r", request.url.path, exc)
     if _wants_json(request):
         return api.respond({"error": message}, 503)
@@ -207,7 +213,7 @@ def create_app(settings: Settings) -> Starlette:
     timeout = max(settings.redis_timeout * 2, 1.0)
     poller = Poller(store, collectors, settings.poll_interval, timeout=timeout, pools=pools)
 
-    searches = Searches(collectors)
+    searches = Searches(collectors, store=store)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -252,6 +258,7 @@ def create_app(settings: Settings) -> Starlette:
         depth_history=ReadCache(max_age=reports.DEPTH_MAX_AGE),
         flow_history=ReadCache(max_age=HISTORY_MAX_AGE),
         job_lists=ReadCache(max_age=settings.poll_interval),
+        audit_reads=ReadCache(max_age=settings.poll_interval),
         operations=Operations(collectors, poller, settings.audit_keep),
         searches=searches,
         registry=make_registry(store, settings.flow_series_limit),

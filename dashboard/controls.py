@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -34,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from callboard.collectors import audit, payloads
+from callboard.collectors.model import Bound
 from callboard.dashboard import reports, views
 from callboard.dashboard.api import respond
 from callboard.dashboard.openapi import Doc, documented
@@ -56,6 +58,11 @@ GROUP_ACTIONS = ("retry", "delete")
 MAX_BODY = 1024 * 1024
 #: Audit entries shown per target.
 AUDIT_PAGE = 200
+#: The HX-Trigger of an answer whose control ended: the job list and live parts reload
+#: (`callboard:changed from:body`). Fired at the body, not at the button that sent it: a live
+#: partial may have replaced that button while the control ran, and an event on a detached
+#: element reaches nobody.
+CHANGED = json.dumps({"callboard:changed": {"target": "body"}})
 
 
 def _htmx(request: Request) -> bool:
@@ -143,6 +150,44 @@ def _flag(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"))
 
 
+#: Longest text accepted for a bound's number in a form (a count, or a Unix time with decimals).
+_NUMBER_TEXT = 32
+
+
+def _bound(data: dict[str, Any]) -> Bound | None:
+    """`count` and `before` of a whole-state or group control: what the operator saw and confirmed
+    (the page sends both; either may be left out; neither: act on the state as it is at the start).
+    JSON sends numbers, a form their text; an empty form field is left out."""
+    count, before = _number(data.get("count")), _number(data.get("before"))
+    if count is None and before is None:
+        return None
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        raise HTTPException(400, "`count` must be a whole number of jobs, 0 or more.")
+    if before is not None and (
+        isinstance(before, bool) or not isinstance(before, int | float) or not math.isfinite(before)
+    ):
+        raise HTTPException(400, "`before` must be a Unix time in seconds, like 1767225600.5.")
+    return Bound(count, None if before is None else float(before))
+
+
+def _number(value: Any) -> Any:
+    """A bound's value as a number: a form's text parsed ("" is None), a JSON number as it is, and
+    anything else (a bool, text that is no number) as itself, for the caller to refuse."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text:
+        return None
+    if len(text) > _NUMBER_TEXT:
+        return value
+    if text.isascii() and text.isdigit():
+        return int(text)
+    try:
+        return float(text)
+    except ValueError:
+        return value
+
+
 @documented(
     Doc("{action} the jobs of `ids` in `state`, or every job in `state` when `ids` is absent", body=True)
 )
@@ -155,8 +200,13 @@ async def queue_action(request: Request) -> Response:
     if not isinstance(state, str) or not state:
         raise HTTPException(400, 'Say which state the jobs are in: {"state": "dead", ...}.')
     ids = _ids(data, form)
+    bound = _bound(data)
+    if bound is not None and ids is not None:
+        raise HTTPException(
+            400, "`count` and `before` bound a whole state; a selection is bound by its `ids`."
+        )
     control = ControlRequest(
-        target, framework, key, state, action, ids, _flag(data.get("new_id")), *_user(request)
+        target, framework, key, state, action, ids, _flag(data.get("new_id")), *_user(request), bound=bound
     )
     return await _start(request, control)
 
@@ -217,7 +267,7 @@ def _operation_response(request: Request, op: Operation, joined: bool = False) -
         context = {"op": op.view(), "joined": joined}
         response = views.render(request, "partials/operation.html", context, status)
         if op.status != "running":
-            response.headers["HX-Trigger"] = "callboard:changed"
+            response.headers["HX-Trigger"] = CHANGED
         return response
     status = _status(op)
     response = respond({**op.view(), "joined": joined}, status)
@@ -239,13 +289,16 @@ async def operation_fragment(request: Request) -> Response:
         raise HTTPException(404, "No such operation (finished ones are kept for a while only).")
     response = views.render(request, "partials/operation.html", {"op": op.view()})
     if op.status != "running":
-        response.headers["HX-Trigger"] = "callboard:changed"
+        response.headers["HX-Trigger"] = CHANGED
     return response
 
 
-@documented(Doc("{action} every job of a failure group (one operation per queue it spans)", body=False))
+@documented(
+    Doc("{action} every job of a failure group (one operation per queue it spans)", body=False, group=True)
+)
 async def group_action(request: Request) -> Response:
-    """Retry or delete every job of a failure group, as the index knows it now.
+    """Retry or delete every job of a failure group, as the index knows it now, or as the operator
+    saw it (`count` and `before`: the group's count and newest failure time on the page).
 
     The ids come from the failure index (the groups on screen); each id still goes through the
     recipe's compare-and-set, so a job that changed meanwhile is reported, never acted on twice."""
@@ -255,12 +308,14 @@ async def group_action(request: Request) -> Response:
     backend = collector.backend(framework) if collector is not None else None
     if collector is None or backend is None:
         raise HTTPException(404, f"No {framework} failures on target {target!r}.")
-    members = backend.failures.members(key)
+    data, _ = await _body(request)
+    bound = _bound(data)
+    members = backend.failures.members(key, bound)
     if not members:
         message = "This failure group is empty now: nothing to do."
         if _htmx(request):
             response = views.render(request, "partials/operation.html", {"op": None, "message": message})
-            response.headers["HX-Trigger"] = "callboard:changed"
+            response.headers["HX-Trigger"] = CHANGED
             return response
         return respond({"group": key, "status": "finished", "operations": [], "message": message})
     state = backend.failed_state
@@ -272,7 +327,17 @@ async def group_action(request: Request) -> Response:
     try:
         for queue, ids in members.items():
             control = ControlRequest(
-                target, framework, queue, state, action, tuple(ids), False, user, client, group=key
+                target,
+                framework,
+                queue,
+                state,
+                action,
+                tuple(ids),
+                False,
+                user,
+                client,
+                group=key,
+                bound=bound,
             )
             started.append(services(request).operations.start(control))
     except ControlError as exc:
@@ -285,7 +350,7 @@ async def group_action(request: Request) -> Response:
         shown = [(op.view(), joined) for op, joined in started]
         response = views.render(request, "partials/operations.html", {"ops": shown}, failed or 200)
         if not running:
-            response.headers["HX-Trigger"] = "callboard:changed"
+            response.headers["HX-Trigger"] = CHANGED
         return response
     body = {
         "group": key,
@@ -295,22 +360,24 @@ async def group_action(request: Request) -> Response:
     return respond(body, failed or (202 if running else 200))
 
 
-async def _audit_entries(request: Request) -> tuple[list[dict[str, Any]], list[str]]:
+async def _audit_entries(request: Request) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The newest entries of every target's audit log, and the targets whose log could not be read
+    (name -> the error's type)."""
     collectors = services(request).collectors
     entries: list[dict[str, Any]] = []
-    errors: list[str] = []
+    errors: dict[str, str] = {}
     for name, collector in collectors.items():
         try:
             for entry in await audit.recent(collector.redis, AUDIT_PAGE):
                 entries.append(_clean(entry, name))
         except (RedisError, OSError) as exc:
-            errors.append(f"{name}: {type(exc).__name__}")
+            errors[name] = type(exc).__name__
     entries.sort(key=lambda e: -_when(e))
     return entries[:AUDIT_PAGE], errors
 
 
 _AUDIT_TIMES = ("started_at", "finished_at", "seconds")
-_AUDIT_COUNTS = ("expected", "requested", "visited", "done", "skipped", "changed")
+_AUDIT_COUNTS = ("expected", "requested", "visited", "done", "skipped", "changed", "arrived")
 
 
 def _clean(entry: dict[str, Any], target: str) -> dict[str, Any]:
@@ -328,6 +395,23 @@ def _clean(entry: dict[str, Any], target: str) -> dict[str, Any]:
     out["ids"] = [str(i) for i in ids] if isinstance(ids, list) else None
     changed_ids = entry.get("changed_ids")
     out["changed_ids"] = [str(i) for i in changed_ids] if isinstance(changed_ids, list) else []
+    moved = entry.get("moved")
+    out["moved"] = [
+        [str(pair[0]), str(pair[1])]
+        for pair in (moved if isinstance(moved, list) else [])
+        if isinstance(pair, list) and len(pair) == 2
+    ]
+    bound = entry.get("bound")
+    if isinstance(bound, dict):
+        count, before = bound.get("count"), bound.get("before")
+        out["bound"] = {
+            "count": count if isinstance(count, int) and not isinstance(count, bool) else None,
+            "before": float(before)
+            if isinstance(before, int | float) and not isinstance(before, bool) and math.isfinite(before)
+            else None,
+        }
+    else:
+        out["bound"] = None
     out["target"] = out.get("target") or target
     return out
 
@@ -340,12 +424,16 @@ def _when(entry: dict[str, Any]) -> float:
 @documented(Doc("The newest controls run, from every target's audit log", redis=True))
 async def audit_api(request: Request) -> Response:
     entries, errors = await _audit_entries(request)
-    return respond({"entries": entries, "unreachable": errors})
+    unreachable = [f"{name}: {error}" for name, error in errors.items()]
+    return respond({"entries": entries, "unreachable": unreachable})
 
 
 async def audit_page(request: Request) -> Response:
     entries, errors = await _audit_entries(request)
     running = [op.view() for op in services(request).operations.recent() if op.status == "running"]
-    return views.render(
-        request, "pages/audit.html", {"entries": entries, "errors": errors, "running": running}
-    )
+    store = services(request).store
+    # A log that could not be read, with what the poller knows of its target (down since when).
+    unread = [(name, error, store.get(name)) for name, error in errors.items()]
+    every = len(errors) == len(store.targets())
+    context = {"entries": entries, "errors": unread, "running": running, "all_unread": every}
+    return views.render(request, "pages/audit.html", context)

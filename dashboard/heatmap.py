@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from callboard.collectors.flow import BUCKETS
 from callboard.dashboard.taskreport import TaskReport, TaskStep
+from callboard.dashboard.words import plural
 
 #: Shades of a non-empty cell, 1 (fewest) to LEVELS (most); 0 is an empty cell.
 LEVELS = 6
@@ -113,7 +114,7 @@ def heatmap(report: TaskReport) -> Heatmap:
 
 def _cell(step: TaskStep, b: int, span: str, top: int) -> Cell:
     count = step.durations[b]
-    runs = "1 run" if count == 1 else f"{count:,} runs"
+    runs = plural(count, "run")
     p95 = step.p95_run_seconds is not None and BUCKETS.index(step.p95_run_seconds) == b
     return Cell(count, shade(count, top), f"{runs} {bound(BUCKETS[b])}, {span}", p95)
 

@@ -61,6 +61,25 @@ QUERY: dict[str, dict[str, Any]] = {
     "framework": {"type": "string", "enum": list(backends.NAMES)},
     "range": {"type": "string", "enum": list(depth.TIERS)},
 }
+#: What the operator saw, sent with a control on a whole state or a failure group so that it acts on
+#: no more than that; without them it acts on the state (or group) as it is when the run starts.
+BOUND: dict[str, Any] = {
+    "count": {
+        "type": "integer",
+        "minimum": 0,
+        "description": "Act on at most this many jobs: the count the operator saw and confirmed. "
+        "Only without `ids`",
+    },
+    "before": {
+        "type": "number",
+        "description": "Unix time in seconds: act only on jobs that reached the state at or before it "
+        "(the time of the page's snapshot, or a group's newest failure): Dramatiq dead letters by "
+        "their death time, Arq ready jobs by their due time, failed and succeeded ones by their "
+        "finish time, failure groups by failure time. States without a time (Dramatiq ready and "
+        "delayed, Arq deferred and in progress) are bound by `count` alone, taken from the head. "
+        "Only without `ids`",
+    },
+}
 CONTROL_BODY: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -69,6 +88,12 @@ CONTROL_BODY: dict[str, Any] = {
         "new_id": {"type": "boolean"},
     },
 }
+QUEUE_BODY: dict[str, Any] = {
+    **CONTROL_BODY,
+    "properties": {**CONTROL_BODY["properties"], **BOUND},
+    "required": ["state"],
+}
+GROUP_BODY: dict[str, Any] = {"type": "object", "properties": BOUND}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +111,8 @@ class Doc:
     ok: str = "JSON"
     #: A control (POST): None for a GET; True when the body's `state` is required, False when optional.
     body: bool | None = None
+    #: A failure group's control: its body holds the bound only (`count`, `before`).
+    group: bool = False
     #: Answers besides the usual ones of a read or a control, by status (replacing one of the same).
     errors: Mapping[str, str] = field(default_factory=dict)
 
@@ -223,7 +250,8 @@ def _operation(doc: Doc, params: list[str], action: str, components: dict[str, A
     ]
     summary = doc.summary.replace("{action}", action)
     if doc.body is not None:
-        body_schema = {**CONTROL_BODY, "required": ["state"]} if doc.body else CONTROL_BODY
+        # A queue's control (`state` required) may carry a bound; one job's may not.
+        body_schema = GROUP_BODY if doc.group else QUEUE_BODY if doc.body else CONTROL_BODY
         responses: dict[str, Any] = {
             "200": {"description": "The operation ended: counts done, skipped, changed, per-job outcomes"},
             "202": {"description": "Still running: progress so far; poll the Location"},

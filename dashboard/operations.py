@@ -26,11 +26,12 @@ from redis.exceptions import RedisError
 
 from callboard.collectors import audit
 from callboard.collectors.backend import Backend
-from callboard.collectors.model import JobOutcome, Outcome
+from callboard.collectors.model import Bound, JobOutcome, Outcome
 from callboard.collectors.target import TargetCollector
 from callboard.dashboard import tasks
 from callboard.dashboard.poller import Poller
 from callboard.dashboard.tasks import Tasks
+from callboard.dashboard.words import noun, plural
 
 log = logging.getLogger("callboard.audit")
 
@@ -44,6 +45,9 @@ KEEP_OUTCOMES = 200
 KEEP_OPERATIONS = 200
 #: Ids accepted in one request; more is a bulk run over the whole state.
 MAX_IDS = 10_000
+#: (old id, new id) pairs kept per operation for its audit entry, which the page of a job that is
+#: gone reads to lead to the job's new id (a requeued Dramatiq message); ~80 bytes each.
+KEEP_MOVED = 100
 
 
 class ControlError(ValueError):
@@ -81,10 +85,22 @@ class ControlRequest:
     client: str = ""
     #: The failure group this request acts on (the failures page), for the audit and display.
     group: str | None = None
+    #: What the operator saw and confirmed (a whole state or a group): act on no more than that.
+    #: None (API clients that send none): the state as it is when the run starts.
+    bound: Bound | None = None
 
     @property
     def dedupe_key(self) -> tuple[object, ...]:
-        return (self.target, self.framework, self.queue, self.state, self.action, self.ids, self.new_id)
+        return (
+            self.target,
+            self.framework,
+            self.queue,
+            self.state,
+            self.action,
+            self.ids,
+            self.new_id,
+            self.bound,
+        )
 
 
 #: What a control refused by the ACL adds to its reason.
@@ -100,6 +116,11 @@ class Operation:
     visited: int = 0
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
     outcomes: list[JobOutcome] = field(default_factory=list)
+    #: Jobs of the state (or the group) left alone because they came after what the run covered;
+    #: None for a selection of ids, or until a whole-state run has ended.
+    arrived: int | None = None
+    #: (old id, new id) of jobs the control gave a new id, the first KEEP_MOVED.
+    moved: list[tuple[str, str]] = field(default_factory=list)
     finished_at: float | None = None
     error: str | None = None
     #: The HTTP status a failed operation answers with: 403 when the Redis user's ACL refused a
@@ -121,10 +142,23 @@ class Operation:
         self.visited += len(outcomes)
         for o in outcomes:
             self.counts[o.outcome] += 1
+            if o.new_id and len(self.moved) < KEEP_MOVED:
+                self.moved.append((o.job_id, o.new_id))
         room = KEEP_OUTCOMES - len(self.outcomes)
         if room > 0:
             # Skipped and changed jobs are the ones an operator needs to see; keep them first.
             self.outcomes += sorted(outcomes, key=lambda o: o.outcome == Outcome.DONE)[:room]
+
+    def summary(self) -> str | None:
+        """ "acted on N; M arrived since and were left alone", once a whole-state or group run ended."""
+        if self.arrived is None:
+            return None
+        bound = self.request.bound
+        confirmed = (
+            f" of the {bound.count:,} confirmed" if bound is not None and bound.count is not None else ""
+        )
+        were = noun(self.arrived, "was", "were")
+        return f"acted on {self.visited:,}{confirmed}; {self.arrived:,} arrived since and {were} left alone"
 
     def view(self) -> dict[str, Any]:
         r = self.request
@@ -139,7 +173,10 @@ class Operation:
             "scope": "all" if r.ids is None else ("group" if r.group else "selection"),
             "group": r.group,
             "requested": None if r.ids is None else len(r.ids),
+            "bound": None if r.bound is None else {"count": r.bound.count, "before": r.bound.before},
             "expected": self.expected,
+            "arrived": self.arrived,
+            "summary": self.summary(),
             "visited": self.visited,
             "done": self.counts[Outcome.DONE],
             "skipped": self.counts[Outcome.SKIPPED],
@@ -162,6 +199,9 @@ class Operations:
         self.poller = poller
         self.audit_keep = audit_keep
         self.tasks: Tasks[Operation] = Tasks("control", KEEP_OPERATIONS)
+        #: Operations ended (and audited) by this process: readers of the audit log key their
+        #: caches on it, so an entry written here is seen at once.
+        self.ended = 0
 
     def get(self, op_id: str) -> Operation | None:
         return self.tasks.get(op_id)
@@ -213,17 +253,23 @@ class Operations:
                     batch = r.ids[start : start + BATCH]
                     op.record(await backend.apply(r.queue, r.state, r.action, batch, r.new_id))
                     await asyncio.sleep(PAUSE)
+                if r.group is not None:
+                    # Failures of the group on this queue the run did not cover: past its bound,
+                    # or indexed since (acted-on ones left the index as they went).
+                    now = backend.failures.members(r.group).get(r.queue, [])
+                    op.arrived = len(set(now).difference(r.ids))
             else:
-                selection = await backend.select_all(r.queue, r.state)
+                selection = await backend.select_all(r.queue, r.state, r.bound)
                 op.expected = selection.expected
                 while ids := await selection.next(BATCH):
                     outcomes = await backend.apply(r.queue, r.state, r.action, ids, r.new_id)
                     op.record(outcomes)
                     selection.stayed(sum(1 for o in outcomes if o.in_place))
                     await asyncio.sleep(PAUSE)
+                op.arrived = await selection.arrived()
 
         try:
-            await tasks.run(op, work, log, lambda: f" after {op.visited} jobs", ACL_HINT)
+            await tasks.run(op, work, log, lambda: f" after {plural(op.visited, 'job')}", ACL_HINT)
         finally:
             self.poller.refresh(r.target)
             await self._audit(op, collector)
@@ -233,8 +279,9 @@ class Operations:
         entry["client"] = op.request.client
         entry["ids"] = list(op.request.ids) if op.request.ids is not None else None
         entry["changed_ids"] = [o.new_id for o in op.outcomes if o.new_id][:50]
+        entry["moved"] = [list(pair) for pair in op.moved]
         log.info(
-            "%s %s %s on %s/%s/%s (%s): done %d, skipped %d, changed %d%s",
+            "%s %s %s on %s/%s/%s (%s): done %d, skipped %d, changed %d%s%s",
             op.request.user,
             op.request.action,
             entry["scope"],
@@ -245,9 +292,12 @@ class Operations:
             entry["done"],
             entry["skipped"],
             entry["changed"],
+            f"; {op.summary()}" if op.arrived is not None else "",
             f"; error: {op.error}" if op.error else "",
         )
         try:
             await audit.append(collector.redis, entry, self.audit_keep)
         except (RedisError, OSError) as exc:
             log.warning("audit entry for %s not stored in Redis (%s); it is in this log", op.id, exc)
+        finally:
+            self.ended += 1

@@ -70,14 +70,17 @@ class Poller:
             self._failed(name, f"internal error: {type(exc).__name__}", started)
         else:
             state = self.store.get(name)
-            if state is not None and not state.up and state.errors_total:
-                log.info("target %s is up again", name)
+            if state is not None and state.down_since is not None:
+                down_for = time.time() - state.down_since
+                log.info("target %s (%s) is reachable again after %.0f s down", name, state.url, down_for)
             self.store.record(snapshot)
 
     def _failed(self, name: str, reason: str, started: float) -> None:
+        # Logged once per outage: when it begins, whether the target was up or never answered (a typo
+        # in its URL fails the very first cycle); the cycles that fail after it are counted only.
         state = self.store.get(name)
-        if state is not None and state.up:
-            log.warning("target %s is down: %s", name, reason)
+        if state is not None and state.down_since is None:
+            log.warning("target %s (%s) is unreachable: %s", name, state.url, reason)
         self.store.record_error(name, reason, time.perf_counter() - started)
 
     async def _loop(self, name: str) -> None:

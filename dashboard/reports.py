@@ -37,6 +37,8 @@ from callboard.dashboard import operations
 from callboard.dashboard.services import services
 from callboard.dashboard.settings import DEFAULT_URL
 from callboard.dashboard.store import TargetState
+from callboard.dashboard.templating import ago, when
+from callboard.dashboard.words import sentence
 
 DEFAULT_LIMIT = 50
 
@@ -200,8 +202,20 @@ def require_queue(request: Request, target: str, framework: str, key: str) -> Ba
     if backend is None:
         raise HTTPException(404, f"Unknown framework {framework!r}: {' or '.join(backends.NAMES)}.")
     if not backend.knows(key):
+        state = services(request).store.get(target)
+        if state is not None and not state.up:
+            # Not "no such queue": Callboard cannot know the queues of a target it cannot read.
+            raise HTTPException(503, f"{down_message(state)} Its queues are known once it answers.")
         raise HTTPException(404, operations.unknown_queue_message(target, framework, key))
     return backend
+
+
+def down_message(state: TargetState, now: float | None = None) -> str:
+    """What pages and errors say of a target that is not up: its name, since when, and why."""
+    if state.down_since is None:
+        return f"Redis target “{state.name}” has not been read yet (connecting)."
+    since = f"{when(state.down_since)} ({ago(state.down_since, now)})"
+    return f"Redis target “{state.name}” is unreachable, down since {since}: {sentence(state.error)}"
 
 
 async def list_jobs(

@@ -23,6 +23,7 @@ from callboard.collectors import backends
 from callboard.collectors.search import Hit, Query, Scan
 from callboard.collectors.target import TargetCollector
 from callboard.dashboard import tasks
+from callboard.dashboard.store import SnapshotStore
 from callboard.dashboard.tasks import Tasks
 from callboard.dashboard.urls import job_url
 
@@ -78,6 +79,10 @@ class Search:
     error: str | None = None
     error_status: int | None = None
     notes: list[str] = field(default_factory=list)
+    #: Targets in scope not searched: unreachable when the search started.
+    unreachable: list[str] = field(default_factory=list)
+    #: Targets in scope, searched or not.
+    in_scope: int = 0
     polled_at: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
 
@@ -117,6 +122,8 @@ class Search:
             "stopped": self.stopped,
             "error": self.error,
             "notes": list(self.notes),
+            "unreachable": list(self.unreachable),
+            "in_scope": self.in_scope,
         }
 
 
@@ -145,8 +152,13 @@ class Searches:
         budget: float = BUDGET,
         pause: float = PAUSE,
         idle_timeout: float = IDLE_TIMEOUT,
+        store: SnapshotStore | None = None,
     ) -> None:
         self.collectors = collectors
+        #: Where a target's health is known: one that is unreachable is skipped, and the search says
+        #: so, instead of walking nothing and reporting "0 matches" (or failing on its first step). One
+        #: not read yet (just started) is searched: discovery may already know its queues.
+        self.store = store
         self.budget = budget
         self.pause = pause
         self.idle_timeout = idle_timeout
@@ -168,8 +180,12 @@ class Searches:
             return joined, True
         if len(self.tasks.running()) >= MAX_RUNNING:
             raise SearchBusy(f"{MAX_RUNNING} searches are running: stop one, or wait for one to end")
-        search = Search(uuid.uuid4().hex[:16], request, time.time())
+        search = Search(uuid.uuid4().hex[:16], request, time.time(), in_scope=len(targets))
         for collector in targets:
+            health = self.store.get(collector.name) if self.store is not None else None
+            if health is not None and health.down_since is not None:
+                search.unreachable.append(collector.name)
+                continue
             plan = collector.search_sources(request.framework, request.queue)
             if plan:
                 search.scans.append(Scan(collector.redis, request.query, plan))

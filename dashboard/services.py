@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from starlette.requests import Request
@@ -41,6 +42,8 @@ class Services:
     #: Pages of job lists, per (target, framework, queue, state, offset, limit), for a poll interval:
     #: what the live job lists poll (dashboard/reports.py list_jobs).
     job_lists: ReadCache[JobPage]
+    #: The newest audit entries per target, for the page of a job that is gone (where did it go?).
+    audit_reads: ReadCache[list[dict[str, Any]]]
     operations: Operations
     searches: Searches
     #: What /metrics exports.

@@ -50,7 +50,7 @@ class SettingsError(ValueError):
 @dataclass(frozen=True, slots=True)
 class TargetSettings:
     #: Shown on pages and in the metrics' `target` label; unique. When not given: the URL's
-    #: `host-port-db`.
+    #: `host:port/db` (`127.0.0.1:6392/0`), or `socket-path/db` for `unix://`.
     name: str
     #: The Redis database: `redis://`, `rediss://` (TLS), `unix://` or `valkey://` (read as `redis://`).
     #: Required. Its password never appears in pages, logs or metrics.
@@ -147,18 +147,28 @@ def file_keys(cls: type) -> dict[str, Any]:
 
 
 def parse_target(spec: str) -> TargetSettings:
-    """`NAME=URL` or `URL` (the name is then host-port-db)."""
+    """`NAME=URL` or `URL` (the name is then `host:port/db`, e.g. `127.0.0.1:6392/0`)."""
     name, sep, url = spec.partition("=")
     if not sep or "://" in name:
         name, url = "", spec
     if not url.startswith(("redis://", "rediss://", "unix://", "valkey://")):
         raise SettingsError(f"--redis {spec!r}: expected [NAME=]redis://host:port/db")
     url = url.replace("valkey://", "redis://", 1)
-    if not name:
-        parts = urlsplit(url)
-        db = parts.path.strip("/") or "0"
-        name = f"{parts.hostname or 'localhost'}-{parts.port or 6379}-{db}"
-    return TargetSettings(name=name, url=url)
+    return TargetSettings(name=name or default_name(url), url=url)
+
+
+def default_name(url: str) -> str:
+    """A target's name when none is given: `host:port/db` as people write it (`127.0.0.1:6392/0`,
+    `[::1]:6379/0`), or the socket's path and db for `unix://`; never the password. Pages carry it
+    in URLs as one path segment (dashboard/urls.py `segment` escapes the `/`)."""
+    parts = urlsplit(url)
+    query = dict(item.partition("=")[::2] for item in parts.query.split("&") if item)
+    if parts.scheme == "unix":
+        return f"{parts.path or '/'}/{query.get('db') or '0'}"
+    db = parts.path.strip("/") or query.get("db") or "0"
+    host = parts.hostname or "localhost"
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{parts.port or 6379}/{db}"
 
 
 def load(

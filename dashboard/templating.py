@@ -24,6 +24,15 @@ from callboard.dashboard.assets import Assets
 from callboard.dashboard.urls import BUILDERS, segment
 from callboard.dashboard.urls import job_url as job_url  # re-exported: templates and older callers use these
 from callboard.dashboard.urls import queue_url as queue_url
+from callboard.dashboard.words import (
+    STATE_STYLES,
+    action_label,
+    noun,
+    plural,
+    sentence,
+    state_class,
+    state_label,
+)
 
 
 def asset_dir(name: str) -> Path:
@@ -130,6 +139,24 @@ def printable(value: Any) -> Any:
     return value
 
 
+#: The top navigation's entries, by the first path segment of the pages each covers.
+NAV_SECTIONS = {
+    "": "queues",
+    "queues": "queues",
+    "jobs": "queues",
+    "workers": "workers",
+    "failures": "failures",
+    "tasks": "tasks",
+    "audit": "audit",
+}
+
+
+def nav_section(path: str) -> str | None:
+    """The top-nav entry a page belongs to, marked as current: a queue's or a job's page is under
+    Queues, a task's under Tasks; None for pages under none (search)."""
+    return NAV_SECTIONS.get(path.strip("/").split("/", 1)[0])
+
+
 def make_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(asset_dir("templates")))
     env = templates.env
@@ -138,11 +165,17 @@ def make_templates() -> Jinja2Templates:
         kinds=backends.KINDS,
         estimates=backends.ESTIMATES,
         failed_count=backends.failed_count,
+        nav_section=nav_section,
+        state_styles=STATE_STYLES,
+        state_class=state_class,
+        state_label=state_label,
+        action_label=action_label,
         **BUILDERS,
     )
     env.filters.update(
         ago=ago, duration=duration, when=when, compact=compact, pretty=pretty, bytes=bytes_, segment=segment
     )
+    env.filters.update(plural=plural, noun=noun, sentence=sentence)  # words (dashboard/words.py)
     # Set before any template compiles (finalize is compiled into each template's output calls).
     env.finalize = printable
     env.trim_blocks = True

@@ -94,6 +94,11 @@ def queue_url(
     return _path("queues", names=(target, framework, queue)) + query(state=tab, cursor=cursor, limit=limit)
 
 
+def overview_url(*words: str) -> str:
+    """The overview filtered (`?q=`) to the rows that match every word: a target, a framework."""
+    return "/" + query(q=" ".join(words) or None)
+
+
 def job_url(target: str, framework: str, queue: str, job_id: str) -> str:
     return _path("jobs", names=(target, framework, queue, job_id))
 
@@ -163,6 +168,7 @@ def group_action_url(target: str, framework: str, group: str, action: str) -> st
 BUILDERS = {
     f.__name__: f
     for f in (
+        overview_url,
         queue_url,
         job_url,
         queue_fragment_url,

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from callboard.collectors import flowhistory
+from callboard.collectors import audit, flowhistory
 from callboard.collectors.model import (
     QUEUE_STATES,
     QueueStats,
@@ -29,6 +30,7 @@ from callboard.dashboard.heatmap import bound, heatmap
 from callboard.dashboard.rendercache import Rendered, send
 from callboard.dashboard.services import services
 from callboard.dashboard.store import SnapshotStore, TargetState
+from callboard.dashboard.words import STATE_LABELS, STATE_STYLES, action_label
 
 HTML = "text/html; charset=utf-8"
 
@@ -43,18 +45,6 @@ PAGE_SIZES = (25, 50, 100, 200)
 
 #: Highest overview page asked for (clamped to the last page that exists).
 MAX_PAGE = 10**6
-
-
-STATE_LABELS = {
-    "ready": "Ready",
-    "in_flight": "In flight",
-    "delayed": "Delayed",
-    "dead": "Dead",
-    "deferred": "Deferred",
-    "in_progress": "In progress",
-    "failed": "Failed",
-    "succeeded": "Succeeded",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +64,16 @@ class QueueRow:
 
 
 def _base(request: Request) -> dict[str, Any]:
+    targets = services(request).store.targets()
     return {
         "request": request,
-        "targets": services(request).store.targets(),
+        "targets": targets,
+        # Targets whose figures are missing now (unreachable, or not read yet): every empty state
+        # names them instead of saying "nothing found".
+        "unread": [t for t in targets if not t.up],
+        # Nothing known of any target (each unread, none with an earlier snapshot): a page shows no
+        # figure, only what is missing and why.
+        "blind": not any(t.up or t.snapshot for t in targets),
         "read_only": services(request).settings.read_only,
         "poll_ms": int(services(request).settings.poll_interval * 1000),
         "now": time.time(),
@@ -170,6 +167,7 @@ def _flow_series(flow: reports.FlowOverview) -> dict[str, Any]:
     per = "minute" if flow.step_seconds == 60 else "hour"
     return {
         "labels": [f"succeeded per {per}", f"failed per {per}"],
+        "tones": [STATE_STYLES["succeeded"].tone, STATE_STYLES["failed"].tone],
         "data": [
             [p.at for p in flow.points],
             [p.succeeded for p in flow.points],
@@ -358,7 +356,9 @@ def _queue_context(request: Request) -> dict[str, Any]:
     # Known (configured, or discovered since the last snapshot) but not collected yet: zero counts.
     stats = backend.empty_stats(key) if found is None else found[1]
     history = services(request).store.history(target, key)
-    tabs = [Tab(s, _tab_count(stats, s)) for s in backend.states]
+    # A target never read (unreachable from the start) has no counts: unknown ("—"), not 0.
+    known = found is not None or state.up
+    tabs = [Tab(s, _tab_count(stats, s) if known else None) for s in backend.states]
     flow = state.snapshot.flow if state.snapshot else None
     drain = reports.drain_report(stats, history, flow, time.time())
     return {
@@ -367,6 +367,8 @@ def _queue_context(request: Request) -> dict[str, Any]:
         "tabs": tabs,
         "history": _history_series(history, stats),
         "drain": drain,
+        # When the counts were read: a bulk control sends it, and acts on nothing that came later.
+        "seen_at": state.snapshot.collected_at if state.snapshot else None,
     }
 
 
@@ -380,18 +382,9 @@ def _history_series(history: list[tuple[float, Any]], stats: QueueStats) -> dict
     states = QUEUE_STATES[stats.framework]
     return {
         "labels": [STATE_LABELS[s] for s in states],
+        "tones": [STATE_STYLES[s].tone for s in states],
         "data": [[round(t, 1) for t, _ in history]] + [[c.get(s, 0) for _, c in history] for s in states],
     }
-
-
-def action_label(state: str, action: str) -> str:
-    if action == "retry":
-        return {"dead": "Requeue", "delayed": "Run now", "failed": "Re-run", "succeeded": "Re-run"}.get(
-            state, "Retry"
-        )
-    if action == "delete":
-        return "Delete result" if state in ("failed", "succeeded") else "Delete"
-    return "Abort"
 
 
 def control_actions(request: Request, target: str, framework: str, state: str) -> list[tuple[str, str]]:
@@ -428,13 +421,22 @@ async def jobs_fragment(request: Request) -> Response:
     poll, static/app.js) the read shared by every viewer for a poll interval."""
     live = request.query_params.get("live") == "1"
     context = await _jobs_context(request, _queue_context(request), live)
-    return render(request, "partials/job_table.html", context)
+    # `live`: the list leaves #tab-bulk as it is; the summary's poll keeps it (partials/tab_bulk.html).
+    return render(request, "partials/job_table.html", {**context, "live": live})
 
 
 async def queue_fragment(request: Request) -> Response:
     context = _queue_context(request)  # raises 404 here, before the cache, for unknown queues
     tab = request.query_params.get("state") or "ready"
-    return await _live(request, "partials/queue_summary.html", lambda: {**context, "tab": tab})
+    stats: QueueStats = context["queue"]
+    bulk = {
+        "tab": tab,
+        "tab_count": next((t.count for t in context["tabs"] if t.state == tab), None),
+        # The same for every viewer: read-only is the server's setting, not the user's.
+        "actions": control_actions(request, context["target"].name, stats.framework.value, tab),
+        "oob_bulk": True,
+    }
+    return await _live(request, "partials/queue_summary.html", lambda: {**context, **bulk})
 
 
 async def job_page(request: Request) -> Response:
@@ -443,12 +445,32 @@ async def job_page(request: Request) -> Response:
     )
     report = await reports.job_report(request, target, framework, key, job_id)
     if report is None:
-        return render(
-            request,
-            "pages/job_gone.html",
-            {"target_name": target, "framework": framework, "queue_key": key, "job_id": job_id},
-            status=404,
-        )
+        moved = await _moved(request, target, framework, key, job_id)
+        context = {"target_name": target, "framework": framework, "queue_key": key, "job_id": job_id}
+        found = {"moved": moved, "moves_read": MOVES_READ}
+        return render(request, "pages/job_gone.html", {**context, **found}, status=404)
     actions = control_actions(request, target, framework, report.detail.state)
     context = {"job": report.detail, "target_name": target, "actions": actions, "resend": report.resend}
     return render(request, "pages/job.html", context)
+
+
+#: Newest audit entries of a target searched for where a gone job went (~16 kB each at most).
+MOVES_READ = 200
+
+
+async def _moved(request: Request, target: str, framework: str, key: str, job_id: str) -> audit.Move | None:
+    """Where a job that is gone went, if a control gave it a new id (a requeued Dramatiq message):
+    looked up in the newest MOVES_READ audit entries, read once per poll interval for every viewer,
+    and again as soon as a control of this process ends. None when Redis cannot tell (the page
+    still says the job is gone)."""
+    collector = reports.target_collector(request, target)
+    if collector is None:
+        return None
+    ended = services(request).operations.ended
+    try:
+        entries = await services(request).audit_reads.get(
+            (target, ended), lambda: audit.recent(collector.redis, MOVES_READ)
+        )
+    except (RedisError, OSError):
+        return None
+    return audit.find_move(entries, framework, key, job_id)

@@ -1,6 +1,6 @@
 // Callboard's own script: the poll clock of the live parts, the charts (uPlot: a queue's depth, the
 // overview's throughput, each over a range the user picks and the browser remembers),
-// whether live parts are paused, and the controls' helpers. The Content-Security-Policy allows no
+// whether live parts are paused, the controls' helpers, the colour scheme and the keyboard shortcuts. The Content-Security-Policy allows no
 // inline script or handler and no eval, so everything the pages do in script lives here.
 // Live parts carry hx-trigger="callboard:poll from:body": one timer fires that event every poll_ms
 // (the body's data-poll-ms) while the tab is visible, and once as it becomes visible again; htmx then
@@ -8,7 +8,9 @@
 // instead of rebuilding it (hover survives).
 (function () {
   "use strict";
-  var COLORS = ["#2f7de1", "#c98a00", "#7a5cc2", "#d1453b", "#3a9a5b"];
+  //: Colours of series with no tone (dashboard/words.py STATE_STYLES gives each state one): variables of
+  //: static/app.css's palette, read at each draw, so charts follow the colour scheme.
+  var COLORS = ["--ready", "--flight", "--delayed", "--dead", "--ok"];
   var INTEGER_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 1e7];
   var plots = {};
   //: Seconds each chart range spans (the server's depth tiers and flow ranges use the same names).
@@ -31,8 +33,19 @@
     try { return JSON.parse(holder.getAttribute(attr)); } catch (e) { return null; }
   }
 
+  function cssVar(name) {
+    return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  }
+
+  // A series' colour: its state's tone from the stylesheet (--state-<tone>, static/app.css, in the
+  // current scheme), so the chart, the tabs and the badges agree; COLORS for a series without one.
+  function colour(tones, i) {
+    var tone = tones && tones[i];
+    return (tone && cssVar("--state-" + tone)) || cssVar(COLORS[i % COLORS.length]);
+  }
+
   // One uPlot per chart element, rebuilt when its range (and so its time scale) changes.
-  function draw(id, key, labels, data, empty, bars) {
+  function draw(id, key, labels, data, empty, bars, tones) {
     var el = document.getElementById(id);
     if (!el || !window.uPlot) return;
     var old = plots[id];
@@ -46,17 +59,18 @@
     el.textContent = "";
     var style = getComputedStyle(el);
     var width = el.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    var axis = { stroke: cssVar("--chart-axis"), grid: { stroke: cssVar("--chart-grid") }, ticks: { stroke: cssVar("--chart-grid") } };
     var plot = new window.uPlot({
-      width: Math.max(300, width || 800),
+      width: Math.max(260, width || 800),
       height: 180,
       cursor: { drag: { x: false, y: false } },
       scales: { x: { time: true } },
-      axes: [{}, { size: 60, incrs: INTEGER_STEPS }],
+      axes: [axis, Object.assign({ size: 60, incrs: INTEGER_STEPS }, axis)],
       series: [{}].concat(labels.map(function (label, i) {
-        var line = { label: label, stroke: COLORS[i % COLORS.length], width: 1.5, points: { show: false } };
+        var line = { label: label, stroke: colour(tones, i), width: 1.5, points: { show: false } };
         if (bars && window.uPlot.paths && window.uPlot.paths.bars) {
           line.paths = window.uPlot.paths.bars({ size: [0.8, 40] });
-          line.fill = COLORS[i % COLORS.length];
+          line.fill = line.stroke;
         }
         return line;
       })),
@@ -108,7 +122,7 @@
     }
     rows = rows.concat(liveRows);
     var data = columns(rows, live.labels.length + 1);
-    draw("queue-chart", range, live.labels, data, "Collecting history…", false);
+    draw("queue-chart", range, live.labels, data, "Collecting history…", false, live.tones);
   }
 
   // The overview: jobs succeeded and failed per step of the chosen range, from the live partial.
@@ -121,7 +135,9 @@
     });
     var chosen = flow[range];
     if (!chosen) return;
-    draw("flow-chart", range, chosen.labels, chosen.data, "No jobs recorded in this range.", true);
+    var holder = document.querySelector(".flow-series[data-empty]");
+    var empty = holder ? holder.dataset.empty : "No jobs recorded in this range.";
+    draw("flow-chart", range, chosen.labels, chosen.data, empty, true, chosen.tones);
   }
 
   function showRanges() {
@@ -131,6 +147,80 @@
   }
 
   function updateChart() { showRanges(); updateDepth(); updateFlow(); }
+
+  // Colours are baked into a uPlot when it is built: a new scheme rebuilds every chart from its data.
+  function redrawCharts() {
+    Object.keys(plots).forEach(function (id) { plots[id].destroy(); delete plots[id]; });
+    updateChart();
+  }
+
+  // The colour scheme: "light" or "dark" stored and set as <html data-theme> (static/theme.js sets it
+  // before the first paint), or "system": nothing stored, and app.css follows prefers-color-scheme.
+  var THEME_KEY = "callboard:theme";
+  var THEMES = { light: true, dark: true };
+
+  function savedTheme() {
+    try {
+      var value = window.localStorage.getItem(THEME_KEY);
+      return THEMES[value] ? value : "system";
+    } catch (e) { return "system"; }
+  }
+
+  function showTheme(choice) {
+    if (THEMES[choice]) document.documentElement.setAttribute("data-theme", choice);
+    else document.documentElement.removeAttribute("data-theme");
+    document.querySelectorAll("select[data-theme-choice]").forEach(function (s) { s.value = choice; });
+    redrawCharts();
+  }
+
+  document.addEventListener("change", function (evt) {
+    var select = evt.target;
+    if (!select.matches || !select.matches("select[data-theme-choice]")) return;
+    var choice = THEMES[select.value] ? select.value : "system";
+    try {
+      if (choice === "system") window.localStorage.removeItem(THEME_KEY);
+      else window.localStorage.setItem(THEME_KEY, choice);
+    } catch (e) { /* private mode: this page only */ }
+    showTheme(choice);
+  });
+  // Another tab changed it, or the system switched while we follow it.
+  window.addEventListener("storage", function (evt) { if (evt.key === THEME_KEY) showTheme(savedTheme()); });
+  if (window.matchMedia) {
+    var systemDark = window.matchMedia("(prefers-color-scheme: dark)");
+    if (systemDark.addEventListener) systemDark.addEventListener("change", redrawCharts);
+  }
+
+  // Keyboard shortcuts: "/" focuses the page's own search or filter field (else the header's), "?"
+  // opens the list of shortcuts in a modal <dialog> (it takes focus; Escape closes it). Keys typed
+  // into a field, or with Ctrl, Alt or Meta, are left alone.
+  function typing(el) {
+    return el && (el.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(el.tagName));
+  }
+
+  function showShortcuts() {
+    var dialog = document.getElementById("shortcuts");
+    if (dialog && !dialog.open && dialog.showModal) dialog.showModal();
+  }
+
+  document.addEventListener("keydown", function (evt) {
+    if (evt.defaultPrevented || evt.ctrlKey || evt.metaKey || evt.altKey || typing(evt.target)) return;
+    var dialog = document.getElementById("shortcuts");
+    if (dialog && dialog.open) return;
+    if (evt.key === "/") {
+      var field = document.querySelector("main input[type=search]") || document.querySelector("header input[type=search]");
+      if (!field) return;
+      evt.preventDefault();
+      field.focus();
+      field.select();
+    } else if (evt.key === "?") {
+      evt.preventDefault();
+      showShortcuts();
+    }
+  });
+
+  document.addEventListener("click", function (evt) {
+    if (evt.target.closest && evt.target.closest("button[data-shortcuts]")) showShortcuts();
+  });
 
   document.addEventListener("click", function (evt) {
     var button = evt.target.closest ? evt.target.closest("button[data-range-for]") : null;
@@ -200,7 +290,10 @@
     var form = document.getElementById("job-form");
     var n = form ? form.querySelectorAll("input[name=ids]:checked").length : 0;
     if (n === 0) { window.alert("Select one or more jobs first."); return; }
-    if (window.confirm(evt.detail.question.replace("{n}", String(n)))) evt.detail.issueRequest(true);
+    // The template gives the question for one job (data-confirm-one) and for {n} (hx-confirm): the
+    // words agree with the count (dashboard/words.py plural).
+    var question = n === 1 && elt.dataset.confirmOne ? elt.dataset.confirmOne : evt.detail.question;
+    if (window.confirm(question.replace("{n}", n.toLocaleString("en")))) evt.detail.issueRequest(true);
   });
 
   // The live job list (partials/job_table.html, [data-live-list]): its poll asks for the read that
@@ -267,7 +360,10 @@
     }
   });
 
-  document.addEventListener("DOMContentLoaded", function () { updateChart(); showVisibility(); startPolling(); });
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("select[data-theme-choice]").forEach(function (s) { s.value = savedTheme(); });
+    updateChart(); showVisibility(); startPolling();
+  });
   document.addEventListener("htmx:afterSettle", updateChart);
   document.addEventListener("visibilitychange", onVisibilityChange);
   // A failed poll (server gone) marks the indicator until the next successful swap.

@@ -21,6 +21,7 @@ from callboard.collectors.failures import FailureIndex
 from callboard.collectors.flow import Estimate, Series, Tally
 from callboard.collectors.model import (
     QUEUE_STATES,
+    Bound,
     Framework,
     JobDetail,
     JobOutcome,
@@ -35,9 +36,11 @@ from callboard.collectors.snippets import Snippet
 WORDS = Words(
     label="Arq",
     jobs="jobs",
+    job="job",
     runner="function",
     retry="Re-run",
     failed="failed results",
+    failed_job="failed result",
     options="Execution",
     attempts="try",
     retained="failed and succeeded: retained results (Arq keeps them 1 h by default)",
@@ -102,8 +105,8 @@ class ArqBackend:
             self.redis, self.collector, queue, state, action, list(ids), new_id=new_id
         )
 
-    async def select_all(self, queue: str, state: str) -> Selection:
-        return await controls.select_all(self.redis, self.collector, queue, state)
+    async def select_all(self, queue: str, state: str, bound: Bound | None = None) -> Selection:
+        return await controls.select_all(self.redis, self.collector, queue, state, bound)
 
     async def recover(self, queue: str) -> list[JobOutcome]:
         # No state of Arq's offers "recover" (actions() never lists it): a stuck claim expires itself.
@@ -134,7 +137,7 @@ class ArqBackend:
         if results.complete:
             return []
         pending = len(results.pending)
-        return [f"the Arq results index is still being built; {pending:,} results are not searched yet."]
+        return [f"the Arq results index is still being built; results not searched yet: {pending:,}."]
 
     def resend(self, job: JobDetail, redis_url: str) -> Snippet:
         return snippets.resend_snippet(job, redis_url, resend.write)

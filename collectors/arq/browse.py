@@ -59,23 +59,22 @@ async def list_jobs(
         raws, _ = await _jobs_and_running(redis, page_ids)
         calls = [(i, "in_progress", raw, None, serializer) for i, raw in zip(page_ids, raws, strict=True)]
         items = await decoding.run(job_summary, calls, unreadable_job)
-        return page_of(
-            state, items, len(ids), offset, limit, "by job id", "From in-progress keys found by discovery."
+        # The ids are the in-progress markers the background scan has seen (no list holds them).
+        note = (
+            "Jobs a worker is running now, as Callboard's background scan of Redis finds them: one that "
+            "started a few seconds ago may not be listed yet."
         )
+        return page_of(state, items, len(ids), offset, limit, "by job id", note)
     if state in ("failed", "succeeded"):
         want_ok = state == "succeeded"
-        entries = [
-            (j, e) for j, e in collector.results.entries.items() if e.queue == queue and e.ok == want_ok
-        ]
-        entries.sort(key=lambda je: -(je[1].finished_at or 0.0))
-        page = entries[offset : offset + limit]
+        total, page = collector.results.page(queue, want_ok, offset, limit)
         raws = await redis.mget([result_key(j) for j, _ in page]) if page else []
         results = [(j, state, raw, serializer) for (j, _), raw in zip(page, raws, strict=True)]
         items = await decoding.run(result_summary, results, unreadable_result_summary)
         note = (
             None if collector.results.complete else "The results index is still being built: more may appear."
         )
-        return page_of(state, items, len(entries), offset, limit, "newest first", note)
+        return page_of(state, items, total, offset, limit, "newest first", note)
     raise ValueError(f"unknown state {state!r}")
 
 

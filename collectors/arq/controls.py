@@ -41,7 +41,7 @@ import json
 import pickle
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +57,7 @@ from callboard.collectors.arq.keys import ABORT_KEY, in_progress_key, job_key, r
 from callboard.collectors.arq.snapshot import ArqCollector
 from callboard.collectors.decoding import decoder
 from callboard.collectors.keyspace import text
-from callboard.collectors.model import JobOutcome, Outcome, Selection, Undecodable
+from callboard.collectors.model import Bound, JobOutcome, Outcome, Selection, Undecodable
 
 ACTIONS: Mapping[str, tuple[str, ...]] = {
     "ready": ("delete",),
@@ -329,7 +329,9 @@ class ScoreRange:
 
     Not frozen: it is a cursor. Acted-on ids leave the range, so reads start at `offset` = the ids
     that stayed. Race: a skipped (running) id that finishes meanwhile shifts the range by one, so
-    one id may be left for the next run; it is never acted on twice.
+    one id may be left for the next run; it is never acted on twice. With `cap` (the count the
+    operator confirmed) it hands out at most that many ids that are not running (a running job is
+    not "ready", so it is stepped past uncounted: one pipelined EXISTS per batch).
     """
 
     redis: Redis
@@ -337,15 +339,41 @@ class ScoreRange:
     low: str
     high: str
     expected: int | None
+    cap: int | None = None
     offset: int = 0
+    given: int = 0
 
     async def next(self, limit: int) -> list[str]:
-        # O(log N + offset + limit) server time.
-        rows = await self.redis.zrangebyscore(self.queue, self.low, self.high, start=self.offset, num=limit)
-        return [text(r) for r in rows]
+        while True:
+            room = limit if self.cap is None else min(limit, self.cap - self.given)
+            if room <= 0:
+                return []
+            # O(log N + offset + limit) server time.
+            rows = await self.redis.zrangebyscore(
+                self.queue, self.low, self.high, start=self.offset, num=room
+            )
+            ids = [text(r) for r in rows]
+            if self.cap is not None and ids:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for job_id in ids:
+                        pipe.exists(in_progress_key(job_id))
+                    running = await pipe.execute()
+                self.offset += sum(1 for r in running if r)
+                ids = [j for j, r in zip(ids, running, strict=True) if not r]
+                if not ids and len(rows) == room:
+                    continue  # a batch of running jobs only: read past them
+            self.given += len(ids)
+            return ids
 
     def stayed(self, count: int) -> None:
         self.offset += count
+
+    async def arrived(self) -> int:
+        """Jobs in the range's state now beyond the ids stepped past: one ZCOUNT (due now for ready,
+        due later for deferred)."""
+        now = _now_ms()
+        low, high = ("-inf", str(now)) if self.low == "-inf" else (f"({now}", "+inf")
+        return max(0, int(await self.redis.zcount(self.queue, low, high)) - self.offset)
 
 
 @dataclass(slots=True)
@@ -355,6 +383,9 @@ class IdList:
     ids: list[str]
     expected: int | None
     position: int = 0
+    #: How many jobs the state holds now (after the run), when that can be told without Redis.
+    count_now: Callable[[], int] | None = None
+    kept: int = 0
 
     async def next(self, limit: int) -> list[str]:
         batch = self.ids[self.position : self.position + limit]
@@ -362,24 +393,34 @@ class IdList:
         return batch
 
     def stayed(self, count: int) -> None:
-        """A list moves on by position: skipped ids are already behind it."""
+        """A list moves on by position: skipped ids are already behind it; they are counted as kept."""
+        self.kept += count
+
+    async def arrived(self) -> int | None:
+        return None if self.count_now is None else max(0, self.count_now() - self.kept)
 
 
-async def select_all(redis: Redis, collector: ArqCollector, queue: str, state: str) -> Selection:
-    """Every job of the queue in that state, bounded now, for bulk actions."""
+async def select_all(
+    redis: Redis, collector: ArqCollector, queue: str, state: str, bound: Bound | None = None
+) -> Selection:
+    """Every job of the queue in that state, bounded now, for bulk actions; with `bound`, at most
+    its count, and (ready: due, failed/succeeded: finished) by its time."""
+    bound = bound or Bound()
     start = _now_ms()
     if state == "ready":
-        # Due now; jobs enqueued later are due later, so they fall outside.
-        count = await redis.zcount(queue, "-inf", start)
-        return ScoreRange(redis, queue, "-inf", str(start), int(count))
+        # Due now (or by the operator's look); jobs enqueued later are due later, so they fall outside.
+        until = bound.until(start)
+        count = await redis.zcount(queue, "-inf", until)
+        return ScoreRange(redis, queue, "-inf", str(until), bound.cap(int(count)), bound.count)
     if state == "deferred":
         # (start, highest score now]: jobs deferred later than every current one fall outside.
+        # Scores are due times, not arrival times: only the count bounds what the operator saw.
         async with redis.pipeline(transaction=True) as pipe:
             pipe.zcount(queue, f"({start}", "+inf")
             pipe.zrange(queue, -1, -1, withscores=True)
             count, top = await pipe.execute()
         high = repr(float(top[0][1])) if top else str(start)
-        return ScoreRange(redis, queue, f"({start}", high, int(count))
+        return ScoreRange(redis, queue, f"({start}", high, bound.cap(int(count)), bound.count)
     if state == "in_progress":
         ids = collector.in_progress_ids()
         async with redis.pipeline(transaction=False) as pipe:
@@ -387,12 +428,24 @@ async def select_all(redis: Redis, collector: ArqCollector, queue: str, state: s
                 pipe.zscore(queue, job_id)
             scores = await pipe.execute() if ids else []
         mine = [j for j, s in zip(ids, scores, strict=True) if s is not None]
+        mine = mine[: bound.cap(len(mine))]
         return IdList(mine, len(mine))
     if state in ("failed", "succeeded"):
         want_ok = state == "succeeded"
+        results = collector.results
+
+        def count_now() -> int:  # O(results indexed), in memory, once at the end of a run
+            return sum(1 for e in results.entries.values() if e.queue == queue and e.ok == want_ok)
+
+        before = bound.before
         entries = [
-            (j, e) for j, e in collector.results.entries.items() if e.queue == queue and e.ok == want_ok
+            (j, e)
+            for j, e in results.entries.items()
+            if e.queue == queue
+            and e.ok == want_ok
+            and (before is None or e.finished_at is None or e.finished_at <= before)
         ]
         entries.sort(key=lambda je: -(je[1].finished_at or 0.0))  # as the page lists them: newest first
-        return IdList([j for j, _ in entries], len(entries))
+        chosen = [j for j, _ in entries][: bound.cap(len(entries))]
+        return IdList(chosen, len(chosen), count_now=count_now)
     raise ValueError(f"unknown arq state {state!r}")

@@ -9,7 +9,10 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any
+
+from sortedcontainers import SortedKeyList  # type: ignore[import-untyped]
 
 from callboard.collectors import decoding, payloads
 from callboard.collectors.arq.codec import decode_record, exception_parts
@@ -57,10 +60,30 @@ class ResultIndex:
     #: Flow estimated from the retained results (docs: README, Flow, "Source 1"): minute of finishing
     #: -> series -> tally, kept in step by add/remove, so a cycle never walks the results.
     flow: dict[int, dict[Series, Tally]] = field(default_factory=dict)
+    #: (queue, succeeded) -> its job ids by finish time, kept in step by add/remove: the
+    #: succeeded and failed tabs page through this (O(log n + page)) instead of filtering and
+    #: sorting every entry per request (300 ms at 200,000 results). ~40 bytes per entry.
+    ordered: dict[tuple[str, bool], Any] = field(default_factory=dict)
 
     def add(self, job_id: str, entry: ResultEntry) -> None:
         self.remove(job_id)
+        # Names repeat across results: one string each (~115 bytes per entry saved).
+        entry = ResultEntry(
+            intern(entry.queue),
+            intern(entry.function),
+            entry.ok,
+            entry.finished_at,
+            entry.expires_at,
+            entry.error,
+            intern(entry.exception) if entry.exception is not None else None,
+            entry.started_at,
+            entry.enqueued_at,
+        )
         self.entries[job_id] = entry
+        by = (entry.queue, entry.ok)
+        if by not in self.ordered:
+            self.ordered[by] = SortedKeyList(key=self._finish)
+        self.ordered[by].add(job_id)
         self.counts[(entry.queue, "succeeded" if entry.ok else "failed")] += 1
         self._count_flow(entry, 1)
         if entry.expires_at is not None:
@@ -80,8 +103,13 @@ class ResultIndex:
             )
 
     def remove(self, job_id: str) -> None:
-        old = self.entries.pop(job_id, None)
+        old = self.entries.get(job_id)
         if old is not None:
+            ordered = self.ordered[(old.queue, old.ok)]
+            ordered.remove(job_id)  # its key reads the entry: before the pop
+            if not ordered:
+                del self.ordered[(old.queue, old.ok)]
+            del self.entries[job_id]
             self.counts[(old.queue, "succeeded" if old.ok else "failed")] -= 1
             self._count_flow(old, -1)
             if not old.ok:
@@ -103,6 +131,23 @@ class ResultIndex:
         if len(self.expiry) > 2 * len(self.entries) + 1000:  # O(entries), once per pass like the above
             self.expiry = [(e.expires_at, j) for j, e in self.entries.items() if e.expires_at is not None]
             heapq.heapify(self.expiry)
+
+    def _finish(self, job_id: str) -> float:
+        # The entry's own float, not a new one: the ordered index costs no float per entry.
+        return self.entries[job_id].finished_at or 0.0
+
+    def page(
+        self, queue: str, ok: bool, offset: int, limit: int
+    ) -> tuple[int, list[tuple[str, ResultEntry]]]:
+        """One page of a queue's succeeded or failed results, newest finish first, and their total."""
+        ordered = self.ordered.get((queue, ok))
+        if ordered is None:
+            return 0, []
+        total = len(ordered)  # oldest finish first: the page is counted from the end
+        ids: list[str] = list(
+            ordered.islice(max(0, total - offset - limit), max(0, total - offset), reverse=True)
+        )
+        return total, [(j, self.entries[j]) for j in ids]
 
     def _count_flow(self, entry: ResultEntry, sign: int) -> None:
         """Add (1) or take back (-1) one result's outcome, run time (finish - start) and wait (start -

@@ -296,14 +296,14 @@ class ArqCollector:
 
     # -- snapshot ----------------------------------------------------------------------------------
 
-    def stage(self, pipe: Pipeline, sha: Mapping[str, str]) -> Parser:
+    def stage(self, pipe: Pipeline, sha: Mapping[str, str]) -> tuple[Parser, int]:
         queues = self.queue_names()
         keys = queues + [health_key(q) for q in queues]
         now_ms = int(time.time() * 1000)
         ids = self.in_progress_ids()[:5000]
         args = [str(now_ms), str(HEAD_WINDOW), str(len(queues)), str(len(queues)), IN_PROGRESS_PREFIX, *ids]
         pipe.evalsha(sha[SNAPSHOT_LUA], len(keys), *keys, *args)
-        return lambda reply: self._parse(reply, queues, now_ms / 1000.0)
+        return lambda replies: self._parse(replies[0], queues, now_ms / 1000.0), 1
 
     async def read_plain(self, redis: Redis) -> tuple[Any, Parser, int]:
         """What SNAPSHOT_LUA returns, read with plain commands, for a user whose ACL refuses scripts.
@@ -350,7 +350,7 @@ class ArqCollector:
             rows.append([total, due, running, oldest, 1 if due > HEAD_WINDOW else 0])
         base = width * len(queues)
         health = [[replies[base + 2 * i], replies[base + 2 * i + 1]] for i in range(len(queues))]
-        return [rows, health], lambda r: self._parse(r, queues, now_ms / 1000.0), 2
+        return [rows, health], lambda r: self._parse(r[0], queues, now_ms / 1000.0), 2
 
     def _parse(self, reply: Any, queues: list[str], now: float) -> CollectedPart:
         rows, health = reply

@@ -21,6 +21,7 @@ from callboard.collectors.failures import FailureIndex
 from callboard.collectors.flow import Estimate, Series, Tally
 from callboard.collectors.model import (
     QUEUE_STATES,
+    Bound,
     Framework,
     JobDetail,
     JobOutcome,
@@ -35,10 +36,13 @@ from callboard.collectors.snippets import Snippet
 WORDS = Words(
     label="Dramatiq",
     jobs="messages",
+    job="message",
     runner="actor",
     retry="Requeue",
     failed="dead letters",
+    failed_job="dead letter",
     options="Options",
+    attempts="retries",
     workers=(
         "processes seen fetching from this queue; producers never count, and one idle since Callboard "
         "started counts once it fetches"
@@ -119,8 +123,8 @@ class DramatiqBackend:
         q = self._keys(queue)
         return await controls.apply(self.redis, q, state, action, ids, failures=self.failures)
 
-    async def select_all(self, queue: str, state: str) -> Selection:
-        return await controls.select_all(self.redis, self._keys(queue), state)
+    async def select_all(self, queue: str, state: str, bound: Bound | None = None) -> Selection:
+        return await controls.select_all(self.redis, self._keys(queue), state, bound=bound)
 
     async def recover(self, queue: str) -> list[JobOutcome]:
         q = self._keys(queue)

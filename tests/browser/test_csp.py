@@ -186,7 +186,8 @@ def test_live_parts_and_controls_work_under_the_policy(
     page.locator('button[data-action="delete"][data-scope="selection"]').click()
     wait_until(lambda: dead_count(broker) == dead - 1, timeout=10, what="one dead letter deleted")
     expect(page.locator("tr[data-job]")).to_have_count(dead - 1, timeout=TIMEOUT_MS)
-    assert messages and "1 selected" in messages[0]
+    # One job: the confirmation's words agree with the count (the data-confirm-one question).
+    assert messages == ["Delete the selected dead message? This cannot be undone."], messages
     assert_clean(page, console_errors, "live parts and controls")
 
 

@@ -255,7 +255,14 @@ def test_requeue_all_empties_the_healed_group_and_runs_its_jobs(
     expect(operation.locator('[data-count="changed"]')).to_have_text("0 already changed")
     expect(operation).to_contain_text(f"dramatiq:{app.PAYMENTS}")
     n = DECLINED.count
-    assert confirmed == [f"Requeue all {n} jobs of this group ({DECLINED.exception})?"], confirmed
+    assert confirmed == [
+        f"Requeue all {n} messages of this group ({DECLINED.exception})?"
+        " Failures that arrive meanwhile are left alone."
+    ], confirmed
+    # The request carried what the dialog named, so nothing newer than the group's shown failures moved.
+    expect(operation.locator(".arrived")).to_have_text(
+        f"Acted on {n} of the {n} confirmed; 0 arrived since and were left alone."
+    )
 
     expect(page.locator(f'#failures tr[data-group="{key}"]')).to_have_count(0, timeout=MOVE_TIMEOUT_MS)
     expect(page.locator("#failures h2 .muted").first).to_have_text("7 failures in 3 groups")
@@ -295,7 +302,10 @@ def test_delete_all_asks_first_then_removes_the_group(
     delete.click()
     expect(page.locator("#operation")).to_be_empty()
     n = ARQ_VALUE.count
-    assert dismissed == [f"Delete all {n} failed results of this group? This cannot be undone."], dismissed
+    assert dismissed == [
+        f"Delete all {n} failed results of this group? This cannot be undone."
+        " Failures that arrive meanwhile are left alone."
+    ], dismissed
     assert posts == []
     expect_group(page, ARQ_VALUE)
 

@@ -164,6 +164,16 @@ def test_the_job_list_updates_live_and_keeps_a_selection(
     expect(held).to_be_hidden()
     expect(rows).to_have_count(before + 3, timeout=LIVE_TIMEOUT_MS)
     assert list_polls and all("live=1" in url for url in list_polls), list_polls
+    # The list's polls leave the count above it (#tab-bulk) in place; the summary moves it with the tabs.
+    expect(page.locator('#jobs #tab-bulk [data-field="tab-count"]')).to_have_attribute(
+        "data-count", str(before + 3), timeout=LIVE_TIMEOUT_MS
+    )
+    shown = page.evaluate(
+        """key => [document.querySelector(`#queue-summary [data-queue="${key}"][data-state="ready"]`).title,
+                   document.querySelector('#tab-bulk [data-field="tab-count"]').dataset.count]""",
+        key,
+    )
+    assert shown[0] == shown[1], shown
     assert page.evaluate("window.scrollY") == scrolled
     assert page.evaluate("window.__marker") == 1, "the page was reloaded instead of updated in place"
     assert console_errors == []

@@ -384,9 +384,10 @@ async def snapshot_of(collector: ArqCollector, aredis: Redis) -> CollectedPart:
     """One cycle's snapshot script and parser, as TargetCollector runs them, without its discovery."""
     sha = await aredis.script_load(arq_snapshot.SNAPSHOT_LUA)
     async with aredis.pipeline(transaction=False) as pipe:
-        parse = collector.stage(pipe, {arq_snapshot.SNAPSHOT_LUA: sha})
-        (reply,) = await pipe.execute()
-    part = parse(reply)
+        parse, calls = collector.stage(pipe, {arq_snapshot.SNAPSHOT_LUA: sha})
+        replies = await pipe.execute()
+    assert len(replies) == calls == 1
+    part = parse(replies)
     assert not inspect.isawaitable(part)
     return part
 

@@ -27,7 +27,7 @@ from callboard.collectors.arq.controls import actions, apply, select_all
 from callboard.collectors.arq.keys import ABORT_KEY, in_progress_key, job_key, result_key, retry_key
 from callboard.collectors.arq.results import ResultEntry
 from callboard.collectors.arq.snapshot import ArqCollector
-from callboard.collectors.model import JobOutcome, Outcome, Selection
+from callboard.collectors.model import Bound, JobOutcome, Outcome, Selection
 
 Q = "arq:queue"
 CUSTOM = "custom"
@@ -450,3 +450,41 @@ async def test_select_results_of_exactly_this_queue_newest_first(aredis: Redis) 
     selection = await select_all(aredis, c, Q, "failed")
     assert selection.expected == 4
     assert await selection.next(10) == ["new", "mid", "old", "unknown"]
+
+
+# -- bounded by what the operator saw ----------------------------------------------------------------
+
+
+async def test_a_bounded_ready_run_takes_the_n_ready_jobs_seen_and_not_running_ones(aredis: Redis) -> None:
+    """The page said "ready 3" as of T (a running job is not ready, so it is not in the 3): the run
+    deletes the 3 ready jobs due by T, steps past the running one without counting it, and leaves a
+    job that came due after T, and one enqueued during the run, counting both as arrived."""
+    now = now_ms()
+    seen_at = now - 2_000
+    await queued_job(aredis, "running", seen_at - 5_000)
+    await aredis.set(in_progress_key("running"), b"1")
+    for i in range(3):
+        await queued_job(aredis, f"r{i}", seen_at - 4_000 + i)
+    await queued_job(aredis, "due-after-look", seen_at + 500)
+    selection = await select_all(aredis, collector(), Q, "ready", Bound(count=3, before=seen_at / 1000))
+    await queued_job(aredis, "during-run", now_ms() - 1)
+    outs = await drain_selection(selection, aredis, collector(), "ready")
+    assert [(o.job_id, o.outcome) for o in outs] == [(f"r{i}", Outcome.DONE) for i in range(3)]
+    assert sorted(await aredis.zrange(Q, 0, -1)) == [b"due-after-look", b"during-run", b"running"]
+    assert await selection.arrived() == 2
+
+
+async def test_a_bounded_results_run_takes_results_finished_by_the_bound_at_most_n(aredis: Redis) -> None:
+    """Failed results finished after the page's time are left alone, and so are any past its count
+    (the newest first, as the page lists them); the index's newcomers count as arrived."""
+    c = collector()
+    for job_id, at in {"a": 1_000.0, "b": 2_000.0, "c": 3_000.0, "after": 9_000.0}.items():
+        await seed_result(aredis, job_id)
+        c.results.add(job_id, ResultEntry(Q, "work", False, at, None, "ValueError"))
+    selection = await select_all(aredis, c, Q, "failed", Bound(count=2, before=5_000.0))
+    assert selection.expected == 2
+    c.results.add("indexed-meanwhile", ResultEntry(Q, "work", False, 9_500.0, None, "ValueError"))
+    outs = await drain_selection(selection, aredis, c, "failed")
+    assert [(o.job_id, o.outcome) for o in outs] == [("c", Outcome.DONE), ("b", Outcome.DONE)]
+    assert set(c.results.entries) == {"a", "after", "indexed-meanwhile"}
+    assert await selection.arrived() == 3

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from callboard.collectors.dramatiq import controls as controls
 from callboard.collectors.dramatiq.keys import QueueKeys
-from callboard.collectors.model import Outcome
+from callboard.collectors.model import Bound, Outcome
 from tests.collectors.conftest import BrokerFactory
 
 Q = QueueKeys("dramatiq", "default")
@@ -251,3 +251,100 @@ async def test_dead_selection_is_bounded_by_the_time_it_starts(
     selection = await controls.select_all(aredis, Q, "dead")
     assert selection.expected == 1
     assert await selection.next(10) == ["before"]
+
+
+# -- bounded by what the operator saw (issue 14: "Delete all 36" deleted 37) ------------------------
+
+
+async def test_a_bounded_dead_run_acts_on_the_n_letters_seen_while_more_keep_dying(
+    aredis: Redis, sync_redis: redis.Redis
+) -> None:
+    """The page showed N dead letters as of its snapshot time T and the operator confirmed N. Letters
+    keep dying throughout, written as Dramatiq's nack writes them: one that died before T but after
+    the count was read, and more after T, between every batch of the run. The run deletes exactly the
+    N that were there, leaves every newcomer, and counts them as arrived."""
+    seen_at_ms = NOW_MS - 10_000
+    seen = [f"seen{i:03}" for i in range(250)]  # more than one batch of 200
+    for i, rid in enumerate(seen):
+        dead_letter(sync_redis, rid, score=seen_at_ms - 60_000 + i)
+    dead_letter(sync_redis, "late-but-before-t", score=seen_at_ms - 1)  # died after the count was read
+    arrivals = ["late-but-before-t"]
+    bound = Bound(count=len(seen), before=seen_at_ms / 1000)
+    selection = await controls.select_all(aredis, Q, "dead", now_ms=NOW_MS, bound=bound)
+    assert selection.expected == len(seen)
+
+    deleted: list[str] = []
+    while ids := await selection.next(100):
+        for _ in range(3):  # meanwhile workers dead-letter more, stamped with their (later) time
+            rid = f"new{len(arrivals):03}"
+            dead_letter(sync_redis, rid, score=seen_at_ms + 1_000 + len(arrivals))
+            arrivals.append(rid)
+        outcomes = await controls.apply(aredis, Q, "dead", "delete", ids)
+        assert all(o.outcome is Outcome.DONE for o in outcomes)
+        selection.stayed(sum(o.in_place for o in outcomes))
+        deleted += ids
+
+    assert sorted(deleted) == seen
+    assert sorted(listed(sync_redis.zrange(Q.dead, 0, -1))) == sorted(arrivals)
+    assert sorted(listed(sync_redis.hkeys(Q.dead_msgs))) == sorted(arrivals)
+    assert await selection.arrived() == len(arrivals) == 10
+
+
+async def test_a_bounded_requeue_never_takes_a_letter_that_died_again_or_one_past_the_count(
+    aredis: Redis, sync_redis: redis.Redis
+) -> None:
+    """Requeued letters that a worker dead-letters again score after the bound, and a count lower than
+    what died before the bound stops at the oldest: nothing is requeued twice, nothing unseen moves.
+    An undecodable letter, skipped in place, still counts against the N the operator confirmed."""
+    dead_letter(sync_redis, "bad", score=NOW_MS - 9_000, raw=b"\x80\x04not json")
+    for i in range(4):
+        dead_letter(sync_redis, f"ok{i}", score=NOW_MS - 8_000 + i)
+    bound = Bound(count=3, before=(NOW_MS - 1_000) / 1000)
+    selection = await controls.select_all(aredis, Q, "dead", now_ms=NOW_MS, bound=bound)
+    assert selection.expected == 3
+    seen: list[str] = []
+    while ids := await selection.next(2):
+        outcomes = await controls.apply(aredis, Q, "dead", "retry", ids, now_ms=NOW_MS)
+        for o in outcomes:
+            if o.new_id:  # the worker fails it again at once: a new letter, dead after the bound
+                dead_letter(sync_redis, o.new_id, score=NOW_MS + 1)
+        selection.stayed(sum(o.in_place for o in outcomes))
+        seen += ids
+    assert seen == ["bad", "ok0", "ok1"]
+    assert sync_redis.llen(Q.ready) == 2
+    # Left: the undecodable one (stepped past), ok2 and ok3 (past the count), two that died again.
+    assert sync_redis.zcard(Q.dead) == 5
+    assert await selection.arrived() == 4
+
+
+async def test_a_bounded_purge_takes_at_most_n_from_the_head(aredis: Redis, sync_redis: redis.Redis) -> None:
+    """Ready messages have no time: the count bounds them, taken from the head (the oldest, which
+    were there when the operator looked); what was sent since stays, and is counted."""
+    for i in range(5):
+        pending(sync_redis, f"p{i}")
+    selection = await controls.select_all(aredis, Q, "ready", bound=Bound(count=3, before=1.0))
+    assert selection.expected == 3
+    pending(sync_redis, "sent-meanwhile")
+    visited: list[str] = []
+    while ids := await selection.next(2):
+        await controls.apply(aredis, Q, "ready", "delete", ids)
+        visited += ids
+    assert visited == ["p0", "p1", "p2"]
+    assert listed(sync_redis.lrange(Q.ready, 0, -1)) == ["p3", "p4", "sent-meanwhile"]
+    assert await selection.arrived() == 3
+
+
+async def test_without_a_bound_a_run_acts_as_before_and_still_counts_arrivals(
+    aredis: Redis, sync_redis: redis.Redis
+) -> None:
+    """Old API clients send no bound: every letter dead at the start of the run is acted on."""
+    for i in range(3):
+        dead_letter(sync_redis, f"d{i}", score=NOW_MS - 5_000 + i)
+    selection = await controls.select_all(aredis, Q, "dead", now_ms=NOW_MS)
+    dead_letter(sync_redis, "after-start", score=NOW_MS + 10)
+    deleted = []
+    while ids := await selection.next(200):
+        await controls.apply(aredis, Q, "dead", "delete", ids)
+        deleted += ids
+    assert deleted == ["d0", "d1", "d2"]
+    assert await selection.arrived() == 1

@@ -9,9 +9,11 @@ import uuid
 from typing import Any, cast
 
 import dramatiq
+import pytest
 import redis
 from redis.asyncio import Redis
 
+from callboard.collectors.dramatiq import snapshot as dramatiq_snapshot
 from callboard.collectors.dramatiq.config import DramatiqConfig
 from callboard.collectors.dramatiq.keys import QueueKeys, acks_key, heartbeats_key
 from callboard.collectors.dramatiq.snapshot import HEARTBEAT_LIMIT, SNAPSHOT_LUA, DramatiqCollector
@@ -401,9 +403,10 @@ async def snapshot_of(collector: DramatiqCollector, aredis: Redis) -> CollectedP
     keys the collector knows are those the test showed it with `observe`."""
     sha = await aredis.script_load(SNAPSHOT_LUA)
     async with aredis.pipeline(transaction=False) as pipe:
-        parse = collector.stage(pipe, {SNAPSHOT_LUA: sha})
-        (reply,) = await pipe.execute()
-    part = parse(reply)
+        parse, calls = collector.stage(pipe, {SNAPSHOT_LUA: sha})
+        replies = await pipe.execute()
+    assert len(replies) == calls
+    part = parse(replies)
     assert inspect.isawaitable(part)
     return await part
 
@@ -580,3 +583,35 @@ async def test_consumers_per_queue_are_remembered_and_producers_never_count(
     part = await snapshot_of(collector, aredis)
     assert workers_of(part)["a"] == {"alive": 0, "stale": 1}
     assert {w.worker_id: w.role for w in part.workers}[idle.broker_id] == "producer or idle"
+
+
+async def test_many_queues_and_ack_sets_are_read_in_short_script_calls_with_the_same_result(
+    brokers: BrokerFactory, collectors: CollectorFactory, clock: FrozenTime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Split over several calls of the script in one pipeline (no call holds Redis long), the snapshot
+    is the one a single call gives: every queue, heartbeat and ack set in its place."""
+    producer = brokers()
+    for name in ("a", "b", "c", "d", "e"):
+        actor = make_actor(producer, name, name=f"work_{name}")
+        for i in range(3):
+            actor.send(i)
+    workers = [brokers(), brokers()]
+    for worker, queue in zip(workers, ("a", "c"), strict=True):
+        fetch(worker.consume(queue, prefetch=2, timeout=100), 2)
+    collector = collectors()
+
+    def seen(part: Any) -> tuple[Any, ...]:
+        queues = sorted((q.key, tuple(sorted(q.counts.items())), q.oldest_ready_age) for q in part.queues)
+        workers = sorted((w.worker_id, w.alive, w.role, w.in_flight) for w in part.workers)
+        return tuple(queues), tuple(workers)
+
+    await collector.collect()  # discovery: every queue and ack set known
+    whole = seen(await collector.collect())
+    monkeypatch.setattr(dramatiq_snapshot, "QUEUE_CHUNK", 2)
+    monkeypatch.setattr(dramatiq_snapshot, "ACK_CHUNK", 1)
+    async with collector.redis.pipeline(transaction=False) as pipe:
+        _, calls = collector.dramatiq.stage(pipe, {SNAPSHOT_LUA: "0" * 40})  # counted, never sent
+    assert calls == 3 + 1  # 5 queues by 2 (the first with the heartbeats and one ack set), one more ack set
+    split = seen(await collector.collect())
+    assert split == whole
+    assert dict(whole[0][0][1])["in_flight"] == 2 and len(whole[1]) >= 3  # a, held; producer and workers

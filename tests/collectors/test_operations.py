@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -17,6 +17,7 @@ from callboard.collectors import audit
 from callboard.collectors.dramatiq.config import DramatiqConfig
 from callboard.collectors.dramatiq.keys import QueueKeys
 from callboard.collectors.dramatiq.snapshot import DramatiqCollector
+from callboard.collectors.model import Bound
 from callboard.collectors.target import TargetCollector
 from callboard.dashboard.operations import ControlError, ControlRequest, Operation, Operations, UnknownQueue
 from callboard.dashboard.poller import Poller
@@ -125,3 +126,49 @@ async def test_an_unreachable_redis_fails_the_operation_with_503_and_the_log_kee
     logged = [r.getMessage() for r in caplog.records]
     assert any("alice delete all on test/dramatiq/dramatiq:default (dead)" in m for m in logged), logged
     assert any("not stored in Redis" in m for m in logged)
+
+
+async def test_a_bounded_run_acts_on_what_was_confirmed_and_says_what_arrived_since(
+    board: tuple[Operations, TargetCollector, Poller], aredis: Redis, sync_redis: redis.Redis
+) -> None:
+    """ "Delete all (5)" confirmed on a page drawn at T: two letters that died after T are left alone,
+    and the operation, its JSON and its audit entry say so."""
+    operations, _, _ = board
+    dead_letters(sync_redis, 5)  # died a second ago
+    seen_at = time.time() - 0.5
+    for rid in ("after-1", "after-2"):
+        sync_redis.hset(Q.dead_msgs, rid, json.dumps({"queue_name": "default", "options": {}}))
+        sync_redis.zadd(Q.dead, {rid: int(time.time() * 1000)})
+    op, _ = operations.start(request(bound=Bound(count=5, before=seen_at)))
+    await ended(op)
+    view = op.view()
+    assert (view["done"], view["expected"], view["arrived"]) == (5, 5, 2)
+    assert view["bound"] == {"count": 5, "before": seen_at}
+    assert view["summary"] == "acted on 5 of the 5 confirmed; 2 arrived since and were left alone"
+    assert sorted(cast(list[bytes], sync_redis.zrange(Q.dead, 0, -1))) == [b"after-1", b"after-2"]
+    [entry] = await audit.recent(aredis, 10)
+    assert (entry["bound"], entry["arrived"], entry["summary"]) == (view["bound"], 2, view["summary"])
+
+
+async def test_a_requeue_records_old_and_new_ids_so_the_old_link_finds_the_new_job(
+    board: tuple[Operations, TargetCollector, Poller], aredis: Redis, sync_redis: redis.Redis
+) -> None:
+    operations, _, _ = board
+    rids = dead_letters(sync_redis, 2)
+    op, _ = operations.start(request(action="retry", ids=(rids[0],)))
+    await ended(op)
+    [outcome] = op.outcomes
+    assert outcome.new_id and op.moved == [(rids[0], outcome.new_id)]
+    assert op.view()["arrived"] is None  # a selection of ids has nothing that could arrive
+    entries = await audit.recent(aredis, 10)
+    assert entries[0]["moved"] == [[rids[0], outcome.new_id]]
+    move = audit.find_move(entries, "dramatiq", Q.ready, rids[0])
+    assert move is not None and (move.new_id, move.user, move.action) == (outcome.new_id, "alice", "retry")
+    assert audit.find_move(entries, "dramatiq", Q.ready, rids[1]) is None
+    assert audit.find_move(entries, "dramatiq", "dramatiq:other", rids[0]) is None
+    assert (
+        audit.find_move(
+            [{"framework": "dramatiq", "queue": Q.ready, "moved": "junk"}], "dramatiq", Q.ready, "x"
+        )
+        is None
+    )

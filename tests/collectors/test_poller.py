@@ -6,12 +6,16 @@ the first one or one it asked for."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+
+from callboard.collectors.credentials import redact
 from callboard.collectors.target import TargetCollector
 from callboard.dashboard.poller import Poller
 from callboard.dashboard.redispool import redis_client
@@ -31,7 +35,7 @@ async def polling(
     closed on exit."""
     clients = {name: redis_client(url, timeout=HOUR) for name, url in urls.items()}
     collectors = {name: TargetCollector(name, client) for name, client in clients.items()}
-    store = SnapshotStore(urls.items())
+    store = SnapshotStore((name, redact(url)) for name, url in urls.items())  # as create_app does
     pools = {name: [client] for name, client in clients.items()}
     poller = Poller(store, collectors, interval, timeout=timeout, pools=pools)
     poller.start()
@@ -138,6 +142,31 @@ async def test_a_target_that_is_down_does_not_stop_another(redis_url: str, broke
         main, down = state(store, "main"), state(store, "gone")
         assert ready(1)(main) and main.errors_total == 0
         assert not down.up and down.snapshot is None and down.error is not None
+
+
+async def test_a_target_down_from_the_start_logs_it_once_and_its_recovery_once(
+    own_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A target that never answered (a typo in its URL, Redis not started yet) is logged at WARNING on
+    its first failed cycle, with its URL minus the password and the reason, and not again on the
+    cycles after; once Redis answers, one INFO line."""
+    own_server.stop()  # its port now refuses connections
+    secret = f"redis://:hunter2@127.0.0.1:{free_port()}/0"  # never answers
+    caplog.set_level(logging.INFO, logger="callboard.poller")
+    async with polling({"late": own_server.url, "secret": secret}, interval=0.05) as (_, store):
+        await until(store, "late", "three failed cycles", lambda s: s.errors_total >= 3)
+        await until(store, "secret", "three failed cycles", lambda s: s.errors_total >= 3)
+        own_server.start()
+        back = await until(store, "late", "up", lambda s: s.up)
+        await until(store, "late", "another good cycle", lambda s: s.up and s.snapshot is not back.snapshot)
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "callboard.poller"]
+    late = [(level, text) for level, text in lines if "target late " in text]
+    assert [level for level, _ in late] == [logging.WARNING, logging.INFO], late
+    assert late[0][1].startswith(f"target late ({own_server.url}) is unreachable: Connection"), late
+    assert late[1][1].startswith(f"target late ({own_server.url}) is reachable again after"), late
+    hidden = [text for level, text in lines if "target secret " in text]
+    assert len(hidden) == 1 and "hunter2" not in hidden[0], hidden
+    assert hidden[0].startswith(f"target secret ({redact(secret)}) is unreachable: "), hidden
 
 
 def stopped(server: RedisServer) -> None:

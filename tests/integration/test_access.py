@@ -10,6 +10,7 @@ uvicorn trusts `X-Forwarded-For` from 127.0.0.1 only, and then reports the forwa
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -178,7 +179,7 @@ def test_cross_site_posts_are_refused_and_same_site_ones_run(redis_url: str, con
         assert (same_origin.status_code, same_origin.json()["done"]) == (200, 1), same_origin.text
         assert from_page.status_code == 200, from_page.text
         assert '<span data-count="done">1 done</span>' in from_page.text
-        assert from_page.headers["HX-Trigger"] == "callboard:changed"
+        assert json.loads(from_page.headers["HX-Trigger"]) == {"callboard:changed": {"target": "body"}}
         assert (from_script.status_code, from_script.json()["done"]) == (200, 1), from_script.text
 
         assert dead_letters(control) == ({rids[3]}, 1)
@@ -298,6 +299,9 @@ def test_auth_guards_everything_but_healthz_and_names_the_user_in_the_audit(
     ]
     assert audit_page.status_code == 200
     assert "token:ci" in audit_page.text
+    # The audit names each control as its button did: a dead letter's retry is "Requeue".
+    assert audit_page.text.count('<td data-field="action" data-action="retry">Requeue</td>') == 1
+    assert audit_page.text.count('<td data-field="action" data-action="delete">Delete</td>') == 2
 
 
 def test_metrics_public_opens_metrics_only(redis_url: str, tmp_path: Path) -> None:

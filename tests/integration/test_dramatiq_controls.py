@@ -241,3 +241,46 @@ def test_requeue_all_against_delete_all_of_the_same_letters(
     barrier(control, redis_url)
     assert runs(control, tags) == expected, "a deleted letter ran, or a requeued one ran twice"
     assert control.hlen(f"{KEY}.XQ.msgs") == 0
+
+
+#: The dead letters `seen_dead` writes (before Callboard starts, so discovery finds the queue at once).
+SEEN = [f"seen-{i}" for i in range(4)]
+
+
+@pytest.fixture
+def seen_dead(control: redis.Redis) -> float:
+    """Four dead letters, written as Dramatiq's nack writes them, dead 10 s ago and after; and a
+    heartbeat, as a worker's (discovery looks for queues in namespaces that have one). Returns a time
+    between the third and the fourth death: what a page drawn then showed (3 dead)."""
+    now_ms = int(time.time() * 1000)
+    control.zadd(f"{NS}:__heartbeats__", {"worker-that-was": now_ms})
+    for i, rid in enumerate(SEEN):
+        body = {"queue_name": QUEUE, "actor_name": "flaky", "args": [rid], "kwargs": {},
+                "options": {"redis_message_id": rid}, "message_id": f"m-{rid}",
+                "message_timestamp": now_ms}  # fmt: skip
+        control.hset(f"{KEY}.XQ.msgs", rid, json.dumps(body))
+        control.zadd(f"{KEY}.XQ", {rid: now_ms - 10_000 + i * 1_000})
+    return (now_ms - 7_500) / 1000
+
+
+def test_a_bound_in_the_body_holds_delete_all_to_what_the_caller_saw(
+    seen_dead: float, board: Callboard, control: redis.Redis
+) -> None:
+    """`count` and `before` (what the UI sends): the letter that died after `before` stays, and the
+    answer and the audit entry say it arrived since and was left alone. Bad bounds are refused."""
+    wait_for_queue(board, "dramatiq", KEY)
+    for bad in ({"count": -1}, {"count": True}, {"count": 2.5}, {"count": "many"}, {"before": "nan"}):
+        status, answer = post_json(board, API + "/delete", {"state": "dead", **bad})
+        assert status == 400 and "must be" in answer["error"], (bad, answer)
+    status, answer = post_json(board, API + "/delete", {"state": "dead", "ids": ["seen-0"], "count": 1})
+    assert status == 400 and "bound by its `ids`" in answer["error"], answer
+    assert control.zcard(f"{KEY}.XQ") == len(SEEN)
+
+    status, body = post_json(board, API + "/delete", {"state": "dead", "count": 3, "before": seen_dead})
+    assert status == 200, body
+    assert (body["done"], body["expected"], body["arrived"]) == (3, 3, 1)
+    assert body["bound"] == {"count": 3, "before": seen_dead}
+    assert body["summary"] == "acted on 3 of the 3 confirmed; 1 arrived since and was left alone"
+    assert [r.decode() for r in cast(list[bytes], control.zrange(f"{KEY}.XQ", 0, -1))] == SEEN[3:]
+    [entry] = [e for e in api_json(board, "/api/v1/audit")["entries"] if e["id"] == body["id"]]
+    assert (entry["bound"], entry["arrived"], entry["summary"]) == (body["bound"], 1, body["summary"])

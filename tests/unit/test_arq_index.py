@@ -85,3 +85,29 @@ def test_results_without_times_or_a_queue_estimate_nothing() -> None:
     index.add("x", ResultEntry("?", "f", True, 100.0, None, None))
     index.add("y", ResultEntry("arq:queue", "f", True, None, None, None))
     assert index.flow == {}
+
+
+def test_pages_are_newest_first_per_queue_and_outcome_and_follow_every_change() -> None:
+    """The succeeded and failed tabs read pages of an ordered index kept in step by add, re-add,
+    remove and expiry: never a filter and sort of every result."""
+    from dataclasses import replace
+
+    index = ResultIndex()
+    for i in range(10):
+        index.add(f"ok{i}", replace(entry(), finished_at=float(i)))
+        index.add(f"bad{i}", replace(entry(ok=False), finished_at=float(i), expires_at=None))
+    index.add("other", replace(entry(queue="other"), finished_at=99.0))
+    total, page = index.page("arq:queue", True, 0, 3)
+    assert total == 10 and [j for j, _ in page] == ["ok9", "ok8", "ok7"]
+    assert [j for j, _ in index.page("arq:queue", True, 8, 5)[1]] == ["ok1", "ok0"]
+    index.add("ok0", replace(entry(), finished_at=50.0))  # re-run: it moves to the top
+    index.add("bad9", replace(entry(), finished_at=9.5))  # now a success: it changes tabs
+    index.remove("ok5")
+    assert [j for j, _ in index.page("arq:queue", True, 0, 3)[1]] == ["ok0", "bad9", "ok9"]
+    assert index.page("arq:queue", True, 0, 100)[0] == 10
+    assert [j for j, _ in index.page("arq:queue", False, 0, 2)[1]] == ["bad8", "bad7"]
+    index.expire(now=1e9)  # every success expires (the failures keep no TTL)
+    assert index.page("arq:queue", True, 0, 10) == (0, [])
+    assert index.page("other", True, 0, 10) == (0, [])
+    assert index.page("arq:queue", False, 0, 100)[0] == 9
+    assert index.page("nowhere", False, 0, 10) == (0, [])

@@ -17,7 +17,7 @@ from callboard.collectors.failures import (
     normalise,
     split_exception,
 )
-from callboard.collectors.model import Framework
+from callboard.collectors.model import Bound, Framework
 
 
 @pytest.mark.parametrize(
@@ -91,6 +91,22 @@ def test_groups_count_queues_bounds_and_example() -> None:
     assert index.members(g.key) == {"q2": ["c", "b"], "q1": ["a"]}
     assert index.count("q1") == 3 and sorted(index.ids("q1")) == ["a", "d", "e"]
     assert sorted(index.ids("q2")) == ["b", "c"] and index.ids("q3") == []
+
+
+def test_a_groups_members_as_the_operator_saw_them() -> None:
+    """The failures page sends the group's count and newest failure time with "Requeue all (N)":
+    failures after that time are left out, then at most N of the rest, newest first."""
+    index = FailureIndex(Framework.DRAMATIQ)
+    now = 10_000.0
+    for job_id, at, queue in (("a", now - 300, "q1"), ("b", now - 200, "q2"), ("c", now - 100, "q2")):
+        index.add(failure(job_id, "order 1 bad", at, queue))
+    key = index.report(now)[0].key
+    index.add(failure("late", "order 9 bad", now + 5, "q1"))  # failed after the page was drawn
+    assert index.members(key, Bound(count=3, before=now - 100)) == {"q2": ["c", "b"], "q1": ["a"]}
+    assert index.members(key, Bound(count=2, before=now - 100)) == {"q2": ["c", "b"]}
+    assert index.members(key, Bound(count=5)) == {"q1": ["late", "a"], "q2": ["c", "b"]}
+    assert index.members(key, Bound(count=0)) == {}
+    assert index.members(key) == {"q1": ["late", "a"], "q2": ["c", "b"]}
 
 
 def test_removal_moves_counts_bounds_and_drops_empty_groups() -> None:

@@ -88,8 +88,8 @@ def test_config_file_sets_everything(tmp_path: Path) -> None:
         ),
         results_url="redis://results-host:6391/4",
     )
-    # A target without a name is named after host-port-db; without a dramatiq table it discovers.
-    assert second.name == "second-host-6392-5"
+    # A target without a name is named host:port/db; without a dramatiq table it discovers.
+    assert second.name == "second-host:6392/5"
     assert second.dramatiq == DramatiqConfig()
     assert second.results_url is None
 
@@ -120,7 +120,7 @@ def test_flags_beat_environment_beat_config_file(tmp_path: Path) -> None:
     assert from_env.poll_interval == 3.0
 
     from_file = load(config=config, environ={})
-    assert [t.name for t in from_file.targets] == ["fromfile", "second-host-6392-5"]
+    assert [t.name for t in from_file.targets] == ["fromfile", "second-host:6392/5"]
     assert from_file.read_only is True
 
 
@@ -161,13 +161,18 @@ def test_config_without_targets_keeps_the_default_target(tmp_path: Path) -> None
     ("spec", "name", "url"),
     [
         ("main=redis://h:6380/2", "main", "redis://h:6380/2"),
-        ("redis://h:6380/3", "h-6380-3", "redis://h:6380/3"),
-        ("redis://h", "h-6379-0", "redis://h"),
-        ("redis://h:6381", "h-6381-0", "redis://h:6381"),
-        ("rediss://tls-host:6390/1", "tls-host-6390-1", "rediss://tls-host:6390/1"),
+        ("redis://h:6380/3", "h:6380/3", "redis://h:6380/3"),
+        ("redis://h", "h:6379/0", "redis://h"),
+        ("redis://h:6381", "h:6381/0", "redis://h:6381"),
+        ("rediss://tls-host:6390/1", "tls-host:6390/1", "rediss://tls-host:6390/1"),
+        ("redis://127.0.0.1:6392/0", "127.0.0.1:6392/0", "redis://127.0.0.1:6392/0"),
+        ("redis://[::1]:6380/2", "[::1]:6380/2", "redis://[::1]:6380/2"),
+        ("redis://h:1?db=4", "h:1/4", "redis://h:1?db=4"),
+        ("unix:///run/redis.sock?db=3", "/run/redis.sock/3", "unix:///run/redis.sock?db=3"),
+        ("unix:///run/redis.sock", "/run/redis.sock/0", "unix:///run/redis.sock"),
         ("vk=valkey://h:7000/0", "vk", "redis://h:7000/0"),
         # '=' inside the URL (query, password) must not be read as NAME=.
-        ("redis://h:1/0?socket_keepalive=true", "h-1-0", "redis://h:1/0?socket_keepalive=true"),
+        ("redis://h:1/0?socket_keepalive=true", "h:1/0", "redis://h:1/0?socket_keepalive=true"),
         ("main=redis://:p=w@h:1/0", "main", "redis://:p=w@h:1/0"),
     ],
 )
@@ -178,7 +183,7 @@ def test_parse_target(spec: str, name: str, url: str) -> None:
 
 def test_generated_name_never_contains_the_password() -> None:
     target = parse_target("redis://user:hunter2@cache.internal:6390/4")
-    assert target.name == "cache.internal-6390-4"
+    assert target.name == "cache.internal:6390/4"
     assert "hunter2" not in target.safe_url
 
 
@@ -249,7 +254,7 @@ def test_bad_flags_are_settings_errors() -> None:
     with pytest.raises(SettingsError, match="unique"):
         load(redis=["x=redis://a:1/0", "x=redis://b:1/0"], environ={})
     with pytest.raises(SettingsError, match="unique"):
-        # Two unnamed specs for the same host-port-db get the same generated name.
+        # Two unnamed specs for the same host:port/db get the same generated name.
         load(redis=["redis://a:1/0", "redis://:pw@a:1/0"], environ={})
 
 

@@ -31,6 +31,10 @@ def test_page_and_fragment_urls() -> None:
     assert urls.jobs_fragment_url("main", "arq", "q") == "/fragments/jobs/main/arq/q"
     assert urls.task_url("a/b", "0123456789ab") == "/tasks/a%2Fb/0123456789ab"
     assert urls.task_url("main", "0123456789ab", "24h") == "/tasks/main/0123456789ab?range=24h"
+    # The breadcrumb's target and framework: the overview filtered to them.
+    assert urls.overview_url("main") == "/?q=main"
+    assert urls.overview_url("jobs host", "arq") == "/?q=jobs+host+arq"
+    assert urls.overview_url() == "/"
 
 
 def test_api_and_control_urls() -> None:
@@ -117,6 +121,7 @@ def test_path_segments(scope: dict[str, Any], skip: int, names: list[str]) -> No
 
 def test_builders_are_the_template_globals() -> None:
     assert set(urls.BUILDERS) == {
+        "overview_url",
         "queue_url",
         "job_url",
         "api_depth_url",
