@@ -298,10 +298,22 @@
 
   // The live job list (partials/job_table.html, [data-live-list]): its poll asks for the read that
   // every viewer shares (live=1), and is held while the user has rows selected, a control is on its
-  // way or running, or the page-size menu has the focus. An answer that finds rows selected is
-  // dropped. A control's own reload (callboard:changed) is never held. Focus survives a swap through
-  // the rows' stable ids (htmx restores it); the page's scroll is not touched.
+  // way or running, the page-size menu has the focus, or a press (mouse, pen, touch) that began in
+  // it is not yet released: a swap between press and release would take away the link or box
+  // pressed, and the click would be lost. An answer that finds the list held is dropped. A control's
+  // own reload (callboard:changed) is never held. Focus survives a swap through the rows' stable ids
+  // (htmx restores it); the page's scroll is not touched.
+  var pressed = null;
+  document.addEventListener("pointerdown", function (evt) {
+    pressed = evt.target.closest ? evt.target.closest("[data-live-list]") : null;
+  }, true);
+  // The click follows the release in the same task, before any answer can be swapped in.
+  function released() { pressed = null; }
+  document.addEventListener("pointerup", released, true);
+  document.addEventListener("pointercancel", released, true);
+
   function listHeld(list) {
+    if (pressed === list) return true;
     if (list.querySelector("input[name=ids]:checked")) return true;
     if (document.querySelector("[data-action].htmx-request, #operation [data-status=running]")) return true;
     var active = document.activeElement;

@@ -178,6 +178,22 @@ def test_the_job_list_updates_live_and_keeps_a_selection(
     assert page.evaluate("window.__marker") == 1, "the page was reloaded instead of updated in place"
     assert console_errors == []
 
+    # A press on a link holds the list until it is released, so the click lands on what was pressed.
+    link = rows.first.locator("a[data-job-link]")
+    link.scroll_into_view_if_needed()
+    link.hover()
+    page.evaluate("document.querySelector('#jobs').__pressed = 1")
+    page.mouse.down()
+    seed_actors["generate_report"].send(904)
+    expect(count_span(page, key, "ready", scope="#queue-summary")).to_have_text(
+        str(before + 4), timeout=LIVE_TIMEOUT_MS
+    )
+    wait_for_polls(page, ("/fragments/queues/",), rounds=2)
+    assert page.evaluate("document.querySelector('#jobs').__pressed") == 1, "the list was swapped"
+    expect(rows).to_have_count(before + 3)
+    page.mouse.up()
+    page.wait_for_url(re.compile(r"/jobs/"))
+
 
 def test_dead_message_page_shows_actor_and_traceback(
     page: Page, callboard: Callboard, dead_letter: DeadLetter
