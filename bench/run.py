@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bench import arqsnapshot, bulk, decode, flow, redisinfo, report, search, snapshot, web
+from bench import arqsnapshot, bulk, decode, flow, redisinfo, report, search, snapshot, web, weight
 from bench.arqseed import seed_arq
 from bench.scenarios import ArqScenario, Scenario, arq_scenarios, scenarios
 from bench.seed import seed
@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--small", action="store_true", help="CI size (well under a minute)")
     parser.add_argument(
         "--only",
-        choices=("snapshot", "arq", "http", "bulk", "search", "decode", "flow"),
+        choices=("snapshot", "arq", "http", "weight", "bulk", "search", "decode", "flow"),
         help="run one part (all by default)",
         default=None,
     )
@@ -136,6 +136,10 @@ async def _run(url: str, sizes: Sizes, only: str | None, data: dict[str, Any]) -
             result = await web.bench_http(url, probe_client, plan, sizes)
             data["http"] = result
             checks += report.http_checks(result, web.REQUIRED, web.REDIS_MARGIN)
+        if only in (None, "weight"):
+            log("page weight: a headless Chromium loads every page of the one-queue database, cold and warm")
+            data["weight"] = await weight.bench_weight(url, plan[0], sizes.weight_pages)
+            checks += weight.weight_checks(data["weight"])
         if only in (None, "bulk"):
             log(f"bulk requeue: {sizes.bulk_messages:,} dead letters, a real Dramatiq worker running")
             data["bulk"] = await bulk.bench_bulk(url, sizes.bulk_messages, sizes.bulk_drain_seconds)
@@ -226,6 +230,10 @@ def print_report(data: dict[str, Any], checks: list[report.Check]) -> None:
         )
         for path, why in h["not_ok"].items():
             print(f"   FAILED: {path} answered {why} before the load (see the checks)")
+    if "weight" in data:
+        print(f"\n== Page weight: bytes transferred in headless Chromium, {data['weight']['scenario']} ==")
+        print("   cold = empty cache; warm = opened again (static files cached); one poll = live parts once")
+        print(weight.weight_text(data["weight"]))
     if "bulk" in data:
         print("\n== Bulk requeue of a queue's dead letters while a real worker runs them ==")
         print(bulk.bulk_text(data["bulk"]))

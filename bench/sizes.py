@@ -42,6 +42,8 @@ class Sizes:
     #: No-op messages a real worker runs without and with the flow companion, and rounds of each.
     flow_jobs: int
     flow_rounds: int
+    #: Pages whose weight a headless Chromium measures (bench/weight.py names them); None: all.
+    weight_pages: tuple[str, ...] | None
 
 
 FULL = Sizes(
@@ -69,6 +71,7 @@ FULL = Sizes(
     decode_payloads=20_000,
     flow_jobs=20_000,
     flow_rounds=2,
+    weight_pages=None,
 )
 
 SMALL = Sizes(
@@ -96,4 +99,6 @@ SMALL = Sizes(
     decode_payloads=2_000,
     flow_jobs=2_000,
     flow_rounds=1,
+    # The two targets' pages (cold overview, the heaviest warm page) and one page without a chart.
+    weight_pages=("overview", "queue (ready)", "job", "workers"),
 )

@@ -52,6 +52,9 @@ class Words:
     failed_job: str
     #: The heading of a job's options: "Options", "Execution".
     options: str
+    #: What a job's `retries` counts, as a label: "retries" (Dramatiq: retries so far), "try" (Arq:
+    #: the try this is, 1 on the first run).
+    attempts: str
     #: What the page says about states it shows from stored results, if any.
     retained: str = ""
     #: What a queue's count of consuming workers (QueueStats.workers) can and cannot see.

@@ -222,10 +222,15 @@ class JobSummary:
     enqueued_at: float | None = None
     eta: float | None = None
     failed_at: float | None = None
+    #: Dramatiq: retries so far (0 on the first attempt); Arq: the try (1 on the first run).
+    #: Pages label it with the backend's `Words.attempts`.
     retries: int | None = None
     #: Last line of the traceback, or the exception, when failed.
     error: str | None = None
     undecodable: Undecodable | None = None
+    #: When a worker started and finished the job, where the framework records it (Arq's results).
+    started_at: float | None = None
+    finished_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

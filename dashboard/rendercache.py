@@ -11,7 +11,8 @@ Entries also expire after `max_age` seconds so relative times ("3 s ago") cannot
 stops changing (a poller stuck on a slow Redis still bumps the version when it times out).
 
 `ReadCache` does the same for what a page reads from Redis on demand outside the poll (a task's 24 h
-history): one read per key and `max_age` for every viewer, so open tabs do not multiply Redis reads.
+history, a live job list): one read per key and `max_age` for every viewer, so open tabs do not
+multiply Redis reads.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from starlette.responses import Response
 
 from callboard.dashboard.store import SnapshotStore
 
-#: Bodies smaller than this are sent as they are: compressing them saves less than it costs.
+#: Bodies smaller than this are sent as they are: compressing them saves less than it costs. The
+#: app's GZipMiddleware (dashboard/app.py) uses the same minimum for the answers nothing compressed
+#: before it, and adds `Vary: Accept-Encoding` to every uncompressed one at or above it.
 GZIP_MIN = 1024
 
 
@@ -51,13 +54,17 @@ def compressed(rendered: Rendered) -> Rendered:
 
 
 def send(request: Request, rendered: Rendered, headers: dict[str, str] | None = None) -> Response:
-    """The cached body, gzipped when the client accepts it. `no-store`: it changes every poll."""
-    out = {"Cache-Control": "no-store", "Vary": "Accept-Encoding", **(headers or {})}
+    """The cached body, gzipped when the client accepts it. `no-store`: it changes every poll.
+
+    `Vary` goes with the gzipped body; the plain one gets it from the GZipMiddleware (see GZIP_MIN),
+    so no answer carries it twice."""
+    out = {"Cache-Control": "no-store", **(headers or {})}
     out["Content-Type"] = rendered.media_type
     body = rendered.body
     if rendered.gzipped is not None and "gzip" in request.headers.get("accept-encoding", ""):
         body = rendered.gzipped
         out["Content-Encoding"] = "gzip"
+        out["Vary"] = "Accept-Encoding"
     return Response(body, headers=out)
 
 
@@ -118,10 +125,12 @@ class ReadCache(Generic[T]):
         #: Reads actually performed (tests read it to prove sharing).
         self.reads = 0
 
-    async def get(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
+    async def get(self, key: Hashable, read: Callable[[], Awaitable[T]], fresh: bool = False) -> T:
+        """The kept result for `key`, or a new read; `fresh`: a new read in any case, kept for the
+        next viewers (a read that must see a change just made)."""
         now = self._clock()
         entry = self._entries.get(key)
-        if entry is None or now - entry.at > self.max_age or _failed(entry):
+        if fresh or entry is None or now - entry.at > self.max_age or _failed(entry):
             self.reads += 1
             entry = _Read(now, asyncio.ensure_future(read()))
             self._entries[key] = entry

@@ -218,12 +218,21 @@ def down_message(state: TargetState, now: float | None = None) -> str:
     return f"Redis target “{state.name}” is unreachable, down since {since}: {sentence(state.error)}"
 
 
-async def list_jobs(request: Request, target: str, framework: str, key: str, state: str) -> JobPage:
+async def list_jobs(
+    request: Request, target: str, framework: str, key: str, state: str, live: bool = False
+) -> JobPage:
+    """One page of jobs. `live` (a list's poll): the read every viewer of this page shares for up to
+    a poll interval, so open tabs do not multiply Redis reads. Otherwise (a page load, the reload after
+    a control, the API) read now, and that read is what the polls get next."""
     backend = require_queue(request, target, framework, key)
     if state not in backend.states:
         raise HTTPException(400, f"Unknown state {state!r}; one of {', '.join(backend.states)}.")
     offset, limit = _paging(request)
-    return await backend.list_jobs(key, state, offset, limit)
+    return await services(request).job_lists.get(
+        (target, framework, key, state, offset, limit),
+        lambda: backend.list_jobs(key, state, offset, limit),
+        fresh=not live,
+    )
 
 
 async def load_job(request: Request, target: str, framework: str, key: str, job_id: str) -> JobDetail | None:

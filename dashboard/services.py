@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.templating import Jinja2Templates
 
 from callboard.collectors.flow import Tally
+from callboard.collectors.model import JobPage
 from callboard.collectors.target import TargetCollector
 from callboard.dashboard.operations import Operations
 from callboard.dashboard.poller import Poller
@@ -38,6 +39,9 @@ class Services:
     #: ranges), and a task's hours (dashboard/taskreport.py).
     depth_history: ReadCache[list[tuple[float, dict[str, int]]]]
     flow_history: ReadCache[dict[int, Tally]]
+    #: Pages of job lists, per (target, framework, queue, state, offset, limit), for a poll interval:
+    #: what the live job lists poll (dashboard/reports.py list_jobs).
+    job_lists: ReadCache[JobPage]
     #: The newest audit entries per target, for the page of a job that is gone (where did it go?).
     audit_reads: ReadCache[list[dict[str, Any]]]
     operations: Operations

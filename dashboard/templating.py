@@ -10,10 +10,8 @@ so a lone surrogate from Redis (a file name that is not UTF-8, a JSON "\ud800") 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import time
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from starlette.templating import Jinja2Templates
 
 import callboard
 from callboard.collectors import backends
+from callboard.dashboard.assets import Assets
 from callboard.dashboard.urls import BUILDERS, segment
 from callboard.dashboard.urls import job_url as job_url  # re-exported: templates and older callers use these
 from callboard.dashboard.urls import queue_url as queue_url
@@ -41,17 +40,13 @@ def asset_dir(name: str) -> Path:
     return callboard.ROOT / name
 
 
-@cache
-def _hash(path: str) -> str:
-    file = asset_dir("static") / path
-    try:
-        return hashlib.sha256(file.read_bytes()).hexdigest()[:10]
-    except OSError:
-        return "missing"
+#: The files under static/, served by the `/static/` route (dashboard/assets.py).
+STATIC = Assets(asset_dir("static"))
 
 
 def static(path: str) -> str:
-    return f"/static/{path}?v={_hash(path)}"
+    """The file's URL with its content hash: served `immutable`, as that URL never names other bytes."""
+    return f"/static/{path}?v={STATIC.digest(path)}"
 
 
 def ago(ts: float | None, now: float | None = None) -> str:

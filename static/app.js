@@ -296,6 +296,53 @@
     if (window.confirm(question.replace("{n}", n.toLocaleString("en")))) evt.detail.issueRequest(true);
   });
 
+  // The live job list (partials/job_table.html, [data-live-list]): its poll asks for the read that
+  // every viewer shares (live=1), and is held while the user has rows selected, a control is on its
+  // way or running, the page-size menu has the focus, or a press (mouse, pen, touch) that began in
+  // it is not yet released: a swap between press and release would take away the link or box
+  // pressed, and the click would be lost. An answer that finds the list held is dropped. A control's
+  // own reload (callboard:changed) is never held. Focus survives a swap through the rows' stable ids
+  // (htmx restores it); the page's scroll is not touched.
+  var pressed = null;
+  document.addEventListener("pointerdown", function (evt) {
+    pressed = evt.target.closest ? evt.target.closest("[data-live-list]") : null;
+  }, true);
+  // The click follows the release in the same task, before any answer can be swapped in.
+  function released() { pressed = null; }
+  document.addEventListener("pointerup", released, true);
+  document.addEventListener("pointercancel", released, true);
+
+  function listHeld(list) {
+    if (pressed === list) return true;
+    if (list.querySelector("input[name=ids]:checked")) return true;
+    if (document.querySelector("[data-action].htmx-request, #operation [data-status=running]")) return true;
+    var active = document.activeElement;
+    return !!(active && active.tagName === "SELECT" && list.contains(active));
+  }
+
+  function livePoll(detail) {
+    var event = detail.triggeringEvent || (detail.requestConfig && detail.requestConfig.triggeringEvent);
+    var elt = detail.elt || (detail.requestConfig && detail.requestConfig.elt);
+    return !!(event && event.type === "callboard:poll" && elt && elt.hasAttribute("data-live-list"));
+  }
+
+  document.addEventListener("htmx:configRequest", function (evt) {
+    if (!livePoll(evt.detail)) return;
+    if (listHeld(evt.detail.elt)) { evt.preventDefault(); return; }
+    evt.detail.parameters.live = "1";
+  });
+
+  document.addEventListener("htmx:beforeSwap", function (evt) {
+    if (livePoll(evt.detail) && listHeld(evt.detail.requestConfig.elt)) evt.detail.shouldSwap = false;
+  });
+
+  // Say so while a selection holds the list.
+  document.addEventListener("change", function (evt) {
+    var list = evt.target.closest ? evt.target.closest("[data-live-list]") : null;
+    var note = list && list.querySelector("[data-held-note]");
+    if (note) note.hidden = !list.querySelector("input[name=ids]:checked");
+  });
+
   // "Copy as code": the Clipboard API needs a secure context (https or localhost) and may be refused;
   // then the code is selected instead, for Ctrl-C.
   document.addEventListener("click", function (evt) {

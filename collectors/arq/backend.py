@@ -42,6 +42,7 @@ WORDS = Words(
     failed="failed results",
     failed_job="failed result",
     options="Execution",
+    attempts="try",
     retained="failed and succeeded: retained results (Arq keeps them 1 h by default)",
     workers=(
         "1 means at least one: Arq keeps one health-check key per queue, overwritten by each of its "

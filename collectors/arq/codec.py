@@ -195,6 +195,8 @@ def result_summary(job_id: str, state: str, raw: bytes | None, serializer: str) 
         failed_at=payloads.ms_to_seconds(value.get("ft")) if error else None,
         retries=payloads.as_int(value.get("t")),
         error=error,
+        started_at=payloads.ms_to_seconds(value.get("st")),
+        finished_at=payloads.ms_to_seconds(value.get("ft")),
     )
 
 

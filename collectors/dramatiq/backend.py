@@ -42,6 +42,7 @@ WORDS = Words(
     failed="dead letters",
     failed_job="dead letter",
     options="Options",
+    attempts="retries",
     workers=(
         "processes seen fetching from this queue; producers never count, and one idle since Callboard "
         "started counts once it fetches"

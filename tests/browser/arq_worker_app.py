@@ -8,6 +8,7 @@ port comes from the environment at import time (the test's own Redis, never port
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -37,8 +38,17 @@ async def parse_amount(ctx: dict[str, Any], raw: str) -> None:
     raise ValueError(f"not an amount: {raw!r}")
 
 
+#: How long `settle` runs: the Succeeded tab shows it as the run time (finish - start).
+SETTLE_SECONDS = 0.2
+
+
+async def settle(ctx: dict[str, Any], order: int) -> str:
+    await asyncio.sleep(SETTLE_SECONDS)
+    return f"settled {order}"
+
+
 class WorkerSettings:
-    functions = [charge_card, parse_amount]
+    functions = [charge_card, parse_amount, settle]
     redis_settings = RedisSettings(host="127.0.0.1", port=PORT)
     queue_name = QUEUE
     health_check_interval = 2

@@ -1,6 +1,7 @@
-"""Arq failures in a real headless Chromium: a real `arq` worker fails a job with a user exception
-(one arq itself cannot unpickle) and one with ValueError; the queue's Failed tab lists both with their
-error text, and the user exception's job page shows the function and the exception.
+"""Arq results in a real headless Chromium: a real `arq` worker fails a job with a user exception
+(one arq itself cannot unpickle) and one with ValueError, and runs one that succeeds; the queue's
+Failed tab lists both failures with their error text, the user exception's job page shows the
+function and the exception, and the Succeeded tab shows when the job finished and how long it ran.
 
 The job list is server-rendered and the results index is built in the background, so the page is
 reloaded (bounded, by `wait_until`) until both failed rows are there.
@@ -37,6 +38,7 @@ CARD = "4242"
 class FailedJobs:
     declined: str
     value_error: str
+    succeeded: str
 
 
 async def _enqueue(port: int) -> FailedJobs:
@@ -44,8 +46,9 @@ async def _enqueue(port: int) -> FailedJobs:
     try:
         declined = await pool.enqueue_job("charge_card", arq_worker_app.DECLINE_CODE, CARD)
         value_error = await pool.enqueue_job("parse_amount", "12,5x")
-        assert declined is not None and value_error is not None
-        return FailedJobs(declined.job_id, value_error.job_id)
+        succeeded = await pool.enqueue_job("settle", 7)
+        assert declined is not None and value_error is not None and succeeded is not None
+        return FailedJobs(declined.job_id, value_error.job_id, succeeded.job_id)
     finally:
         await pool.aclose()
 
@@ -69,13 +72,13 @@ def failed_jobs(arq_redis: RedisServer) -> FailedJobs:
         child_env(BROWSER_TEST_REDIS_PORT=str(arq_redis.port)),
         "arq-worker",
     ).start()
-    keys = [f"arq:result:{jobs.declined}", f"arq:result:{jobs.value_error}"]
+    keys = [f"arq:result:{jobs.declined}", f"arq:result:{jobs.value_error}", f"arq:result:{jobs.succeeded}"]
     try:
         with redis.Redis.from_url(arq_redis.url) as client:
             wait_until(
                 lambda: client.exists(*keys) == len(keys),
                 timeout=20,
-                what=f"the arq worker to store both results (worker log: {worker.log_path})",
+                what=f"the arq worker to store the three results (worker log: {worker.log_path})",
             )
     finally:
         worker.stop()
@@ -115,6 +118,49 @@ def test_failed_tab_lists_arq_exceptions_and_job_page_shows_them(
     exception = page.locator("td.exception")
     expect(exception).to_contain_text("PaymentDeclined")
     expect(exception).to_contain_text(arq_worker_app.DECLINE_MESSAGE)
+
+
+def test_succeeded_tab_shows_finish_and_run_time_and_the_job_page_counts_tries(
+    page: Page, arq_callboard: Callboard, failed_jobs: FailedJobs, console_errors: list[str]
+) -> None:
+    """The list is live: the row appears once the results index has it, without a reload."""
+    queue_url = f"{arq_callboard.url}/queues/{TARGET}/arq/{quote(arq_worker_app.QUEUE, safe='')}"
+
+    def known() -> bool:  # discovery has found the queue (until then its page is a 404)
+        response = page.goto(queue_url + "?state=succeeded")
+        return response is not None and response.ok
+
+    wait_until(known, timeout=20, interval=0.25, what="the arq queue's page")
+    console_errors.clear()
+    row = page.locator(f'tr[data-job="{failed_jobs.succeeded}"]')
+    expect(row).to_have_count(1, timeout=LIVE_TIMEOUT_MS)
+    headers = page.locator("table.joblist thead th")
+    expect(headers).to_contain_text(["Job", "Call", "Enqueued", "Finished", "Run time"])
+    expect(row.locator('td[data-field="finished"] time')).to_have_text(re.compile(r" ago$"))
+    # Finish - start of a job that sleeps SETTLE_SECONDS (200 ms): what the worker recorded.
+    run_time = row.locator('td[data-field="run-time"]').inner_text()
+    assert re.fullmatch(r"\d+ ms", run_time) and int(run_time.split()[0]) >= 200, run_time
+    # The full id: in the link (its text and title) and on the clipboard from the Copy button.
+    link = row.locator("a[data-job-link]")
+    expect(link).to_have_attribute("title", failed_jobs.succeeded)
+    expect(link).to_have_text(failed_jobs.succeeded)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    row.locator("button[data-copy]").click()
+    wait_until(
+        lambda: page.evaluate("navigator.clipboard.readText()") == failed_jobs.succeeded,
+        timeout=5,
+        what="the full id on the clipboard",
+    )
+
+    assert console_errors == []
+    link.click()
+    page.wait_for_url(re.compile(r"/jobs/"))
+    # Leaving a page aborts the polls still on their way, which htmx reports on the console.
+    console_errors.clear()
+    kv = page.locator("table.kv")
+    expect(kv.locator("tr", has=page.locator("th", has_text=re.compile(r"^try$")))).to_contain_text("1")
+    expect(kv.locator("th", has_text="retries")).to_have_count(0)
+    assert console_errors == []
 
 
 #: A colour as the page computes it: `css` (a value or a var()) resolved on a probe element.

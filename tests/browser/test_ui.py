@@ -121,6 +121,80 @@ def test_overview_lists_queues_and_counts_move_without_reload(
     assert navigations == []
 
 
+def test_the_job_list_updates_live_and_keeps_a_selection(
+    page: Page, callboard: Callboard, seed_actors: dict[str, Any], console_errors: list[str]
+) -> None:
+    """New messages appear in an open job list without a reload. While a row is selected the list
+    holds still (the selection and the scroll survive, and it says why); unselected, it catches up."""
+    page.set_viewport_size({"width": 1280, "height": 480})  # so the page scrolls
+    key = "dramatiq:reports"
+    page.goto(callboard.url + queue_path(key, "ready"))
+    rows = page.locator("#jobs tr[data-job]")
+    expect(rows.first).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+    before = rows.count()
+    page.evaluate("window.__marker = 1")
+
+    seed_actors["generate_report"].send(900)
+    expect(rows).to_have_count(before + 1, timeout=LIVE_TIMEOUT_MS)
+
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    scrolled = page.evaluate("window.scrollY")
+    assert scrolled > 0
+    first = rows.first.get_attribute("data-job")
+    picked = page.locator(f'tr[data-job="{first}"] input[name=ids]')
+    picked.check()
+    held = page.locator("#jobs [data-held-note]")
+    expect(held).to_be_visible()
+
+    list_polls: list[str] = []
+    page.on("request", lambda r: list_polls.append(r.url) if "/fragments/jobs/" in r.url else None)
+    for i in range(2):
+        seed_actors["generate_report"].send(901 + i)
+    # The live summary counts them, so polls go on; the selected list holds still meanwhile.
+    expect(count_span(page, key, "ready", scope="#queue-summary")).to_have_text(
+        str(before + 3), timeout=LIVE_TIMEOUT_MS
+    )
+    wait_for_polls(page, ("/fragments/queues/",), rounds=3)
+    assert list_polls == [], "the list polled while a row was selected"
+    expect(rows).to_have_count(before + 1)
+    expect(picked).to_be_checked()
+    assert page.evaluate("window.scrollY") == scrolled
+
+    picked.uncheck()
+    expect(held).to_be_hidden()
+    expect(rows).to_have_count(before + 3, timeout=LIVE_TIMEOUT_MS)
+    assert list_polls and all("live=1" in url for url in list_polls), list_polls
+    # The list's polls leave the count above it (#tab-bulk) in place; the summary moves it with the tabs.
+    expect(page.locator('#jobs #tab-bulk [data-field="tab-count"]')).to_have_attribute(
+        "data-count", str(before + 3), timeout=LIVE_TIMEOUT_MS
+    )
+    shown = page.evaluate(
+        """key => [document.querySelector(`#queue-summary [data-queue="${key}"][data-state="ready"]`).title,
+                   document.querySelector('#tab-bulk [data-field="tab-count"]').dataset.count]""",
+        key,
+    )
+    assert shown[0] == shown[1], shown
+    assert page.evaluate("window.scrollY") == scrolled
+    assert page.evaluate("window.__marker") == 1, "the page was reloaded instead of updated in place"
+    assert console_errors == []
+
+    # A press on a link holds the list until it is released, so the click lands on what was pressed.
+    link = rows.first.locator("a[data-job-link]")
+    link.scroll_into_view_if_needed()
+    link.hover()
+    page.evaluate("document.querySelector('#jobs').__pressed = 1")
+    page.mouse.down()
+    seed_actors["generate_report"].send(904)
+    expect(count_span(page, key, "ready", scope="#queue-summary")).to_have_text(
+        str(before + 4), timeout=LIVE_TIMEOUT_MS
+    )
+    wait_for_polls(page, ("/fragments/queues/",), rounds=2)
+    assert page.evaluate("document.querySelector('#jobs').__pressed") == 1, "the list was swapped"
+    expect(rows).to_have_count(before + 3)
+    page.mouse.up()
+    page.wait_for_url(re.compile(r"/jobs/"))
+
+
 def test_dead_message_page_shows_actor_and_traceback(
     page: Page, callboard: Callboard, dead_letter: DeadLetter
 ) -> None:

@@ -183,6 +183,15 @@ async def test_counts_results_workers_and_browse(pool: ArqRedis, aredis: Redis, 
     errors = {i.job_id: i.error for i in failed_page.items}
     assert errors[bad.job_id] == "ValueError: bad v1"
     assert errors[custom.job_id] == f"{__name__}.CustomError: custom 42: tag c1"
+    # Results say when the worker started and finished each job (the list shows finish and run time),
+    # newest first.
+    ok_page = await arq_browse.list_jobs(aredis, tc.arq, "arq:queue", "succeeded", 0, 50)
+    for item in (*failed_page.items, *ok_page.items):
+        assert item.enqueued_at is not None and item.started_at is not None and item.finished_at is not None
+        assert item.enqueued_at <= item.started_at <= item.finished_at <= time.time()
+    finished = [i.finished_at or 0.0 for i in ok_page.items]
+    assert finished == sorted(finished, reverse=True)
+    assert [i.failed_at for i in failed_page.items] == [i.finished_at for i in failed_page.items]
 
     # Job details.
     detail = await arq_browse.get_job(aredis, tc.arq, "arq:queue", custom.job_id)
