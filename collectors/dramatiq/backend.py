@@ -109,7 +109,7 @@ class DramatiqBackend:
 
     async def get_job(self, queue: str, job_id: str) -> JobDetail | None:
         q = self._keys(queue)
-        acks = self.collector.ack_keys(q)
+        acks = self.collector.holder_keys(q)
         results = self.collector.config.results
         return await browse.get_job(self.redis, q, job_id, acks, results, self.results_redis)
 

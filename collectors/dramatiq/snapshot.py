@@ -125,6 +125,8 @@ class DramatiqCollector:
     def __init__(self, config: DramatiqConfig | None = None) -> None:
         self.config = config or DramatiqConfig()
         self._seen = _Seen()
+        #: (namespace, broker id) of the brokers whose heartbeat was fresh at the last snapshot.
+        self._alive: frozenset[tuple[str, str]] = frozenset()
         now = time.time()
         for ns in self.config.namespaces:
             self._seen.namespaces[ns] = now
@@ -162,6 +164,18 @@ class DramatiqCollector:
         if queue is None:
             return acks
         return [a for a in acks if a.namespace == queue.namespace and a.queue == queue.queue]
+
+    def holder_keys(self, queue: QueueKeys) -> list[AckKey]:
+        """Every ack set that may hold a message of `queue` now: those discovery found, and the sets of
+        every live broker of its namespace, found or not (a worker that fetches again makes a new set,
+        which SCAN may take a whole pass to find: meanwhile a job it holds would look ready). For one
+        job's page: one SISMEMBER each, pipelined; at most HEARTBEAT_LIMIT live brokers."""
+        found = set(self.ack_keys(queue))
+        for ns, worker in self._alive:
+            if ns == queue.namespace:
+                found.add(AckKey(ns, worker, queue.queue, False))
+                found.add(AckKey(ns, worker, queue.queue, True))
+        return sorted(found, key=lambda a: (a.worker, a.delayed))
 
     # -- failure groups ----------------------------------------------------------------------------
 
@@ -282,7 +296,12 @@ class DramatiqCollector:
         for ack, size in zip(acks, ack_sizes, strict=True):
             size = int(size)
             if size == 0:  # Redis removed the set: the worker acked everything it held.
-                self._seen.acks.pop(ack, None)
+                # Kept while the worker lives: it fetches from this queue again, and SCAN may take a
+                # whole pass to find the new set (meanwhile a job it holds would look ready). Costs
+                # one SCARD per live worker and queue it consumed.
+                last = beats.get((ack.namespace, ack.worker))
+                if last is None or now - last >= timeout:
+                    self._seen.acks.pop(ack, None)
                 continue
             held.setdefault((ack.namespace, ack.worker), []).append((ack, size))
             self._seen.consumed(ack)
@@ -290,6 +309,7 @@ class DramatiqCollector:
             if last is None or now - last >= timeout:
                 ready_key = QueueKeys(ack.namespace, ack.queue).ready
                 orphaned[ready_key] = orphaned.get(ready_key, 0) + size
+        self._alive = frozenset(w for w, last in beats.items() if now - last < timeout)
         # A broker id gone from the heartbeats read is gone for good (a new process gets a new one).
         self._seen.consumers = {w: qs for w, qs in self._seen.consumers.items() if w in beats}
         consuming = self._consuming(beats, now)

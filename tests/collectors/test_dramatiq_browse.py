@@ -401,3 +401,27 @@ async def test_missing_payload_shows_as_undecodable(aredis: Redis, sync_redis: r
     assert ids(page) == ["orphan-rid"]
     assert page.items[0].undecodable is not None
     assert page.items[0].undecodable.reason == "missing payload"
+
+
+async def test_a_job_fetched_into_an_ack_set_discovery_has_not_found_yet_shows_in_flight(
+    brokers: BrokerFactory, collectors: CollectorFactory, sync_redis: redis.Redis
+) -> None:
+    """A worker's new ack set waits for the next SCAN pass (15 s and more apart); a job's page asks
+    every live broker's set of its queue, so the job shows in flight at once, with its holder."""
+    producer = brokers()
+    message = make_actor(producer).send(1)
+    worker = brokers()
+    worker.consume("other", prefetch=1, timeout=100)  # the worker is a live broker...
+    target = collectors()
+    await target.collect()  # ...and this pass found no ack set of `default`
+    # On a big database the next pass is up to 15 s away (a small one is rescanned at once).
+    target.scanner._resume_at = time.monotonic() + 60
+    fetch(worker.consume("default", prefetch=1, timeout=100), 1)
+    assert sync_redis.exists(f"dramatiq:__acks__.{worker.broker_id}.default")
+    await target.collect()  # the heartbeat read: the worker lives
+    assert target.dramatiq.ack_keys(DEFAULT) == []  # discovery has not seen the new set
+    backend = target.backend("dramatiq")
+    assert backend is not None
+    job = await backend.get_job("dramatiq:default", message.options["redis_message_id"])
+    assert job is not None and job.state == "in_flight"
+    assert worker.broker_id in repr(job.ids) + repr(job.notes)  # and who holds it
