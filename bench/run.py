@@ -27,8 +27,9 @@ from tests.servers import RedisServer, redis_binaries
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-#: `--small` is what CI runs; it must stay well inside this.
-SMALL_TIME_LIMIT = 60.0
+#: `--small` is what CI runs; it must stay well inside this. 60 s until the flow and page-weight
+#: benches joined (they take ~15 s of a ~53 s run on 2 quiet cores): 90 s keeps the margin.
+SMALL_TIME_LIMIT = 90.0
 
 
 def _parser() -> argparse.ArgumentParser:

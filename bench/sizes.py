@@ -1,4 +1,4 @@
-"""The two run sizes: full (`make bench`) and small (CI, < 60 s on 2 cores)."""
+"""The two run sizes: full (`make bench`) and small (CI, < 90 s on 2 cores)."""
 
 from __future__ import annotations
 
