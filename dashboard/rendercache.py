@@ -125,12 +125,20 @@ class ReadCache(Generic[T]):
         #: Reads actually performed (tests read it to prove sharing).
         self.reads = 0
 
-    async def get(self, key: Hashable, read: Callable[[], Awaitable[T]], fresh: bool = False) -> T:
+    async def get(
+        self,
+        key: Hashable,
+        read: Callable[[], Awaitable[T]],
+        fresh: bool = False,
+        within: float | None = None,
+    ) -> T:
         """The kept result for `key`, or a new read; `fresh`: a new read in any case, kept for the
-        next viewers (a read that must see a change just made)."""
+        next viewers (a read that must see a change just made); `within`: reuse only a read started
+        this recently (default `max_age`)."""
         now = self._clock()
         entry = self._entries.get(key)
-        if fresh or entry is None or now - entry.at > self.max_age or _failed(entry):
+        max_age = self.max_age if within is None else within
+        if fresh or entry is None or now - entry.at > max_age or _failed(entry):
             self.reads += 1
             entry = _Read(now, asyncio.ensure_future(read()))
             self._entries[key] = entry

@@ -218,12 +218,19 @@ def down_message(state: TargetState, now: float | None = None) -> str:
     return f"Redis target “{state.name}” is unreachable, down since {since}: {sentence(state.error)}"
 
 
+#: Seconds a page load or an API call reuses an identical read already made (or in flight): well
+#: under a poll interval, so ten viewers opening one queue at once cost one read, and nobody sees
+#: rows older than that.
+SHARED_READ = 0.5
+
+
 async def list_jobs(
-    request: Request, target: str, framework: str, key: str, state: str, live: bool = False
+    request: Request, target: str, framework: str, key: str, state: str, mode: str = "page"
 ) -> JobPage:
-    """One page of jobs. `live` (a list's poll): the read every viewer of this page shares for up to
-    a poll interval, so open tabs do not multiply Redis reads. Otherwise (a page load, the reload after
-    a control, the API) read now, and that read is what the polls get next."""
+    """One page of jobs, read per `mode`. "live" (a list's poll): the read every viewer of this page
+    shares for up to a poll interval, so open tabs do not multiply Redis reads. "page" (a page load,
+    the API): an identical read made or started within SHARED_READ seconds is shared. "fresh" (the
+    reload after a control): read now. The polls get the newest read."""
     backend = require_queue(request, target, framework, key)
     if state not in backend.states:
         raise HTTPException(400, f"Unknown state {state!r}; one of {', '.join(backend.states)}.")
@@ -231,7 +238,8 @@ async def list_jobs(
     return await services(request).job_lists.get(
         (target, framework, key, state, offset, limit),
         lambda: backend.list_jobs(key, state, offset, limit),
-        fresh=not live,
+        fresh=mode == "fresh",
+        within=SHARED_READ if mode == "page" else None,
     )
 
 

@@ -396,11 +396,11 @@ def control_actions(request: Request, target: str, framework: str, state: str) -
     return [(a, action_label(state, a)) for a in backend.actions(state)]
 
 
-async def _jobs_context(request: Request, context: dict[str, Any], live: bool = False) -> dict[str, Any]:
+async def _jobs_context(request: Request, context: dict[str, Any], mode: str = "page") -> dict[str, Any]:
     stats: QueueStats = context["queue"]
     state = request.query_params.get("state") or "ready"
     target = context["target"].name
-    page = await reports.list_jobs(request, target, stats.framework.value, stats.key, state, live)
+    page = await reports.list_jobs(request, target, stats.framework.value, stats.key, state, mode)
     return {
         **context,
         "tab": state,
@@ -420,7 +420,7 @@ async def jobs_fragment(request: Request) -> Response:
     """The job list of a queue page: re-read from Redis after a control ended; with `?live=1` (its
     poll, static/app.js) the read shared by every viewer for a poll interval."""
     live = request.query_params.get("live") == "1"
-    context = await _jobs_context(request, _queue_context(request), live)
+    context = await _jobs_context(request, _queue_context(request), "live" if live else "fresh")
     # `live`: the list leaves #tab-bulk as it is; the summary's poll keeps it (partials/tab_bulk.html).
     return render(request, "partials/job_table.html", {**context, "live": live})
 

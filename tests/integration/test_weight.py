@@ -7,6 +7,7 @@ The bytes a browser transfers are measured in bench/weight.py.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import re
 from collections.abc import Iterator
@@ -163,3 +164,17 @@ def test_a_live_job_list_polls_one_shared_read(http: httpx.Client, one_redis: Re
     other = jobs_fragment_url("main", "dramatiq", QUEUE, "ready", limit=25) + "&live=1"
     assert http.get(other).status_code == 200
     assert lrange_calls(url) == before + 2
+
+
+def test_viewers_opening_one_queue_at_once_share_one_read(board: Callboard, one_redis: RedisServer) -> None:
+    """Ten page loads (and API calls) of the same list at the same moment read Redis once: the first
+    read is joined while in flight and reused for half a second, well under a poll interval (a
+    second read is allowed for a request a loaded machine starts late; without sharing, ten)."""
+    url = one_redis.url
+    page = board.url + queue_url("main", "dramatiq", QUEUE, "ready", limit=10)
+    api = board.url + f"/api/v1/queues/main/dramatiq/{QUEUE}/jobs?state=ready&limit=10"
+    before = lrange_calls(url)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
+        answers = list(pool.map(lambda u: httpx.get(u, timeout=10).status_code, [page] * 8 + [api] * 2))
+    assert answers == [200] * 10
+    assert lrange_calls(url) - before <= 2, "identical page loads at one moment each read Redis"
