@@ -15,8 +15,10 @@ rate (viewers read the store, never Redis).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,10 +154,17 @@ async def bench_http(
     board = Callboard(specs)
     started = time.perf_counter()
     board.start(poll_interval=sizes.poll_interval)
-    try:
+    with serving(board):
         wait_ready(board, scenarios)
         startup = time.perf_counter() - started
         return await _measure(board, redis, len(scenarios), sizes) | {"startup_seconds": startup}
+
+
+@contextlib.contextmanager
+def serving(board: Callboard) -> Iterator[Callboard]:
+    """A started board, stopped at the end; a failure inside prints the end of its log first."""
+    try:
+        yield board
     except BaseException:
         if board.proc:
             print(board.proc.log()[-4000:])

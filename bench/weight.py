@@ -28,7 +28,7 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from bench.report import Check, table
 from bench.scenarios import Scenario
-from bench.web import wait_ready
+from bench.web import serving, wait_ready
 from callboard.dashboard.urls import api_jobs_url, job_url, queue_url
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.servers import Callboard
@@ -181,7 +181,7 @@ async def bench_weight(redis_url: str, scenario: Scenario, only: tuple[str, ...]
     started = time.perf_counter()
     board = Callboard([f"{scenario.name}={redis_url.rsplit('/', 1)[0]}/{scenario.db}"])
     board.start(poll_interval=POLL_INTERVAL)
-    try:
+    with serving(board):
         wait_ready(board, (scenario,))
         ready = time.perf_counter() - started
         pages = {
@@ -208,12 +208,6 @@ async def bench_weight(redis_url: str, scenario: Scenario, only: tuple[str, ...]
             "startup_seconds": ready,
             "seconds": time.perf_counter() - started,
         }
-    except BaseException:
-        if board.proc:
-            print(board.proc.log()[-4000:])
-        raise
-    finally:
-        board.stop()
 
 
 def weight_checks(result: dict[str, Any]) -> list[Check]:

@@ -179,7 +179,7 @@ async def flow(request: Request) -> Response:
     )
 )
 async def flow_overview(request: Request) -> Response:
-    span = reports.flow_range(request)
+    span = reports.chart_range(request)
     return respond(reports.flow_overview(services(request).store.targets(), span, time.time()))
 
 

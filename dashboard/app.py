@@ -33,7 +33,6 @@ from callboard.dashboard.searches import Searches
 from callboard.dashboard.services import Services, services
 from callboard.dashboard.settings import Settings, TargetSettings
 from callboard.dashboard.store import SnapshotStore
-from callboard.dashboard.taskreport import HISTORY_MAX_AGE
 from callboard.dashboard.templating import STATIC, make_templates
 
 log = logging.getLogger("callboard")
@@ -255,8 +254,8 @@ def create_app(settings: Settings) -> Starlette:
         collectors=collectors,
         templates=make_templates(),
         render_cache=RenderCache(store, max_age=settings.poll_interval),
-        depth_history=ReadCache(max_age=reports.DEPTH_MAX_AGE),
-        flow_history=ReadCache(max_age=HISTORY_MAX_AGE),
+        depth_history=ReadCache(max_age=reports.LONG_READ_MAX_AGE),
+        flow_history=ReadCache(max_age=reports.LONG_READ_MAX_AGE),
         job_lists=ReadCache(max_age=settings.poll_interval),
         audit_reads=ReadCache(max_age=settings.poll_interval),
         operations=Operations(collectors, poller, settings.audit_keep),

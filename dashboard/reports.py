@@ -409,11 +409,16 @@ class FlowOverview:
     errors: dict[str, str]
 
 
-def flow_range(request: Request) -> str:
+def chart_range(request: Request) -> str:
+    """`?range=` of every chart (overview, queue depth, task page): one of FLOW_RANGES, 1h by default."""
     span = request.query_params.get("range") or "1h"
     if span not in FLOW_RANGES:
         raise HTTPException(400, f"Unknown range {span!r}; one of {', '.join(FLOW_RANGES)}.")
     return span
+
+
+# The queue depth's stored tiers answer the same ranges.
+assert set(depth.TIERS) == set(FLOW_RANGES)
 
 
 def flow_overview(states: list[TargetState], span: str, now: float) -> FlowOverview:
@@ -559,8 +564,9 @@ def _completed_per_minute(
 
 # -- depth history ---------------------------------------------------------------------------------
 
-#: Seconds an on-demand read of a stored chart range is shared by every viewer.
-DEPTH_MAX_AGE = 30.0
+#: Seconds an on-demand read of a long chart range (a queue's stored depth, a task's hours) is
+#: shared by every viewer.
+LONG_READ_MAX_AGE = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -582,16 +588,9 @@ class DepthHistory:
     error: str | None
 
 
-def depth_range(request: Request) -> str:
-    span = request.query_params.get("range") or "1h"
-    if span not in depth.TIERS:
-        raise HTTPException(400, f"Unknown range {span!r}; one of {', '.join(depth.TIERS)}.")
-    return span
-
-
 async def depth_report(request: Request, target: str, framework: str, key: str) -> DepthHistory:
     require_queue(request, target, framework, key)
-    span = depth_range(request)
+    span = chart_range(request)
     svc = services(request)
     fw = Framework(framework)
     states = QUEUE_STATES[fw]

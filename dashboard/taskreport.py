@@ -3,7 +3,7 @@ share.
 
 `1h` is per minute, from the store (the poller keeps the last hour of minutes in memory): no Redis
 read. `24h` and `7d` are per hour, read from the hour hashes on demand (collectors/flowhistory.py: one
-round trip, this series' fields only), kept `HISTORY_MAX_AGE` seconds for every viewer. When that read
+round trip, this series' fields only), kept `LONG_READ_MAX_AGE` seconds for every viewer. When that read
 fails the report says why and shows the last hour instead: never an error page for a Redis outage.
 """
 
@@ -18,20 +18,15 @@ from redis.exceptions import NoPermissionError, RedisError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from callboard.collectors import flowhistory
+from callboard.collectors import backends, flowhistory
 from callboard.collectors.flow import BUCKETS, OUTCOMES, Series, Tally, collapse, quantile
 from callboard.collectors.flowhistory import Change
 from callboard.collectors.flowreader import FlowSnapshot
-from callboard.dashboard.reports import FLOW_RANGES
+from callboard.dashboard.reports import FLOW_RANGES, chart_range
 from callboard.dashboard.services import services
 
-#: `?range=` -> (seconds per step, steps): the overview's ranges.
-RANGES = FLOW_RANGES
 RANGE_WORDS = {"1h": "last hour", "24h": "last 24 hours", "7d": "last 7 days"}
-#: Seconds a range read from Redis is shared by every viewer.
-HISTORY_MAX_AGE = 30.0
 SERIES_ID = re.compile(r"[0-9a-f]{12}")
-SOURCES = {"companion": "from the companion", "arq-results": "estimated from Arq results (kept 1 h)"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +83,6 @@ class TaskReport:
     note: str | None
 
 
-def task_range(request: Request) -> str:
-    span = request.query_params.get("range") or "1h"
-    if span not in RANGES:
-        raise HTTPException(400, f"Unknown range {span!r}; one of {', '.join(RANGES)}.")
-    return span
-
-
 def find_series(request: Request, target: str, series_id: str) -> tuple[Series, FlowSnapshot, str]:
     """The series `series_id` of `target`'s flow, the flow, and its source; a 404 that says why not."""
     if not SERIES_ID.fullmatch(series_id):
@@ -111,24 +99,24 @@ def find_series(request: Request, target: str, series_id: str) -> tuple[Series, 
     for tallies in flow.estimated.values():
         for series in tallies:
             if series.id == series_id:
-                return series, flow, "arq-results"
+                return series, flow, backends.KINDS[series.framework].estimate.source
     raise HTTPException(
         404,
-        f"No task {series_id!r} in target {target!r}: neither the worker companions nor Arq's results "
-        "tell of it (the tasks page lists those that do).",
+        f"No task {series_id!r} in target {target!r}: neither the worker companions nor what the brokers "
+        "keep (Arq's results, Dramatiq's dead letters) tell of it (the tasks page lists those that do).",
     )
 
 
 async def task_report(request: Request, target: str, series_id: str) -> TaskReport:
-    span = task_range(request)
+    span = chart_range(request)
     series, flow, source = find_series(request, target, series_id)
     now = time.time()
     error = note = None
     hours: Mapping[int, Tally] | None = None
     if span != "1h" and source != "companion":
         note = (
-            "Estimated from Arq results, which Arq keeps 1 h (keep_result): this task has no hourly history; "
-            "showing the last hour, from memory."
+            f"Estimated from {backends.ESTIMATES[source].label}, which the broker keeps for a while only: "
+            "this task has no hourly history; showing the last hour, from memory."
         )
     elif span != "1h":
         hours, error = await _read_hours(request, target, series, span, now)
@@ -143,7 +131,7 @@ async def _read_hours(
     request: Request, target: str, series: Series, span: str, now: float
 ) -> tuple[dict[int, Tally] | None, str | None]:
     """The hours of `span` from Redis (through the shared cache), or None and why they could not be."""
-    step, count = RANGES[span]
+    step, count = FLOW_RANGES[span]
     last = int(now // step)
     hours = range(last - count + 1, last + 1)
     redis = services(request).collectors[target].redis
@@ -172,7 +160,7 @@ def report_of(
     note: str | None = None,
 ) -> TaskReport:
     """The report of `by_step` (epoch minute or hour -> tally) over the range `shown` that ends at `now`."""
-    step_seconds, count = RANGES[shown]
+    step_seconds, count = FLOW_RANGES[shown]
     last = int(now // step_seconds)
     tallies = [by_step.get(s) or Tally.empty() for s in range(last - count + 1, last + 1)]
     total = collapse(tallies)

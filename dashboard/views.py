@@ -317,9 +317,8 @@ async def task_page(request: Request) -> Response:
     context = {
         "task": report,
         "grid": heatmap(report),
-        "ranges": taskreport.RANGES,
+        "ranges": reports.FLOW_RANGES,
         "range_words": taskreport.RANGE_WORDS,
-        "sources": taskreport.SOURCES,
         "bound": bound,
         "rule": CHANGE_RULE,
     }

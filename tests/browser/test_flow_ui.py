@@ -92,7 +92,8 @@ def test_the_overview_switches_range_and_remembers_it(
     assert any("per hour" in label.lower() for label in labels), labels
 
     # The choice survives a poll (the totals are swapped in) and a reload.
-    time.sleep(1.0)
+    with page.expect_response(lambda r: "/fragments/overview" in r.url):
+        pass  # the next poll's totals
     expect(page.locator('[data-flow-range]:not([hidden]) [data-field="processed"]')).to_have_text("23")
     page.reload()
     expect(day).to_have_attribute("aria-pressed", "true")

@@ -402,6 +402,10 @@ def test_without_the_companion_dramatiq_dead_letters_tell_the_failures(
         cells = dict(re.findall(cell, row_html(page, flaky)))
         assert cells == {"runs": "—", "failed": "5", "failure": "—", "p95": "—"}, cells
         assert 'data-source="dramatiq-deadletters"' in row_html(page, flaky) and "dead letters only" in page
+        # Its task page names the same source, and says what the source covers.
+        status, task_page = board.get(task_url("main", found[flaky]["series_id"]) + "?range=24h")
+        assert status == 200 and "estimated: dead letters only" in task_page and "Arq" not in task_page
+        assert "Estimated from dead letters only" in task_page  # no hourly history for an estimate
         # Nothing estimated is exported as a counter.
         assert f'actor="{flaky}"' not in board.get("/metrics")[1]
 
